@@ -1,0 +1,38 @@
+"""The contract between an exported model and the pipeline (``meta.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from enrich.errors import ModelConfigError
+from enrich.images import VisionSpec
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    name: str
+    role: str  # "embedder" | "tagger"
+    arch: str  # "qwen2_vl" | "qwen2_5_vl"
+    version: str
+    hidden_size: int
+    tokenizer: str  # "bytes" | "hf"
+    special: dict[str, int]
+    vision: VisionSpec
+    label_token_ids: list[int] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))
+
+    @classmethod
+    def read(cls, path: Path) -> ModelMeta:
+        try:
+            raw = json.loads(path.read_text())
+            raw["vision"] = VisionSpec(**raw["vision"])
+            return cls(**raw)
+        except FileNotFoundError:
+            raise ModelConfigError(f"{path} not found: export the model first (enrich models export)") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelConfigError(f"{path} is not a valid model meta file: {exc}") from exc

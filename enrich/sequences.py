@@ -1,0 +1,118 @@
+"""Token sequences, M-RoPE positions and attention biases for the text graphs.
+
+A ``PackedSequence`` is one shared prefix (item content: text and image
+placeholders) followed by zero or more suffixes. Each suffix sees the prefix
+and itself, never the other suffixes, and its positions restart right after
+the prefix, so one forward over a packed row equals one forward per suffix.
+The embedder uses zero suffixes; the tagger one suffix per candidate tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NEG = np.finfo(np.float32).min
+
+
+@dataclass
+class Prefix:
+    """Item content as token ids with 3-D (t, h, w) M-RoPE positions."""
+
+    ids: list[int] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)  # chunks of [3, n]
+    next_pos: int = 0
+    num_image_tokens: int = 0
+
+    def add_text(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        self.ids.extend(ids)
+        pos = np.arange(self.next_pos, self.next_pos + len(ids), dtype=np.int64)
+        self.positions.append(np.broadcast_to(pos, (3, len(ids))))
+        self.next_pos += len(ids)
+
+    def add_image(self, grid: tuple[int, int, int], merge: int, image_pad: int) -> None:
+        t, h, w = grid[0], grid[1] // merge, grid[2] // merge
+        tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+        pos = np.stack([tt.reshape(-1), hh.reshape(-1), ww.reshape(-1)]).astype(np.int64) + self.next_pos
+        self.ids.extend([image_pad] * pos.shape[1])
+        self.positions.append(pos)
+        self.num_image_tokens += pos.shape[1]
+        self.next_pos += max(t, h, w)
+
+    def position_array(self) -> np.ndarray:
+        if not self.positions:
+            return np.zeros((3, 0), dtype=np.int64)
+        return np.concatenate(self.positions, axis=1)
+
+
+@dataclass
+class PackedSequence:
+    prefix: Prefix
+    suffixes: list[list[int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prefix.ids) + sum(len(s) for s in self.suffixes)
+
+    @property
+    def num_readouts(self) -> int:
+        return max(1, len(self.suffixes))
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    input_ids: np.ndarray  # [B, S] int64
+    attn_bias: np.ndarray  # [B, 1, S, S] float32
+    position_ids: np.ndarray  # [3, B, S] int64
+    readout_index: np.ndarray  # [B, R] int64
+    readout_counts: list[int]
+
+    def as_inputs(self, image_embeds: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "input_ids": self.input_ids,
+            "attn_bias": self.attn_bias,
+            "position_ids": self.position_ids,
+            "image_embeds": image_embeds,
+            "readout_index": self.readout_index,
+        }
+
+
+def build_text_batch(seqs: list[PackedSequence], pad_id: int) -> TextBatch:
+    """Right-pad packed sequences into one text-graph call.
+
+    Readouts: the last prefix token when there are no suffixes, else the last
+    token of each suffix.
+    """
+    b = len(seqs)
+    s = max(len(q) for q in seqs)
+    r = max(q.num_readouts for q in seqs)
+    ids = np.full((b, s), pad_id, dtype=np.int64)
+    pos = np.zeros((3, b, s), dtype=np.int64)
+    bias = np.full((b, 1, s, s), NEG, dtype=np.float32)
+    readout = np.zeros((b, r), dtype=np.int64)
+    counts = []
+    for row, q in enumerate(seqs):
+        p = len(q.prefix.ids)
+        ids[row, :p] = q.prefix.ids
+        pos[:, row, :p] = q.prefix.position_array()
+        causal = np.triu(np.full((p, p), NEG, dtype=np.float32), k=1)
+        bias[row, 0, :p, :p] = causal
+        cursor = p
+        if not q.suffixes:
+            readout[row, 0] = p - 1
+        for j, suffix in enumerate(q.suffixes):
+            n = len(suffix)
+            sl = slice(cursor, cursor + n)
+            ids[row, sl] = suffix
+            pos[:, row, sl] = np.arange(q.prefix.next_pos, q.prefix.next_pos + n)
+            bias[row, 0, sl, :p] = 0.0
+            bias[row, 0, sl, sl] = np.triu(np.full((n, n), NEG, dtype=np.float32), k=1)
+            readout[row, j] = cursor + n - 1
+            cursor += n
+        # Padding rows attend to themselves so softmax stays finite.
+        for i in range(cursor, s):
+            bias[row, 0, i, i] = 0.0
+        counts.append(q.num_readouts)
+    return TextBatch(ids, bias, pos, readout, counts)
