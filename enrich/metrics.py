@@ -1,0 +1,20 @@
+"""Prometheus metrics of the pipeline and the stream (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STAGES = ("decode", "preprocess", "embed", "candidates", "tag", "semantic_id", "publish")
+
+ITEMS_IN = Counter("enrich_items_in_total", "Input events taken from items.new")
+ITEMS_OUT = Counter("enrich_items_enriched_total", "Items enriched and published")
+DLQ = Counter("enrich_dlq_total", "Events sent to the dead-letter topic", ["reason", "stage"])
+STAGE_SECONDS = Histogram("enrich_stage_seconds", "Wall time per pipeline stage and batch", ["stage"],
+                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+BATCH_SIZE = Histogram("enrich_batch_size", "Events per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+END_TO_END = Histogram("enrich_end_to_end_seconds", "Item created_at to outputs acknowledged",
+                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+BACKEND_RETRIES = Counter("enrich_backend_retries_total", "Batches retried because the model server was unavailable")
+BACKEND_UP = Gauge("enrich_backend_up", "1 while the last model call succeeded, 0 while retrying")
+VOCAB_SIZE = Gauge("enrich_vocab_tags", "Tags in the live vocabulary")
+CONSUMER_LAG = Gauge("enrich_consumer_lag", "High watermark minus committed offset", ["partition"])

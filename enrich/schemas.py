@@ -1,0 +1,226 @@
+"""Wire schemas v1 (msgpack), validated at the edge.
+
+Every record is a msgpack map with an integer ``schema`` field. Changes are
+additive; a new incompatible shape gets a new version number. Embeddings
+travel as little-endian float32 bytes, semantic IDs as int lists, times as
+epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from enrich.errors import InvalidItem
+
+SCHEMA_VERSION = 1
+ITEM_KINDS = frozenset({"article", "answer", "image_post", "video", "short_text"})
+MAX_ID_LEN = 256
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images: int = 8
+    max_image_bytes: int = 4 * 1024 * 1024
+    max_title_chars: int = 1_000
+    max_text_chars: int = 100_000
+
+
+@dataclass(frozen=True)
+class Item:
+    """``items.new``: a newly published piece of content (key: item id)."""
+
+    id: str
+    kind: str
+    title: str
+    text: str
+    created_at: int
+    images: list[bytes] = field(default_factory=list)
+    published_at: int | None = None
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class TagGrade:
+    tag: str
+    grade: int  # 2 strong, 1 weak
+    prob: float  # probability of that grade
+
+
+@dataclass(frozen=True)
+class ModelVersions:
+    embedder: str
+    tagger: str
+    codebook: str
+
+
+@dataclass(frozen=True)
+class EnrichedItem:
+    """``items.enriched``: the full record for one item (key: item id)."""
+
+    item_id: str
+    kind: str
+    created_at: int
+    enriched_at: int
+    tags: list[TagGrade]
+    embedding: bytes  # float32, L2-normalised
+    dim: int
+    semantic_id: list[int]
+    versions: ModelVersions
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class TagRecall:
+    """``recall.tags``: one (tag, item) edge for the cold-start tag index (key: tag)."""
+
+    tag: str
+    item_id: str
+    grade: int
+    prob: float
+    created_at: int
+    versions: ModelVersions
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class NeighborRecord:
+    """``recall.neighbors``: the item's vector and semantic ID for the neighbour index (key: item id)."""
+
+    item_id: str
+    semantic_id: list[int]
+    vector: bytes  # float32
+    dim: int
+    created_at: int
+    versions: ModelVersions
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """``items.dlq``: an input that could not be enriched, with everything needed to replay it."""
+
+    reason: str
+    stage: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original: bytes
+    key: bytes | None
+    failed_at: int
+    item_id: str | None = None
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class VocabEntry:
+    """``tags.vocab`` (compacted, key: tag): the open tag vocabulary. ``deleted`` retires a tag."""
+
+    tag: str
+    facet: str = ""
+    description: str = ""
+    deleted: bool = False
+    updated_at: int = 0
+    schema: int = SCHEMA_VERSION
+
+
+def encode(record: Any) -> bytes:
+    return msgpack.packb(asdict(record), use_bin_type=True)
+
+
+def vector_bytes(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def vector_from_bytes(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4")
+
+
+# -- decoding with validation -------------------------------------------------
+
+
+def _unpack(raw: bytes) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
+        raise InvalidItem("not_msgpack", f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise InvalidItem("not_a_map", f"top-level value is {type(obj).__name__}, expected a map")
+    version = obj.get("schema")
+    if version is None:
+        raise InvalidItem("missing_field", "'schema' is required")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidItem("wrong_type", f"'schema' must be an integer, got {type(version).__name__}")
+    if version != SCHEMA_VERSION:
+        raise InvalidItem("unknown_schema", f"schema {version} is not supported (this worker reads {SCHEMA_VERSION})")
+    return obj
+
+
+def _field(obj: dict[str, Any], name: str, types: type | tuple[type, ...], required: bool = True) -> Any:
+    if name not in obj or obj[name] is None:
+        if required:
+            raise InvalidItem("missing_field", f"'{name}' is required")
+        return None
+    value = obj[name]
+    allowed = types if isinstance(types, tuple) else (types,)
+    # bool is an int subclass; only accept it where bool is asked for
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        expected = "/".join(t.__name__ for t in allowed)
+        raise InvalidItem("wrong_type", f"'{name}' must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def decode_item(raw: bytes, limits: Limits = Limits()) -> Item:
+    """Decode and validate an ``items.new`` record or raise ``InvalidItem`` with a specific reason."""
+    obj = _unpack(raw)
+    item_id = _field(obj, "id", str)
+    if not item_id or len(item_id) > MAX_ID_LEN or not item_id.isprintable():
+        raise InvalidItem("bad_id", f"'id' must be 1..{MAX_ID_LEN} printable characters")
+    kind = _field(obj, "kind", str)
+    if kind not in ITEM_KINDS:
+        raise InvalidItem("unknown_kind", f"kind {kind!r} is not one of {sorted(ITEM_KINDS)}")
+    title = _field(obj, "title", str, required=False) or ""
+    text = _field(obj, "text", str, required=False) or ""
+    if len(title) > limits.max_title_chars:
+        raise InvalidItem("field_too_large", f"'title' has {len(title)} chars > {limits.max_title_chars}")
+    if len(text) > limits.max_text_chars:
+        raise InvalidItem("field_too_large", f"'text' has {len(text)} chars > {limits.max_text_chars}")
+    created_at = _field(obj, "created_at", int)
+    published_at = _field(obj, "published_at", int, required=False)
+    images = _field(obj, "images", list, required=False) or []
+    if len(images) > limits.max_images:
+        raise InvalidItem("too_many_images", f"{len(images)} images > limit {limits.max_images}")
+    for i, img in enumerate(images):
+        if not isinstance(img, bytes):
+            raise InvalidItem("wrong_type", f"images[{i}] must be bytes, got {type(img).__name__}")
+        if len(img) > limits.max_image_bytes:
+            raise InvalidItem("image_too_large", f"images[{i}] has {len(img)} bytes > {limits.max_image_bytes}")
+    if not title.strip() and not text.strip() and not images:
+        raise InvalidItem("empty_content", "title, text and images are all empty")
+    return Item(id=item_id, kind=kind, title=title, text=text, created_at=created_at, images=list(images),
+                published_at=published_at)
+
+
+def decode_vocab(raw: bytes) -> VocabEntry:
+    obj = _unpack(raw)
+    tag = _field(obj, "tag", str)
+    if not tag.strip() or len(tag) > 200:
+        raise InvalidItem("bad_tag", "'tag' must be 1..200 characters")
+    return VocabEntry(tag=tag.strip(), facet=_field(obj, "facet", str, required=False) or "",
+                      description=_field(obj, "description", str, required=False) or "",
+                      deleted=bool(_field(obj, "deleted", bool, required=False)),
+                      updated_at=_field(obj, "updated_at", int, required=False) or 0)
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """Decode any record of this package's schemas to a plain dict (for consumers and tools)."""
+    return _unpack(raw)

@@ -1,0 +1,84 @@
+"""The live tag vocabulary and candidate selection.
+
+Tags arrive at run time (``tags.vocab``); each is embedded once with the
+embedder's text path, and items pick their top-M candidates by cosine
+similarity before the tagger grades them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from enrich.schemas import VocabEntry
+
+
+@dataclass(frozen=True)
+class VocabSnapshot:
+    tags: list[str]
+    matrix: np.ndarray  # [T, D] unit vectors
+
+    def candidates(self, vectors: np.ndarray, top_m: int) -> list[list[str]]:
+        if not self.tags or top_m <= 0:
+            return [[] for _ in range(len(vectors))]
+        sims = vectors @ self.matrix.T
+        m = min(top_m, len(self.tags))
+        top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+        order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
+        ranked = np.take_along_axis(top, order, axis=1)
+        return [[self.tags[j] for j in row] for row in ranked]
+
+
+class TagVocabulary:
+    """Thread-safe: updated by the vocabulary feed, read by the pipeline thread."""
+
+    def __init__(self, embed_texts: Callable[[Sequence[str]], np.ndarray]) -> None:
+        self._embed = embed_texts
+        self._lock = threading.Lock()
+        self._entries: dict[str, VocabEntry] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._pending: set[str] = set()
+        self._snapshot = VocabSnapshot([], np.zeros((0, 0), np.float32))
+        self._dirty = False
+
+    def apply(self, entry: VocabEntry) -> None:
+        with self._lock:
+            if entry.deleted:
+                self._entries.pop(entry.tag, None)
+                self._vectors.pop(entry.tag, None)
+                self._pending.discard(entry.tag)
+            else:
+                old = self._entries.get(entry.tag)
+                self._entries[entry.tag] = entry
+                if old is None or old.description != entry.description:
+                    self._pending.add(entry.tag)
+            self._dirty = True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def snapshot(self) -> VocabSnapshot:
+        """Embed pending tags (outside the lock) and return a consistent view."""
+        with self._lock:
+            pending = sorted(self._pending)
+            texts = [self._text(self._entries[t]) for t in pending]
+        vecs = self._embed(texts) if pending else np.zeros((0, 0), np.float32)
+        with self._lock:
+            for tag, v in zip(pending, vecs):
+                if tag in self._entries:
+                    self._vectors[tag] = v
+                    self._pending.discard(tag)
+            if self._dirty or pending:
+                tags = sorted(self._vectors)
+                matrix = np.stack([self._vectors[t] for t in tags]) if tags else np.zeros((0, 0), np.float32)
+                self._snapshot = VocabSnapshot(tags, matrix)
+                self._dirty = False
+            return self._snapshot
+
+    @staticmethod
+    def _text(e: VocabEntry) -> str:
+        return f"{e.tag}: {e.description}" if e.description else e.tag
