@@ -1,0 +1,81 @@
+"""All configuration, read once from ``ENRICH_*`` environment variables.
+
+This is the only module that reads the environment. Everything below the
+entry points receives plain values from a ``Settings`` instance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENRICH_", extra="ignore")
+
+    # Kafka
+    broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: str = Field("PLAIN", description="SASL mechanism when SASL is used")
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    group_id: str = Field("enrich", description="consumer group of the workers")
+    topic_prefix: str = Field("", description="prefix for every topic name (e.g. 'staging.')")
+    partitions: int = Field(4, description="partitions for topics created by `enrich topics create`")
+    session_timeout_s: float = Field(10.0, description="consumer session timeout; short values rebalance faster")
+
+    # Micro-batching
+    batch_size: int = Field(16, ge=1, description="max events per micro-batch")
+    batch_wait_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
+
+    # Models and inference
+    backend: str = Field("triton", pattern="^(triton|onnxruntime)$", description="'triton' or 'onnxruntime'")
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint")
+    triton_timeout_s: float = 30.0
+    state_dir: Path = Field(Path(".enrich"), description="local models, codebook and logs")
+    model_dir: Path | None = Field(None, description="exported models (default: <state_dir>/models)")
+    codebook: Path | None = Field(None, description="semantic ID codebook (default: <state_dir>/codebook.npz)")
+    max_text_tokens: int = Field(256, ge=8)
+    max_text_chars: int = Field(8000, ge=1)
+    max_images: int = Field(8, ge=0)
+    max_image_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    model_batch: int = Field(32, ge=1, description="max items per model call")
+    candidate_tags: int = Field(8, ge=0, description="top-M vocabulary tags graded per item")
+    min_grade: int = Field(1, ge=0, le=2, description="keep tags graded at least this (2 strong, 1 weak)")
+    retry_max_s: float = Field(30.0, description="longest backoff between retries of an unavailable backend")
+
+    # Worker
+    web_port: int = Field(6066, description="worker HTTP port: /healthz, /metrics")
+    log_json: bool = False
+    log_level: str = "info"
+
+    # Local stack
+    broker_port: int = 9092
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_dir or self.state_dir / "models"
+
+    @property
+    def codebook_path(self) -> Path:
+        return self.codebook or self.state_dir / "codebook.npz"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by the admin, producer and consumer tools."""
+        cfg = {"bootstrap.servers": self.broker, "security.protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            cfg |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                    "sasl.password": self.sasl_password.get_secret_value()}
+        return cfg
+
+
+TOPICS = ("items.new", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq", "tags.vocab")
+COMPACTED = ("tags.vocab", "items.enriched", "recall.neighbors")
