@@ -106,5 +106,5 @@ def malformed_events() -> list[tuple[str, bytes]]:
         ("wrong_type", pack(id="bad-type", title=42)),
         ("empty_content", pack(id="bad-empty", title="  ", text="")),
         ("image_undecodable", pack(id="bad-image", kind="image_post", images=[b"\x89PNG\r\n\x1a\n truncated"])),
-        ("image_too_large", pack(id="bad-huge-image", kind="image_post", images=[b"\0" * (5 * 1024 * 1024)])),
+        ("image_too_large", pack(id="bad-huge-image", kind="image_post", images=[b"\0" * (600 * 1024)])),
     ]

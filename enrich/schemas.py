@@ -29,7 +29,7 @@ def now_ms() -> int:
 @dataclass(frozen=True)
 class Limits:
     max_images: int = 8
-    max_image_bytes: int = 4 * 1024 * 1024
+    max_image_bytes: int = 512 * 1024  # Kafka messages are 1 MB by default
     max_title_chars: int = 1_000
     max_text_chars: int = 100_000
 
@@ -152,7 +152,7 @@ def _unpack(raw: bytes) -> dict[str, Any]:
     try:
         obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
-        raise InvalidItem("not_msgpack", f"{type(exc).__name__}: {exc}") from exc
+        raise InvalidItem("not_msgpack", f"{type(exc).__name__}: {exc or 'invalid msgpack bytes'}") from exc
     if not isinstance(obj, dict):
         raise InvalidItem("not_a_map", f"top-level value is {type(obj).__name__}, expected a map")
     version = obj.get("schema")

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     max_text_tokens: int = Field(256, ge=8)
     max_text_chars: int = Field(8000, ge=1)
     max_images: int = Field(8, ge=0)
-    max_image_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    max_image_bytes: int = Field(512 * 1024, ge=1, description="per image; keep items under the topic max message size")
     model_batch: int = Field(32, ge=1, description="max items per model call")
     candidate_tags: int = Field(8, ge=0, description="top-M vocabulary tags graded per item")
     min_grade: int = Field(1, ge=0, le=2, description="keep tags graded at least this (2 strong, 1 weak)")

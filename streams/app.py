@@ -1,0 +1,101 @@
+"""The Faust app: topics, the enrichment agent, health and metrics pages.
+
+``create_app(settings)`` builds everything from one settings object; the
+``enrich worker`` command runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from enrich import metrics
+from enrich.pipeline import Enriched, RawEvent, SourceRef
+from enrich.schemas import encode, now_ms
+from enrich.settings import Settings
+from streams.services import Enrichment
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.sasl_username,
+                                     password=settings.sasl_password.get_secret_value(),
+                                     mechanism=settings.sasl_mechanism,
+                                     ssl_context=None)
+    return None
+
+
+def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
+    """``enrichment`` is started by the caller (models loaded, vocabulary caught up) before the worker runs."""
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{b}" for b in settings.broker.split(",")],
+        broker_credentials=_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
+        broker_commit_every=settings.batch_size * 4,
+        broker_commit_interval=1.0,
+        web_port=settings.web_port,
+        web_host="0.0.0.0",
+        stream_buffer_maxsize=max(64, settings.batch_size * 4),
+    )
+    topics = {name: app.topic(settings.topic(name), value_type=bytes, key_type=bytes)
+              for name in ("items.new", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq")}
+    async def publish(outcomes: list[Any]) -> None:
+        futures = []
+        for o in outcomes:
+            if isinstance(o, Enriched):
+                key = o.record.item_id.encode()
+                futures.append(await topics["items.enriched"].send(key=key, value=encode(o.record)))
+                futures.append(await topics["recall.neighbors"].send(key=key, value=encode(o.neighbor)))
+                for edge in o.tag_edges:
+                    futures.append(await topics["recall.tags"].send(key=key, value=encode(edge)))
+            else:
+                futures.append(await topics["items.dlq"].send(key=o.key, value=encode(o)))
+                metrics.DLQ.labels(o.reason, o.stage).inc()
+        # Outputs must be acknowledged by the broker before the input offsets may be committed.
+        await asyncio.gather(*futures)
+
+    @app.agent(topics["items.new"], concurrency=1)
+    async def enrich_items(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+            metrics.BATCH_SIZE.observe(len(events))
+            metrics.ITEMS_IN.inc(len(events))
+            raw = [RawEvent(e.message.key, e.message.value,
+                            SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
+            outcomes = await enrichment.run(raw)
+            t0 = time.perf_counter()
+            await publish(outcomes)
+            metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
+            done = now_ms()
+            for o in outcomes:
+                if isinstance(o, Enriched):
+                    metrics.ITEMS_OUT.inc()
+                    metrics.END_TO_END.observe(max(0.0, (done - o.record.created_at) / 1000))
+            for e in events:
+                await stream.ack(e)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def health_page(web: Any, request: Any) -> Any:
+        body = {"backend_ok": enrichment.backend_ok, "vocab_tags": len(enrichment.pipeline.vocabulary),
+                "versions": enrichment.pipeline.versions.__dict__}
+        return web.json(body, status=200 if enrichment.backend_ok else 503)
+
+    return app

@@ -1,0 +1,200 @@
+"""`enrich`: the command line of the service.
+
+  enrich demo                     the whole path on the embedded local stack
+  enrich worker                   run a Faust worker (settings from ENRICH_* variables)
+  enrich stack up|down            start/stop the local broker + Triton in the background
+  enrich topics create            create the service's topics
+  enrich models export            export the tiny presets to ONNX (+ parity check)
+  enrich models repository        write a Triton model repository (local or production)
+  enrich codebook fit             fit the semantic-ID codebook
+  enrich vocab load               publish tags to tags.vocab
+  enrich publish                  publish sample items to items.new
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from enrich.errors import EnrichError
+from enrich.logs import configure
+from enrich.process import LaunchError
+from enrich.settings import Settings
+
+log = logging.getLogger("enrich")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cmd_demo(s: Settings, a: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(s, n_items=a.items)
+
+
+def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    run_worker(s)
+    return 0
+
+
+def cmd_stack(s: Settings, a: argparse.Namespace) -> int:
+    from streams import stack
+
+    if a.action == "up":
+        stack.ensure_models(s, progress=_say)
+        stack.ensure_codebook(s, progress=_say)
+        stack.stack_up(s, _say)
+        _say(f"local stack up: broker 127.0.0.1:{s.broker_port}, triton gRPC 127.0.0.1:{s.triton_grpc_port}")
+    else:
+        stack.stack_down(s, _say)
+    return 0
+
+
+def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
+    from streams.kafka_tools import create_topics
+
+    created = create_topics(s)
+    _say(f"created: {', '.join(created) or 'nothing (all exist)'}")
+    return 0
+
+
+def cmd_models(s: Settings, a: argparse.Namespace) -> int:
+    if a.action == "export":
+        from triton_models.export import export_model
+
+        for role in ("embedder", "tagger"):
+            r = export_model(role, (a.out or s.models_path) / role, preset=a.preset, progress=_say)
+            _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
+    else:
+        from triton_models.repository import build_repository
+
+        out = a.out or s.state_dir / f"triton-repo-{a.target}"
+        names = build_repository(s.models_path, out, target=a.target)
+        _say(f"{a.target} repository with {', '.join(names)} -> {out}")
+    return 0
+
+
+def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from enrich.semantic_ids import ResidualKMeans
+    from streams.stack import sample_embeddings
+
+    if a.embeddings:
+        try:
+            vecs = np.load(a.embeddings)
+        except (OSError, ValueError) as exc:
+            raise EnrichError(f"cannot read embeddings from {a.embeddings}: {exc} (expected a .npy [N, D] array)")
+    else:
+        vecs = sample_embeddings(s)
+    cb = ResidualKMeans.fit(vecs, a.levels, a.codes)
+    out = a.out or s.codebook_path
+    cb.save(out)
+    codes = cb.quantize(vecs)
+    unique = len({tuple(c) for c in codes.tolist()})
+    _say(f"codebook {cb.version} -> {out} ({len(vecs)} vectors, {unique} distinct IDs)")
+    return 0
+
+
+def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
+    from enrich import samples
+    from enrich.schemas import VocabEntry, encode, now_ms
+    from streams.kafka_tools import publish
+
+    if a.file:
+        try:
+            rows = json.loads(Path(a.file).read_text())
+            entries = [VocabEntry(tag=r["tag"], facet=r.get("facet", ""), description=r.get("description", ""),
+                                  updated_at=now_ms()) for r in rows]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EnrichError(f"{a.file}: expected a JSON list of {{\"tag\": ..., \"facet\": ...}}: {exc}")
+    else:
+        entries = samples.vocab_entries()
+    n = publish(s, "tags.vocab", [(e.tag.encode(), encode(e)) for e in entries])
+    _say(f"published {n} tags to {s.topic('tags.vocab')}")
+    return 0
+
+
+def cmd_publish(s: Settings, a: argparse.Namespace) -> int:
+    import msgpack
+
+    from enrich import samples
+    from streams.kafka_tools import publish
+
+    items = samples.sample_items(a.items, seed=a.seed)
+    records = [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items]
+    if a.malformed:
+        records += [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(samples.malformed_events())]
+    n = publish(s, "items.new", records)
+    _say(f"published {n} events to {s.topic('items.new')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="enrich", description="Multimodal streaming enrichment.",
+                                epilog="Settings come from ENRICH_* environment variables (see README).")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the whole path on the embedded local stack")
+    d.add_argument("--items", type=int, default=30)
+    d.set_defaults(fn=cmd_demo)
+    sub.add_parser("worker", help="run a Faust worker").set_defaults(fn=cmd_worker)
+    st = sub.add_parser("stack", help="start/stop the local broker + Triton in the background")
+    st.add_argument("action", choices=["up", "down"])
+    st.set_defaults(fn=cmd_stack)
+    t = sub.add_parser("topics", help="manage topics")
+    t.add_argument("action", choices=["create"])
+    t.set_defaults(fn=cmd_topics)
+    m = sub.add_parser("models", help="export models / build a Triton repository")
+    m.add_argument("action", choices=["export", "repository"])
+    m.add_argument("--preset", default="tiny")
+    m.add_argument("--target", choices=["local", "production"], default="local")
+    m.add_argument("--out", type=Path)
+    m.set_defaults(fn=cmd_models)
+    c = sub.add_parser("codebook", help="fit the semantic-ID codebook")
+    c.add_argument("action", choices=["fit"])
+    c.add_argument("--embeddings", type=Path, help=".npy file of [N, D] vectors (default: sample items)")
+    c.add_argument("--levels", type=int, default=3)
+    c.add_argument("--codes", type=int, default=8)
+    c.add_argument("--out", type=Path)
+    c.set_defaults(fn=cmd_codebook)
+    v = sub.add_parser("vocab", help="publish tags to tags.vocab")
+    v.add_argument("action", choices=["load"])
+    v.add_argument("--file", help="JSON list of {tag, facet, description} (default: the sample vocabulary)")
+    v.set_defaults(fn=cmd_vocab)
+    pb = sub.add_parser("publish", help="publish sample items to items.new")
+    pb.add_argument("--items", type=int, default=30)
+    pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--malformed", action="store_true", help="also publish one malformed event of each kind")
+    pb.set_defaults(fn=cmd_publish)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"enrich: invalid settings:\n{exc}\nFix the ENRICH_* environment variables named above.",
+              file=sys.stderr)
+        return 2
+    configure(settings.log_level, settings.log_json)
+    try:
+        return int(args.fn(settings, args) or 0)
+    except (LaunchError, EnrichError, RuntimeError, TimeoutError) as exc:
+        print(f"enrich {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

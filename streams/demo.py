@@ -1,0 +1,144 @@
+"""`enrich demo`: the whole path on the embedded local stack, printed for a person.
+
+Starts broker + Triton on free ports, a worker subprocess, publishes the
+sample vocabulary, sample items and malformed events, reads every output
+topic back, prints per item its tags, semantic ID and nearest neighbours so
+far, the DLQ with reasons, and the timings; then stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+from enrich import samples
+from enrich.process import free_port, stop_pid
+from enrich.schemas import decode, encode, vector_from_bytes
+from enrich.settings import Settings
+from streams.kafka_tools import TopicReader, publish
+from streams.stack import ensure_codebook, ensure_models, start_stack
+
+OUTPUTS = ("items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ENRICH_* variables, for a child process."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"ENRICH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def start_worker(settings: Settings, log_path: os.PathLike[str]) -> subprocess.Popen[bytes]:
+    logf = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=settings_env(settings),
+                            stdout=logf, stderr=subprocess.STDOUT)
+    logf.close()
+    return proc
+
+
+@dataclass
+class Collected:
+    by_topic: dict[str, list] = field(default_factory=lambda: {t: [] for t in OUTPUTS})
+
+    def count(self, topic: str) -> int:
+        return len(self.by_topic[topic])
+
+
+def collect(reader: TopicReader, until: dict[str, int], timeout_s: float, alive: callable) -> Collected:
+    got = Collected()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for rec in reader.poll(0.5):
+            got.by_topic[rec.topic].append(decode(rec.value))
+        if all(got.count(t) >= n for t, n in until.items()):
+            return got
+        if not alive():
+            raise RuntimeError("the worker exited early; see its log")
+    raise TimeoutError(f"outputs incomplete after {timeout_s:.0f}s: " +
+                       ", ".join(f"{t} {got.count(t)}/{n}" for t, n in until.items()))
+
+
+def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> int:
+    t_start = time.perf_counter()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_models(settings, progress=out)
+    ensure_codebook(settings, progress=out)
+    ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port",
+                                      "triton_metrics_port", "web_port")}
+    settings = settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
+                                                   "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
+                                                   "session_timeout_s": 6.0})
+    stack = start_stack(settings, progress=out)
+    worker = None
+    try:
+        vocab = samples.vocab_entries()
+        publish(settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in vocab])
+        out(f"published {len(vocab)} tags to tags.vocab")
+        worker_log = settings.state_dir / "logs" / "worker.log"
+        worker = start_worker(settings, worker_log)
+        out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{ports['web_port']}/metrics)")
+        items = samples.sample_items(n_items)
+        bad = samples.malformed_events()
+        t_pub = time.perf_counter()
+        publish(settings, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items] +
+                [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(bad)])
+        out(f"published {len(items)} items ({sum(1 for i in items if i['images'])} with images) "
+            f"and {len(bad)} malformed events to items.new")
+        reader = TopicReader(settings, OUTPUTS)
+        got = collect(reader, {"items.enriched": len(items), "recall.neighbors": len(items),
+                               "items.dlq": len(bad)}, 180, lambda: worker.poll() is None)
+        t_done = time.perf_counter()
+        reader.close()
+        report(got, items, out)
+        enriched = got.by_topic["items.enriched"]
+        span = (max(r["enriched_at"] for r in enriched) - min(i["created_at"] for i in items)) / 1000
+        out(f"\n{len(enriched)} items enriched, {got.count('recall.tags')} tag edges, "
+            f"{got.count('items.dlq')} dead letters; all outputs read back {t_done - t_pub:.2f}s after publishing "
+            f"({len(items) / max(span, 1e-9):.1f} items/s from first publish to last enrichment)")
+    finally:
+        if worker is not None:
+            stop_pid(worker.pid, 30, worker)
+            out(f"worker stopped (exit code {worker.returncode})")
+        stack.stop()
+        out("stack stopped")
+    out(f"demo wall time {time.perf_counter() - t_start:.1f}s")
+    return 0
+
+
+def report(got: Collected, items: list[dict], out: callable) -> None:
+    titles = {i["id"]: i["title"] for i in items}
+    neighbors = got.by_topic["recall.neighbors"]
+    ids = [n["item_id"] for n in neighbors]
+    vecs = np.stack([vector_from_bytes(n["vector"]) for n in neighbors])
+    out("\n== enriched items (tags: grade/prob; semantic id; nearest neighbours among earlier items) ==")
+    by_id = {r["item_id"]: r for r in got.by_topic["items.enriched"]}
+    for k, item_id in enumerate(ids):
+        r = by_id[item_id]
+        tags = ", ".join(f"{t['tag']} {t['grade']}/{t['prob']:.2f}" for t in r["tags"][:4]) or "(none >= grade 1)"
+        near = ""
+        if k:
+            sims = vecs[:k] @ vecs[k]
+            top = np.argsort(-sims)[:3]
+            near = "; ".join(f"{ids[j]} ({sims[j]:.3f})" for j in top)
+        sid = "-".join(str(c) for c in r["semantic_id"])
+        out(f"{item_id:<14} {r['kind']:<10} {titles[item_id][:38]:<38} sid {sid:<8} tags: {tags}")
+        if near:
+            out(f"{'':<14} neighbours: {near}")
+    out("\n== dead letters ==")
+    for d in got.by_topic["items.dlq"]:
+        out(f"{d['source_topic']}[{d['source_partition']}]@{d['source_offset']:<4} {d['stage']:<10} "
+            f"{d['reason']:<18} {d['detail'][:70]}")
+    versions = got.by_topic["items.enriched"][0]["versions"]
+    out(f"\nmodel versions: embedder {versions['embedder']}, tagger {versions['tagger']}, "
+        f"codebook {versions['codebook']}")

@@ -1,0 +1,107 @@
+"""confluent-kafka helpers for everything that is not the Faust worker:
+topic creation, publishing, and reading topics back (CLI, demo, tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from enrich.settings import COMPACTED, TOPICS, Settings
+
+
+class KafkaToolError(RuntimeError):
+    pass
+
+
+def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
+    """Create the service's topics (idempotent). Returns the names that were created."""
+    admin = AdminClient(settings.kafka_client_config())
+    new = []
+    for name in TOPICS:
+        cfg = {"cleanup.policy": "compact"} if name in COMPACTED else {}
+        parts = 1 if name == "tags.vocab" else settings.partitions
+        new.append(NewTopic(settings.topic(name), num_partitions=parts, replication_factor=1, config=cfg))
+    created = []
+    for name, fut in admin.create_topics(new, request_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaToolError(f"cannot create topic {name} on {settings.broker}: {err.str()}") from exc
+    return created
+
+
+def producer(settings: Settings) -> Producer:
+    return Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 5})
+
+
+def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]],
+            timeout_s: float = 30.0) -> int:
+    """Publish (key, value) pairs and wait for every delivery; raises on any failure."""
+    p = producer(settings)
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(err.str())
+
+    n = 0
+    for key, value in records:
+        while True:
+            try:
+                p.produce(settings.topic(topic), value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.1)
+            except KafkaException as exc:
+                raise KafkaToolError(f"cannot publish to {topic}: {exc.args[0].str()}") from exc
+        n += 1
+    remaining = p.flush(timeout_s)
+    if remaining or errors:
+        raise KafkaToolError(f"publishing to {topic}: {remaining} undelivered, errors: {errors[:3]}")
+    return n
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class TopicReader:
+    """Reads topics from the beginning without a consumer group commit (a tail, not a worker)."""
+
+    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
+        self._c = Consumer({**settings.kafka_client_config(), "group.id": f"reader-{time.time_ns()}",
+                            "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        names = [settings.topic(t) for t in topics]
+        md = self._c.list_topics(timeout=10)
+        tps = []
+        for name in names:
+            if name not in md.topics or md.topics[name].error is not None:
+                raise KafkaToolError(f"topic {name} does not exist; run `enrich topics create`")
+            tps += [TopicPartition(name, p, 0) for p in md.topics[name].partitions]
+        self._c.assign(tps)
+        self._prefix = settings.topic_prefix
+
+    def poll(self, timeout_s: float = 0.5, max_records: int = 500) -> list[Record]:
+        out = []
+        for m in self._c.consume(max_records, timeout_s):
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaToolError(m.error().str())
+            out.append(Record(m.topic()[len(self._prefix):], m.partition(), m.offset(), m.key(), m.value()))
+        return out
+
+    def close(self) -> None:
+        self._c.close()

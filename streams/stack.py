@@ -1,0 +1,138 @@
+"""The embedded local stack: models and codebook on disk, Tansu broker, Triton, topics.
+
+Used by `enrich stack up`, `enrich demo` and the integration test fixtures, so
+all three start exactly the same things.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from enrich.process import stop_pid
+from enrich.settings import Settings
+from streams.kafka_tools import create_topics
+from streams.local_broker import LocalBroker
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+def ensure_models(settings: Settings, preset: str = "tiny", progress: Progress = log.info) -> None:
+    """Export the preset's models unless an export is already there."""
+    from triton_models.export import export_model
+
+    for role in ("embedder", "tagger"):
+        out = settings.models_path / role
+        if (out / "meta.json").exists() and (out / "text.onnx").exists():
+            continue
+        progress(f"exporting the {preset} {role} to {out}")
+        export_model(role, out, preset=preset, progress=progress)
+
+
+def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
+    """Embeddings of generated sample items and the sample vocabulary (in-process ONNX Runtime)."""
+    import msgpack
+
+    from enrich import samples
+    from enrich.inference import OnnxRuntimeBackend
+    from enrich.models import load_models
+    from enrich.preprocess import prepare
+    from enrich.schemas import decode_item
+
+    backend = OnnxRuntimeBackend(settings.models_path)
+    embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
+    items = [prepare(decode_item(msgpack.packb(i)), settings.max_image_bytes, settings.max_text_chars)
+             for i in samples.sample_items(n_items, seed=7)]
+    vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
+    backend.close()
+    return np.concatenate(vecs)
+
+
+def ensure_codebook(settings: Settings, levels: int = 3, codes: int = 8, progress: Progress = log.info) -> None:
+    from enrich.semantic_ids import ResidualKMeans
+
+    if settings.codebook_path.exists():
+        return
+    progress(f"fitting a residual k-means codebook (L={levels}, K={codes}) on sample embeddings")
+    ResidualKMeans.fit(sample_embeddings(settings), levels, codes).save(settings.codebook_path)
+
+
+def build_local_repository(settings: Settings) -> Path:
+    from triton_models.repository import build_repository
+
+    repo = settings.state_dir / "triton-repo"
+    build_repository(settings.models_path, repo, target="local")
+    return repo
+
+
+@dataclass
+class LocalStack:
+    broker: LocalBroker
+    triton: object | None  # LocalTriton
+
+    def stop(self) -> None:
+        if self.triton is not None:
+            self.triton.stop()  # type: ignore[attr-defined]
+        self.broker.stop()
+
+
+def start_stack(settings: Settings, with_triton: bool = True, detach: bool = False,
+                progress: Progress = log.info) -> LocalStack:
+    """Start broker (+ Triton), wait for readiness, create topics. Stops what it started on failure."""
+    from triton_models.launcher import LocalTriton
+
+    with ExitStack() as undo:
+        broker = LocalBroker(settings.broker_port, settings.state_dir / "logs" / "broker.log", detach=detach)
+        broker.start_and_wait()
+        undo.callback(broker.stop)
+        progress(f"broker ready on {broker.bootstrap}")
+        triton = None
+        if with_triton:
+            repo = build_local_repository(settings)
+            triton = LocalTriton(repo, settings.state_dir, settings.triton_http_port, settings.triton_grpc_port,
+                                 settings.triton_metrics_port, detach=detach)
+            triton.start_and_wait()
+            undo.callback(triton.stop)
+            progress(f"triton ready on {triton.grpc_url} (gRPC), models: {', '.join(triton.models)}")
+        create_topics(settings.model_copy(update={"broker": broker.bootstrap}))
+        undo.pop_all()
+        return LocalStack(broker, triton)
+
+
+def _pidfile(settings: Settings) -> Path:
+    return settings.state_dir / "stack.json"
+
+
+def stack_up(settings: Settings, progress: Progress) -> None:
+    if _pidfile(settings).exists():
+        raise RuntimeError(f"a stack is already recorded in {_pidfile(settings)}; run `enrich stack down` first")
+    stack = start_stack(settings, detach=True, progress=progress)
+    pids = {"broker": stack.broker.pid, "triton": stack.triton.pid if stack.triton else None}  # type: ignore
+    _pidfile(settings).write_text(json.dumps(pids))
+
+
+def stack_down(settings: Settings, progress: Progress) -> None:
+    path = _pidfile(settings)
+    if not path.exists():
+        progress("no stack recorded; nothing to stop")
+        return
+    for name, pid in json.loads(path.read_text()).items():
+        if pid and stop_pid(int(pid)):
+            progress(f"stopped {name} (pid {pid})")
+    path.unlink()
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False

@@ -1,0 +1,79 @@
+"""Feeds ``tags.vocab`` into the worker's live vocabulary.
+
+Every worker needs the whole vocabulary, not a partition's share, so this is
+not a consumer-group agent: a background thread assigns every partition of
+the compacted topic from the beginning and applies each entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from enrich import metrics
+from enrich.errors import InvalidItem
+from enrich.schemas import VocabEntry, decode_vocab
+from enrich.settings import Settings
+from enrich.tags import TagVocabulary
+
+log = logging.getLogger(__name__)
+
+
+class VocabularyFeed:
+    def __init__(self, settings: Settings, vocabulary: TagVocabulary) -> None:
+        self._settings = settings
+        self._vocab = vocabulary
+        self._stop = threading.Event()
+        self.caught_up = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vocab-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        topic = self._settings.topic("tags.vocab")
+        c = Consumer({**self._settings.kafka_client_config(), "group.id": "unused-vocab-reader",
+                      "enable.auto.commit": False})
+        try:
+            md = c.list_topics(topic, timeout=10)
+            parts = list(md.topics[topic].partitions) if topic in md.topics else []
+            if not parts:
+                log.warning("topic %s not found; the vocabulary stays empty", topic)
+                self.caught_up.set()
+                return
+            ends = {}
+            for p in parts:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                ends[p] = hi
+            c.assign([TopicPartition(topic, p, 0) for p in parts])
+            positions = {p: 0 for p in parts}
+            while not self._stop.is_set():
+                if not self.caught_up.is_set() and all(positions[p] >= ends[p] for p in parts):
+                    log.info("vocabulary loaded: %d tags", len(self._vocab))
+                    self.caught_up.set()
+                m = c.poll(0.2)
+                if m is None:
+                    continue
+                if m.error():
+                    if m.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("vocab feed error: %s", m.error().str())
+                        time.sleep(0.5)
+                    continue
+                positions[m.partition()] = m.offset() + 1
+                try:
+                    if m.value() is None:  # tombstone: the tag is retired
+                        self._vocab.apply(VocabEntry(tag=(m.key() or b"").decode(), deleted=True))
+                    else:
+                        self._vocab.apply(decode_vocab(m.value()))
+                except InvalidItem as err:
+                    log.warning("skipping bad tags.vocab record at offset %d: %s", m.offset(), err)
+                metrics.VOCAB_SIZE.set(len(self._vocab))
+        finally:
+            c.close()
