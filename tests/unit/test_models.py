@@ -1,0 +1,87 @@
+"""The real inference code on tiny exported models, in-process (ONNX Runtime)."""
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+
+from enrich import samples
+from enrich.inference import OnnxRuntimeBackend
+from enrich.models import load_models
+from enrich.preprocess import prepare
+from enrich.schemas import decode_item
+from enrich.sequences import Prefix
+from triton_models.export import ParityError, check_parity
+from triton_models.graphs import TextGraph, VisionGraph, build_random_model
+from triton_models.presets import get_preset
+
+
+@pytest.fixture(scope="module")
+def models(models_dir):
+    backend = OnnxRuntimeBackend(models_dir)
+    return load_models(models_dir, backend, max_text_tokens=64, max_batch=4)
+
+
+def _items(n):
+    return [prepare(decode_item(msgpack.packb(i)), 1 << 20, 8000) for i in samples.sample_items(n)]
+
+
+def test_embeddings_are_unit_norm_and_batch_independent(models):
+    embedder, _ = models
+    items = _items(7)  # crosses the max_batch=4 boundary, text-only and image items mixed
+    together = embedder.embed(items)
+    alone = np.concatenate([embedder.embed([it]) for it in items])
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_images_change_the_embedding(models):
+    embedder, _ = models
+    item = _items(2)[1]
+    assert item.images
+    text_only = type(item)(item.item, item.text, [])
+    assert np.abs(embedder.embed([item]) - embedder.embed([text_only])).max() > 1e-4
+
+
+def test_packed_tag_scoring_equals_one_pass_per_tag(models):
+    _, tagger = models
+    items = _items(3)
+    tags = ["cooking", "kubernetes", "cats", "a much longer tag name"]
+    packed = tagger.score(items, [tags] * len(items))
+    for it, sc in zip(items, packed):
+        for k, tag in enumerate(tags):
+            single = tagger.score([it], [[tag]])[0]
+            np.testing.assert_allclose(sc.probs[k], single.probs[0], atol=1e-5)
+        np.testing.assert_allclose(sc.probs.sum(1), 1, atol=1e-5)
+
+
+def test_items_without_candidates_are_scored_empty(models):
+    _, tagger = models
+    out = tagger.score(_items(2), [[], ["cats"]])
+    assert out[0].tags == [] and out[1].probs.shape == (1, 3)
+
+
+@pytest.mark.parametrize("role", ["embedder", "tagger"])
+def test_host_mrope_positions_match_hf_get_rope_index(role):
+    model = build_random_model(get_preset(role, "tiny"))
+    sp = model.config
+    pre = Prefix()
+    pre.add_text([1, 2, 3])
+    pre.add_text([sp.vision_start_token_id])
+    pre.add_image((1, 8, 6), 2, sp.image_token_id)
+    pre.add_text([sp.vision_end_token_id, 4, 5])
+    pre.add_image((1, 4, 4), 2, sp.image_token_id)
+    pre.add_text([6])
+    ids = torch.tensor([pre.ids])
+    ref, _ = model.model.get_rope_index(ids, (ids == sp.image_token_id).int(),
+                                        image_grid_thw=torch.tensor([[1, 8, 6], [1, 4, 4]]))
+    np.testing.assert_array_equal(pre.position_array(), ref[:, 0].numpy())
+
+
+def test_parity_check_fails_loudly_on_a_wrong_graph(models_dir):
+    from enrich.model_meta import ModelMeta
+
+    meta = ModelMeta.read(models_dir / "embedder" / "meta.json")
+    other = build_random_model(get_preset("embedder", "tiny"), seed=123)  # different weights
+    with pytest.raises(ParityError):
+        check_parity(models_dir / "embedder", VisionGraph(other), TextGraph(other, "embedder"), meta, seed=5)
