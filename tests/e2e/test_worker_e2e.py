@@ -1,0 +1,115 @@
+"""The worker and CLI as subprocesses against the real broker and Triton."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from enrich import samples
+from enrich.process import free_port
+from enrich.schemas import decode
+from streams.demo import settings_env, start_worker
+from streams.kafka_tools import TopicReader
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None) -> dict[str, list]:
+    topics = topics or ["items.enriched", "recall.tags", "recall.neighbors", "items.dlq"]
+    reader = TopicReader(settings, topics)
+    got: dict[str, list] = {t: [] for t in topics}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for r in reader.poll(0.5):
+            got[r.topic].append((r.key, decode(r.value)))
+        if all(len({k for k, _ in got[t]}) >= n if t != "recall.tags" else len(got[t]) >= n
+               for t, n in counts.items()):
+            break
+    reader.close()
+    return got
+
+
+@pytest.fixture
+def fresh(local_stack):
+    """A unique topic prefix and consumer group per test, topics created through the CLI."""
+    tag = f"t{time.time_ns()}."
+    s = local_stack.model_copy(update={"topic_prefix": tag, "group_id": f"g-{tag}", "web_port": free_port(),
+                                       "batch_size": 4})
+    res = cli(s, "topics", "create")
+    assert res.returncode == 0, res.stderr
+    res = cli(s, "vocab", "load")
+    assert res.returncode == 0 and "published 30 tags" in res.stdout, res.stderr
+    return s
+
+
+def test_every_output_topic_and_the_dlq(fresh, tmp_path):
+    worker = start_worker(fresh, tmp_path / "worker.log")
+    try:
+        res = cli(fresh, "publish", "--items", "12", "--malformed")
+        assert res.returncode == 0, res.stderr
+        got = read_until(fresh, {"items.enriched": 12, "recall.neighbors": 12, "items.dlq": 8}, 120)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(60)
+    log = (tmp_path / "worker.log").read_text()
+    assert code == 0, log[-3000:]
+    ids = {i["id"] for i in samples.sample_items(12)}
+    enriched = {k.decode(): v for k, v in got["items.enriched"]}
+    assert set(enriched) == ids and len(got["items.enriched"]) == 12
+    assert {k.decode() for k, _ in got["recall.neighbors"]} == ids and len(got["recall.neighbors"]) == 12
+    edges = {(v["tag"], v["item_id"]) for _, v in got["recall.tags"]}
+    assert edges == {(t["tag"], i) for i, r in enriched.items() for t in r["tags"]}
+    assert len(got["recall.tags"]) == len(edges)
+    reasons = sorted(v["reason"] for _, v in got["items.dlq"])
+    assert reasons == sorted(r for r, _ in samples.malformed_events())
+    assert all(v["source_topic"] == fresh.topic("items.new") and v["original"] for _, v in got["items.dlq"])
+    assert all(r["versions"]["codebook"].startswith("rkm-") for r in enriched.values())
+
+
+def test_no_item_lost_when_the_worker_is_killed_mid_stream(fresh, tmp_path):
+    n = 60
+    first = start_worker(fresh.model_copy(update={"batch_size": 2}), tmp_path / "w1.log")
+    res = cli(fresh, "publish", "--items", str(n), "--seed", "3")
+    assert res.returncode == 0, res.stderr
+    # Kill it hard once it has produced something but (very likely) not everything.
+    partial = read_until(fresh, {"items.enriched": 5}, 90, topics=["items.enriched"])
+    assert len(partial["items.enriched"]) >= 5, (tmp_path / "w1.log").read_text()[-3000:]
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    second = start_worker(fresh, tmp_path / "w2.log")
+    try:
+        got = read_until(fresh, {"items.enriched": n}, 150, topics=["items.enriched"])
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    seen = {k.decode() for k, _ in got["items.enriched"]}
+    assert seen == {i["id"] for i in samples.sample_items(n, seed=3)}, (tmp_path / "w2.log").read_text()[-3000:]
+
+
+def test_demo_command_prints_enriched_output(model_settings, tmp_path):
+    s = model_settings.model_copy(update={"state_dir": tmp_path})
+    # reuse the exported models and codebook instead of exporting again
+    env = settings_env(s) | {"ENRICH_MODEL_DIR": str(model_settings.models_path),
+                             "ENRICH_CODEBOOK": str(model_settings.codebook_path)}
+    res = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--items", "8"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "8 items enriched" in res.stdout and "8 dead letters" in res.stdout
+    assert "image_undecodable" in res.stdout and "neighbours:" in res.stdout and "stack stopped" in res.stdout
+
+
+def test_cli_explains_bad_settings():
+    env = dict(os.environ, ENRICH_BATCH_SIZE="zero")
+    res = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "create"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "batch_size" in res.stderr and "ENRICH_" in res.stderr
