@@ -83,7 +83,7 @@ class Embedder(_TwoGraphModel):
             patched = [it.patched(self.meta.vision) for it in chunk]
             embeds = self._image_embeds(patched)
             seqs = []
-            for imgs, it in zip(patched, chunk):
+            for imgs, it in zip(patched, chunk, strict=True):
                 pre = self._content_prefix(imgs, it.text)
                 pre.add_text([self.sp.eos])
                 seqs.append(PackedSequence(pre))
@@ -121,7 +121,7 @@ class Tagger(_TwoGraphModel):
             patched = [it.patched(self.meta.vision) for it in chunk]
             embeds = self._image_embeds(patched)
             seqs = []
-            for imgs, it, tags in zip(patched, chunk, cands):
+            for imgs, it, tags in zip(patched, chunk, cands, strict=True):
                 pre = self._content_prefix(imgs, it.text, lead="Content: ")
                 pre.add_text(self.tokenizer.encode("\n"))
                 suffixes = [self.tokenizer.encode(f"Tag: {t}\nRelevance:") for t in tags]
@@ -131,7 +131,7 @@ class Tagger(_TwoGraphModel):
                 results.extend(TagScores([], np.zeros((0, 3), np.float32)) for _ in chunk)
                 continue
             logits = self._run_text([seqs[i] for i in rows], [embeds[i] for i in rows])
-            by_row = dict(zip(rows, logits))
+            by_row = dict(zip(rows, logits, strict=True))
             for i, tags in enumerate(cands):
                 if not tags:
                     results.append(TagScores([], np.zeros((0, 3), np.float32)))

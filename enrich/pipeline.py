@@ -123,7 +123,8 @@ class Pipeline:
                 except InvalidItem as err:
                     outcomes[i] = dead_letter(events[i], err, item.id)
         if prepared:
-            for i, enriched in zip([i for i, _ in prepared], self._enrich([p for _, p in prepared], timings)):
+            results = self._enrich([p for _, p in prepared], timings)
+            for (i, _), enriched in zip(prepared, results, strict=True):
                 outcomes[i] = enriched
         self.last_timings = timings
         return [o for o in outcomes if o is not None]
@@ -141,9 +142,9 @@ class Pipeline:
         versions = self.versions
         enriched_at = now_ms()
         out = []
-        for it, vec, sc, code in zip(items, vectors, scores, codes):
+        for it, vec, sc, code in zip(items, vectors, scores, codes, strict=True):
             grades = sc.probs.argmax(axis=1) if len(sc.tags) else np.zeros(0, np.int64)
-            kept = [TagGrade(t, int(g), float(p[g])) for t, g, p in zip(sc.tags, grades, sc.probs)
+            kept = [TagGrade(t, int(g), float(p[g])) for t, g, p in zip(sc.tags, grades, sc.probs, strict=True)
                     if g >= self.config.min_grade]
             kept.sort(key=lambda tg: (-tg.grade, -tg.prob, tg.tag))
             sid = [int(c) for c in code]

@@ -68,7 +68,7 @@ class TagVocabulary:
             texts = [self._text(self._entries[t]) for t in pending]
         vecs = self._embed(texts) if pending else np.zeros((0, 0), np.float32)
         with self._lock:
-            for tag, v in zip(pending, vecs):
+            for tag, v in zip(pending, vecs, strict=True):
                 if tag in self._entries:
                     self._vectors[tag] = v
                     self._pending.discard(tag)

@@ -93,7 +93,8 @@ def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
         try:
             vecs = np.load(a.embeddings)
         except (OSError, ValueError) as exc:
-            raise EnrichError(f"cannot read embeddings from {a.embeddings}: {exc} (expected a .npy [N, D] array)")
+            raise EnrichError(f"cannot read embeddings from {a.embeddings}: {exc} "
+                              "(expected a .npy [N, D] array)") from exc
     else:
         vecs = sample_embeddings(s)
     cb = ResidualKMeans.fit(vecs, a.levels, a.codes)
@@ -116,7 +117,7 @@ def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
             entries = [VocabEntry(tag=r["tag"], facet=r.get("facet", ""), description=r.get("description", ""),
                                   updated_at=now_ms()) for r in rows]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EnrichError(f"{a.file}: expected a JSON list of {{\"tag\": ..., \"facet\": ...}}: {exc}")
+            raise EnrichError(f"{a.file}: expected a JSON list of {{\"tag\": ..., \"facet\": ...}}: {exc}") from exc
     else:
         entries = samples.vocab_entries()
     n = publish(s, "tags.vocab", [(e.tag.encode(), encode(e)) for e in entries])

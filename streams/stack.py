@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -129,10 +128,3 @@ def stack_down(settings: Settings, progress: Progress) -> None:
             progress(f"stopped {name} (pid {pid})")
     path.unlink()
 
-
-def is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False

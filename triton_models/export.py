@@ -9,7 +9,6 @@ several image sizes and raises ``ParityError`` when they differ.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable

@@ -25,7 +25,7 @@ def test_triton_serves_the_same_numbers_as_in_process(local_stack):
     e2, t2 = load_models(local_stack.models_path, local, 64, 8)
     np.testing.assert_allclose(e1.embed(items), e2.embed(items), atol=1e-5)
     cands = [["cats", "kafka"]] * len(items)
-    for a, b in zip(t1.score(items, cands), t2.score(items, cands)):
+    for a, b in zip(t1.score(items, cands), t2.score(items, cands), strict=True):
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
     triton.close()
 

@@ -48,7 +48,7 @@ def test_packed_tag_scoring_equals_one_pass_per_tag(models):
     items = _items(3)
     tags = ["cooking", "kubernetes", "cats", "a much longer tag name"]
     packed = tagger.score(items, [tags] * len(items))
-    for it, sc in zip(items, packed):
+    for it, sc in zip(items, packed, strict=True):
         for k, tag in enumerate(tags):
             single = tagger.score([it], [[tag]])[0]
             np.testing.assert_allclose(sc.probs[k], single.probs[0], atol=1e-5)

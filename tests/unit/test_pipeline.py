@@ -27,7 +27,7 @@ def test_valid_items_enriched_and_bad_ones_dead_lettered_in_order(pipeline):
     raws = [msgpack.packb(i) for i in items] + [raw for _, raw in bad]
     out = pipeline.run(_events(raws))
     assert len(out) == len(raws)
-    for o, it in zip(out, items):
+    for o, it in zip(out[: len(items)], items, strict=True):
         assert isinstance(o, Enriched) and o.record.item_id == it["id"]
         assert o.record.dim == 64 and len(vector_from_bytes(o.record.embedding)) == 64
         assert len(o.record.semantic_id) == 3
@@ -35,7 +35,7 @@ def test_valid_items_enriched_and_bad_ones_dead_lettered_in_order(pipeline):
         assert [e.tag for e in o.tag_edges] == [t.tag for t in o.record.tags]
         assert o.neighbor.vector == o.record.embedding
         assert o.record.versions == pipeline.versions
-    for o, (reason, raw) in zip(out[len(items):], bad):
+    for o, (reason, raw) in zip(out[len(items):], bad, strict=True):
         assert isinstance(o, DeadLetter)
         assert o.reason == reason and o.original == raw and o.source_topic == "items.new"
     assert {"decode", "preprocess", "embed", "candidates", "tag", "semantic_id"} <= set(pipeline.last_timings)
@@ -44,7 +44,7 @@ def test_valid_items_enriched_and_bad_ones_dead_lettered_in_order(pipeline):
 def test_replay_is_idempotent(pipeline):
     raws = [msgpack.packb(i) for i in samples.sample_items(4)]
     a, b = pipeline.run(_events(raws)), pipeline.run(_events(raws[::-1]))[::-1]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.record.semantic_id == y.record.semantic_id
         np.testing.assert_allclose(vector_from_bytes(x.record.embedding), vector_from_bytes(y.record.embedding),
                                    atol=1e-5)

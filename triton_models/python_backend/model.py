@@ -38,7 +38,7 @@ class TritonPythonModel:
                         feeds[name] = t.as_numpy()
                 results = self.session.run(self.outputs, feeds)
                 responses.append(pb_utils.InferenceResponse(
-                    [pb_utils.Tensor(n, np.ascontiguousarray(r)) for n, r in zip(self.outputs, results)]))
+                    [pb_utils.Tensor(n, np.ascontiguousarray(r)) for n, r in zip(self.outputs, results, strict=True)]))
             except Exception as exc:  # report per request; the model stays up
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")))
         return responses
