@@ -17,10 +17,14 @@ class Settings(BaseSettings):
 
     # Kafka
     broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",
+                                   description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     sasl_mechanism: str = Field("PLAIN", description="SASL mechanism when SASL is used")
     sasl_username: str = ""
     sasl_password: SecretStr = SecretStr("")
+    ssl_ca_file: Path | None = Field(None, description="CA bundle for SSL / SASL_SSL (default: system CAs)")
+    ssl_cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
+    ssl_key_file: Path | None = Field(None, description="client key for mutual TLS")
     group_id: str = Field("enrich", description="consumer group of the workers")
     topic_prefix: str = Field("", description="prefix for every topic name (e.g. 'staging.')")
     partitions: int = Field(4, description="partitions for topics created by `enrich topics create`")
@@ -47,7 +51,7 @@ class Settings(BaseSettings):
     retry_max_s: float = Field(30.0, description="longest backoff between retries of an unavailable backend")
 
     # Worker
-    web_port: int = Field(6066, description="worker HTTP port: /healthz, /metrics")
+    web_port: int = Field(6066, description="worker HTTP port: /livez, /readyz, /metrics")
     log_json: bool = False
     log_level: str = "info"
 
@@ -68,12 +72,20 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by the admin, producer and consumer tools."""
         cfg = {"bootstrap.servers": self.broker, "security.protocol": self.security_protocol}
         if self.security_protocol.startswith("SASL"):
             cfg |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
                     "sasl.password": self.sasl_password.get_secret_value()}
+        if self.uses_tls:
+            files = {"ssl.ca.location": self.ssl_ca_file, "ssl.certificate.location": self.ssl_cert_file,
+                     "ssl.key.location": self.ssl_key_file}
+            cfg |= {k: str(v) for k, v in files.items() if v is not None}
         return cfg
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -23,12 +24,24 @@ from streams.services import Enrichment
 log = logging.getLogger(__name__)
 
 
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.uses_tls:
+        return None
+    context = ssl.create_default_context(cafile=str(settings.ssl_ca_file) if settings.ssl_ca_file else None)
+    if settings.ssl_cert_file:
+        context.load_cert_chain(str(settings.ssl_cert_file),
+                                str(settings.ssl_key_file) if settings.ssl_key_file else None)
+    return context
+
+
 def _credentials(settings: Settings) -> Any:
     if settings.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(username=settings.sasl_username,
                                      password=settings.sasl_password.get_secret_value(),
                                      mechanism=settings.sasl_mechanism,
-                                     ssl_context=None)
+                                     ssl_context=_ssl_context(settings))
+    if settings.uses_tls:
+        return faust.SSLCredentials(_ssl_context(settings))
     return None
 
 
@@ -90,10 +103,16 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type, and Prometheus' type carries one.
+        return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    @app.page("/healthz")
-    async def health_page(web: Any, request: Any) -> Any:
+    @app.page("/livez")
+    async def live_page(web: Any, request: Any) -> Any:
+        # Answering at all proves the event loop runs; an unreachable backend is a readiness matter.
+        return web.json({"live": True})
+
+    @app.page("/readyz")
+    async def ready_page(web: Any, request: Any) -> Any:
         body = {"backend_ok": enrichment.backend_ok, "vocab_tags": len(enrichment.pipeline.vocabulary),
                 "versions": enrichment.pipeline.versions.__dict__}
         return web.json(body, status=200 if enrichment.backend_ok else 503)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -22,6 +25,14 @@ pytestmark = pytest.mark.e2e
 def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None) -> dict[str, list]:
@@ -58,6 +69,7 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
         res = cli(fresh, "publish", "--items", "12", "--malformed")
         assert res.returncode == 0, res.stderr
         got = read_until(fresh, {"items.enriched": 12, "recall.neighbors": 12, "items.dlq": 8}, 120)
+        probes = {path: http_get(fresh.web_port, path) for path in ("/livez", "/readyz", "/metrics")}
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
@@ -74,6 +86,10 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
     assert reasons == sorted(r for r, _ in samples.malformed_events())
     assert all(v["source_topic"] == fresh.topic("items.new") and v["original"] for _, v in got["items.dlq"])
     assert all(r["versions"]["codebook"].startswith("rkm-") for r in enriched.values())
+    # The Helm chart's probes and ServiceMonitor rely on these.
+    assert probes["/livez"][0] == 200 and probes["/readyz"][0] == 200
+    assert json.loads(probes["/readyz"][1])["vocab_tags"] == 30
+    assert "enrich_items_enriched_total 12.0" in probes["/metrics"][1]
 
 
 def test_no_item_lost_when_the_worker_is_killed_mid_stream(fresh, tmp_path):
