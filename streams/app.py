@@ -23,6 +23,11 @@ from streams.services import Enrichment
 
 log = logging.getLogger(__name__)
 
+# The Helm chart's probes and ServiceMonitor point at these (tests/helm checks they agree).
+LIVE_PATH = "/livez"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.uses_tls:
@@ -101,17 +106,17 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
             for e in events:
                 await stream.ack(e)
 
-    @app.page("/metrics")
+    @app.page(METRICS_PATH)
     async def metrics_page(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type, and Prometheus' type carries one.
         return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    @app.page("/livez")
+    @app.page(LIVE_PATH)
     async def live_page(web: Any, request: Any) -> Any:
         # Answering at all proves the event loop runs; an unreachable backend is a readiness matter.
         return web.json({"live": True})
 
-    @app.page("/readyz")
+    @app.page(READY_PATH)
     async def ready_page(web: Any, request: Any) -> Any:
         body = {"backend_ok": enrichment.backend_ok, "vocab_tags": len(enrichment.pipeline.vocabulary),
                 "versions": enrichment.pipeline.versions.__dict__}

@@ -74,12 +74,19 @@ def cmd_models(s: Settings, a: argparse.Namespace) -> int:
         for role in ("embedder", "tagger"):
             r = export_model(role, (a.out or s.models_path) / role, preset=a.preset, progress=_say)
             _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
+    elif a.action == "bundle":
+        from streams.stack import build_bundle
+
+        if a.out is None:
+            raise EnrichError("`enrich models bundle` needs --out DIR (a new, empty directory per bundle version)")
+        build_bundle(s, a.out, target=a.target or "production", progress=_say)
     else:
         from triton_models.repository import build_repository
 
-        out = a.out or s.state_dir / f"triton-repo-{a.target}"
-        names = build_repository(s.models_path, out, target=a.target)
-        _say(f"{a.target} repository with {', '.join(names)} -> {out}")
+        target = a.target or "local"
+        out = a.out or s.state_dir / f"triton-repo-{target}"
+        names = build_repository(s.models_path, out, target=target)
+        _say(f"{target} repository with {', '.join(names)} -> {out}")
     return 0
 
 
@@ -155,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("action", choices=["create"])
     t.set_defaults(fn=cmd_topics)
     m = sub.add_parser("models", help="export models / build a Triton repository")
-    m.add_argument("action", choices=["export", "repository"])
+    m.add_argument("action", choices=["export", "repository", "bundle"])
     m.add_argument("--preset", default="tiny")
-    m.add_argument("--target", choices=["local", "production"], default="local")
+    m.add_argument("--target", choices=["local", "production"],
+                   help="Triton target (default: local for `repository`, production for `bundle`)")
     m.add_argument("--out", type=Path)
     m.set_defaults(fn=cmd_models)
     c = sub.add_parser("codebook", help="fit the semantic-ID codebook")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from enrich.errors import EnrichError
 from enrich.process import stop_pid
 from enrich.settings import Settings
 from streams.kafka_tools import create_topics
@@ -70,6 +71,28 @@ def build_local_repository(settings: Settings) -> Path:
     repo = settings.state_dir / "triton-repo"
     build_repository(settings.models_path, repo, target="local")
     return repo
+
+
+BUNDLE_LAYOUT = ("models", "codebook.npz", "repository")
+
+
+def build_bundle(settings: Settings, out: Path, target: str = "production", progress: Progress = log.info) -> Path:
+    """The model bundle the Helm chart deploys: ``models/`` (metadata, tokenizers, graphs), ``codebook.npz``
+    and a Triton ``repository/`` for ``target``, all from one export so they cannot disagree."""
+    import shutil
+
+    from triton_models.repository import build_repository
+
+    ensure_models(settings, progress=progress)
+    ensure_codebook(settings, progress=progress)
+    if out.exists() and any(out.iterdir()):
+        raise EnrichError(f"{out} is not empty; pick a new directory per bundle version")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(settings.models_path, out / "models")
+    shutil.copy2(settings.codebook_path, out / "codebook.npz")
+    names = build_repository(settings.models_path, out / "repository", target=target)
+    progress(f"bundle -> {out}: models, codebook.npz, {target} repository ({', '.join(names)})")
+    return out
 
 
 @dataclass
