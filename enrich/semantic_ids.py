@@ -1,22 +1,26 @@
-"""Semantic IDs by residual quantisation.
+"""Semantic IDs: the serving side of the RQ-VAE codebook, numpy only.
 
-``ResidualKMeans`` is the provisional codebook (k-means per level on the
-residual of the previous levels); anything with ``version`` and
-``quantize(vectors) -> int codes [B, L]`` can replace it (the RQ-VAE).
-Artifacts are ``.npz`` files carrying the codebooks and their metadata.
+An artifact (``.npz``) holds the encoder MLP, L residual codebooks of K codes
+and the decoder, trained by ``enrich.rqvae`` (PyTorch, offline). Quantising is
+encoder -> L levels of nearest-code-on-the-residual, vectorised over the
+batch; it needs no torch, so workers stay light. The artifact's ``version``
+(a digest of every array) is stamped on every output.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from enrich.errors import ModelConfigError
+
+Layer = tuple[np.ndarray, np.ndarray]  # weight [out, in], bias [out]
 
 
 class Quantizer(Protocol):
@@ -25,78 +29,132 @@ class Quantizer(Protocol):
     def quantize(self, vectors: np.ndarray) -> np.ndarray: ...
 
 
-def _kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding; empty clusters are re-seeded from far points."""
-    n = len(x)
-    centers = np.empty((k, x.shape[1]), np.float64)
-    centers[0] = x[rng.integers(n)]
-    d2 = ((x - centers[0]) ** 2).sum(1)
-    for i in range(1, k):
-        probs = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1.0 / n)
-        centers[i] = x[rng.choice(n, p=probs)]
-        d2 = np.minimum(d2, ((x - centers[i]) ** 2).sum(1))
-    for _ in range(iters):
-        assign = _nearest(x, centers)
-        for c in range(k):
-            members = x[assign == c]
-            if len(members):
-                centers[c] = members.mean(0)
-            else:
-                far = ((x - centers[assign]) ** 2).sum(1).argmax()
-                centers[c] = x[far]
-    return centers
-
-
-def _nearest(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    d = (x**2).sum(1, keepdims=True) - 2 * x @ centers.T + (centers**2).sum(1)
+def nearest(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest center (squared Euclidean) for each row of ``x``."""
+    d = (x * x).sum(1, keepdims=True) - 2 * x @ centers.T + (centers * centers).sum(1)
     return d.argmin(1)
 
 
+def _mlp(x: np.ndarray, layers: list[Layer]) -> np.ndarray:
+    for i, (w, b) in enumerate(layers):
+        x = x @ w.T + b
+        if i < len(layers) - 1:
+            np.maximum(x, 0, out=x)
+    return x
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 @dataclass
-class ResidualKMeans:
-    codebooks: np.ndarray  # [L, K, D]
-    version: str
+class SemanticIdCodebook:
+    encoder: list[Layer]
+    codebooks: np.ndarray  # [L, K, latent]
+    decoder: list[Layer]
+    normalise: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
 
-    @classmethod
-    def fit(cls, vectors: np.ndarray, levels: int, codes: int, iters: int = 25, seed: int = 0) -> ResidualKMeans:
-        x = np.asarray(vectors, np.float64)
-        if x.ndim != 2 or len(x) < codes:
-            raise ValueError(f"need a [N, D] array with N >= {codes} codes, got shape {x.shape}")
-        rng = np.random.default_rng(seed)
-        books, residual = [], x.copy()
-        for _ in range(levels):
-            c = _kmeans(residual, codes, iters, rng)
-            residual = residual - c[_nearest(residual, c)]
-            books.append(c)
-        cb = np.stack(books).astype(np.float32)
-        digest = hashlib.sha256(cb.tobytes()).hexdigest()[:12]
-        return cls(cb, f"rkm-L{levels}K{codes}-{digest}")
+    def __post_init__(self) -> None:
+        if not self.version:
+            self.version = f"rqvae-L{self.levels}K{self.codes}-{self.digest()}"
 
-    def quantize(self, vectors: np.ndarray) -> np.ndarray:
-        residual = np.asarray(vectors, np.float32).copy()
-        out = np.zeros((len(residual), len(self.codebooks)), np.int64)
+    @property
+    def levels(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    @property
+    def codes(self) -> int:
+        return int(self.codebooks.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder[0][0].shape[1])
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for w, b in [*self.encoder, *self.decoder]:
+            h.update(w.tobytes())
+            h.update(b.tobytes())
+        h.update(self.codebooks.tobytes())
+        h.update(b"n" if self.normalise else b"r")
+        return h.hexdigest()[:12]
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        x = np.asarray(vectors, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected [N, {self.dim}] vectors, got shape {x.shape}")
+        if self.normalise:
+            x = _unit(x)
+        z = _mlp(x, self.encoder)
+        return _unit(z) if self.normalise else z
+
+    def quantize_latent(self, z: np.ndarray) -> np.ndarray:
+        residual = np.array(z, np.float32)
+        out = np.empty((len(residual), self.levels), np.int64)
         for level, book in enumerate(self.codebooks):
-            idx = _nearest(residual, book)
+            idx = nearest(residual, book)
             out[:, level] = idx
             residual -= book[idx]
         return out
 
-    def reconstruct(self, codes: np.ndarray) -> np.ndarray:
+    def quantize(self, vectors: np.ndarray) -> np.ndarray:
+        """Code tuples ``[N, L]`` for ``[N, dim]`` embeddings."""
+        return self.quantize_latent(self.encode(vectors))
+
+    def latent_of(self, codes: np.ndarray) -> np.ndarray:
         return sum(self.codebooks[level][codes[:, level]] for level in range(codes.shape[1]))
+
+    def reconstruct(self, codes: np.ndarray) -> np.ndarray:
+        """Decoded embeddings of code tuples (what the IDs still know about the content)."""
+        return _mlp(self.latent_of(codes).astype(np.float32), self.decoder)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"kind": "residual_kmeans", "version": self.version})
+        arrays: dict[str, np.ndarray] = {"codebooks": self.codebooks}
+        for name, layers in (("enc", self.encoder), ("dec", self.decoder)):
+            for i, (w, b) in enumerate(layers):
+                arrays[f"{name}{i}_w"], arrays[f"{name}{i}_b"] = w, b
+        meta = self.meta | {"kind": "rqvae", "version": self.version, "normalise": self.normalise,
+                            "levels": self.levels, "codes": self.codes, "dim": self.dim,
+                            "latent_dim": int(self.codebooks.shape[2]),
+                            "encoder_layers": len(self.encoder), "decoder_layers": len(self.decoder)}
         with open(path, "wb") as f:
-            np.savez(f, codebooks=self.codebooks, meta=np.array(meta))
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> ResidualKMeans:
+    def load(cls, path: Path) -> SemanticIdCodebook:
         try:
             with np.load(path) as z:
                 meta = json.loads(str(z["meta"]))
-                return cls(z["codebooks"], meta["version"])
+                if meta.get("kind") != "rqvae":
+                    raise ModelConfigError(f"codebook {path} is a {meta.get('kind')!r} artifact, not an RQ-VAE: "
+                                           "train one with `enrich codebook fit`")
+                enc = [(z[f"enc{i}_w"], z[f"enc{i}_b"]) for i in range(meta["encoder_layers"])]
+                dec = [(z[f"dec{i}_w"], z[f"dec{i}_b"]) for i in range(meta["decoder_layers"])]
+                book = cls(enc, z["codebooks"], dec, bool(meta["normalise"]), meta, meta["version"])
         except FileNotFoundError:
-            raise ModelConfigError(f"codebook {path} not found: fit one with `enrich codebook fit`") from None
+            raise ModelConfigError(f"codebook {path} not found: train one with `enrich codebook fit`") from None
         except (KeyError, ValueError, OSError) as exc:
             raise ModelConfigError(f"codebook {path} is unreadable: {exc}") from exc
+        if book.digest() != book.version.rsplit("-", 1)[-1]:
+            raise ModelConfigError(f"codebook {path} does not match its version {book.version} (corrupt or edited)")
+        return book
+
+
+def code_stats(codes: np.ndarray, k: int) -> dict[str, Any]:
+    """Per-level utilisation (share of the K codes used) and perplexity (exp of the usage entropy;
+    K when all codes are used equally), and the collision rate before the disambiguating digit:
+    the share of items whose full code tuple is also another item's."""
+    n, levels = codes.shape
+    util, perplexity = [], []
+    for level in range(levels):
+        counts = np.bincount(codes[:, level], minlength=k).astype(np.float64)
+        util.append(float((counts > 0).mean()))
+        p = counts[counts > 0] / n
+        perplexity.append(float(np.exp(-(p * np.log(p)).sum())))
+    tuples = Counter(map(tuple, codes.tolist()))
+    colliding = sum(c for c in tuples.values() if c > 1)
+    return {"utilisation": util, "perplexity": perplexity, "distinct_ids": len(tuples),
+            "collision_rate": colliding / n, "max_items_per_id": max(tuples.values())}

@@ -6,7 +6,7 @@
   enrich topics create            create the service's topics
   enrich models export            export the tiny presets to ONNX (+ parity check)
   enrich models repository        write a Triton model repository (local or production)
-  enrich codebook fit             fit the semantic-ID codebook
+  enrich codebook fit|eval        train / evaluate the semantic-ID codebook (RQ-VAE)
   enrich vocab load               publish tags to tags.vocab
   enrich publish                  publish sample items to items.new
 """
@@ -90,26 +90,56 @@ def cmd_models(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
-    import numpy as np
-
-    from enrich.semantic_ids import ResidualKMeans
+def _embeddings(s: Settings, path: Path | None):
+    from enrich.rqvae import load_embeddings
     from streams.stack import sample_embeddings
 
-    if a.embeddings:
-        try:
-            vecs = np.load(a.embeddings)
-        except (OSError, ValueError) as exc:
-            raise EnrichError(f"cannot read embeddings from {a.embeddings}: {exc} "
-                              "(expected a .npy [N, D] array)") from exc
-    else:
-        vecs = sample_embeddings(s)
-    cb = ResidualKMeans.fit(vecs, a.levels, a.codes)
+    if path is None:
+        return sample_embeddings(s)
+    try:
+        return load_embeddings(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EnrichError(f"cannot read embeddings from {path}: {exc} "
+                          "(expected a .npy [N, D] array or a Parquet file with an `embedding` list column)") from exc
+
+
+def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
+    from enrich.semantic_ids import SemanticIdCodebook
+
+    vecs = _embeddings(s, a.embeddings)
+    if a.action == "eval":
+        from enrich.semantic_eval import evaluate, format_report
+
+        report = evaluate(SemanticIdCodebook.load(a.codebook or s.codebook_path), vecs, queries=a.queries)
+        _say(format_report(report))
+        if a.json:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
+
+    from tqdm import tqdm
+
+    from enrich.rqvae import TrainConfig, train_rqvae
+
+    cfg = TrainConfig(levels=a.levels, codes=a.codes, latent_dim=a.latent_dim, epochs=a.epochs, seed=a.seed)
+    if len(vecs) < cfg.codes:
+        raise EnrichError(f"{len(vecs)} embeddings cannot fill {cfg.codes} codes per level: "
+                          "pass more embeddings or a smaller --codes")
+    with tqdm(total=cfg.warmup_epochs + cfg.epochs, unit="epoch", desc="rq-vae") as bar:
+        def on_epoch(r: dict) -> None:
+            util = "/".join(f"{u:.0%}" for u in r.get("utilisation", []))
+            bar.set_postfix_str(f"{r['phase']} loss {r['loss']:.4f} recon {r['recon']:.4f}"
+                                + (f" util {util} reset {r['dead_codes_reset']}" if util else ""))
+            bar.update()
+            if a.verbose:
+                bar.write(json.dumps(r))
+        book = train_rqvae(vecs, cfg, on_epoch)
     out = a.out or s.codebook_path
-    cb.save(out)
-    codes = cb.quantize(vecs)
-    unique = len({tuple(c) for c in codes.tolist()})
-    _say(f"codebook {cb.version} -> {out} ({len(vecs)} vectors, {unique} distinct IDs)")
+    book.save(out)
+    m = book.meta["metrics"]
+    _say(f"codebook {book.version} -> {out} ({len(vecs)} vectors; utilisation "
+         + "/".join(f"{u:.0%}" for u in m["utilisation"])
+         + f"; {m['distinct_ids']} distinct IDs, collision rate {m['collision_rate']:.2%})")
     return 0
 
 
@@ -168,12 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Triton target (default: local for `repository`, production for `bundle`)")
     m.add_argument("--out", type=Path)
     m.set_defaults(fn=cmd_models)
-    c = sub.add_parser("codebook", help="fit the semantic-ID codebook")
-    c.add_argument("action", choices=["fit"])
-    c.add_argument("--embeddings", type=Path, help=".npy file of [N, D] vectors (default: sample items)")
+    c = sub.add_parser("codebook", help="train (fit) or evaluate the semantic-ID codebook (RQ-VAE)")
+    c.add_argument("action", choices=["fit", "eval"])
+    c.add_argument("--embeddings", type=Path,
+                   help=".npy [N, D] or .parquet (list column `embedding`) (default: embeddings of sample items)")
     c.add_argument("--levels", type=int, default=3)
-    c.add_argument("--codes", type=int, default=8)
-    c.add_argument("--out", type=Path)
+    c.add_argument("--codes", type=int, default=256, help="codes per level")
+    c.add_argument("--latent-dim", type=int, default=32)
+    c.add_argument("--epochs", type=int, default=40)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, help="artifact to write (fit; default: ENRICH_CODEBOOK)")
+    c.add_argument("--codebook", type=Path, help="artifact to evaluate (eval; default: ENRICH_CODEBOOK)")
+    c.add_argument("--queries", type=int, default=1000, help="query items for recall@10 (eval)")
+    c.add_argument("--json", type=Path, help="also write the evaluation as JSON (eval)")
+    c.add_argument("--verbose", action="store_true", help="print every epoch's metrics as JSON (fit)")
     c.set_defaults(fn=cmd_codebook)
     v = sub.add_parser("vocab", help="publish tags to tags.vocab")
     v.add_argument("action", choices=["load"])

@@ -12,7 +12,7 @@ from enrich.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
 from enrich.models import load_models
 from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent
 from enrich.schemas import Limits
-from enrich.semantic_ids import ResidualKMeans
+from enrich.semantic_ids import SemanticIdCodebook
 from enrich.settings import Settings
 from enrich.tags import TagVocabulary
 from streams.vocab_feed import VocabularyFeed
@@ -32,7 +32,7 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                             max_text_chars=settings.max_text_chars,
                             limits=Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes))
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts),
-                    ResidualKMeans.load(settings.codebook_path), config)
+                    SemanticIdCodebook.load(settings.codebook_path), config)
 
 
 class Enrichment:

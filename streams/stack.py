@@ -56,13 +56,18 @@ def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
     return np.concatenate(vecs)
 
 
-def ensure_codebook(settings: Settings, levels: int = 3, codes: int = 8, progress: Progress = log.info) -> None:
-    from enrich.semantic_ids import ResidualKMeans
+# The demo's codebook: small enough to train in about a second on the sample embeddings.
+DEMO_CODEBOOK = {"levels": 3, "codes": 16, "latent_dim": 16, "hidden": (64,), "epochs": 20, "batch_size": 64}
+
+
+def ensure_codebook(settings: Settings, progress: Progress = log.info) -> None:
+    from enrich.rqvae import TrainConfig, train_rqvae
 
     if settings.codebook_path.exists():
         return
-    progress(f"fitting a residual k-means codebook (L={levels}, K={codes}) on sample embeddings")
-    ResidualKMeans.fit(sample_embeddings(settings), levels, codes).save(settings.codebook_path)
+    cfg = TrainConfig(**DEMO_CODEBOOK)
+    progress(f"training an RQ-VAE codebook (L={cfg.levels}, K={cfg.codes}) on sample embeddings")
+    train_rqvae(sample_embeddings(settings), cfg).save(settings.codebook_path)
 
 
 def build_local_repository(settings: Settings) -> Path:

@@ -85,7 +85,7 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
     reasons = sorted(v["reason"] for _, v in got["items.dlq"])
     assert reasons == sorted(r for r, _ in samples.malformed_events())
     assert all(v["source_topic"] == fresh.topic("items.new") and v["original"] for _, v in got["items.dlq"])
-    assert all(r["versions"]["codebook"].startswith("rkm-") for r in enriched.values())
+    assert all(r["versions"]["codebook"].startswith("rqvae-L3K16-") for r in enriched.values())
     # The Helm chart's probes and ServiceMonitor rely on these.
     assert probes["/livez"][0] == 200 and probes["/readyz"][0] == 200
     assert json.loads(probes["/readyz"][1])["vocab_tags"] == 30
