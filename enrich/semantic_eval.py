@@ -63,13 +63,15 @@ def evaluate(book: SemanticIdCodebook, x: np.ndarray, queries: int = 1000, k: in
     q = np.random.default_rng(seed).choice(len(x), size=min(queries, len(x)), replace=False)
     truth = exact_neighbours(x, q, k)
     cos = (_unit(decoded) * _unit(x)).sum(1)
+    # A normalised codebook is trained on directions, so its error is measured on unit vectors too.
+    target, approx = (_unit(x), _unit(decoded)) if book.normalise else (x, decoded)
     decoded_nn = exact_neighbours(np.concatenate([decoded, x[q]]), np.arange(len(x), len(x) + len(q)), k + 1)
     decoded_nn = np.array([[j for j in row if j != qi][:k] for row, qi in zip(decoded_nn, q, strict=True)])
     return {
         "codebook": book.version,
         "items": len(x), "dim": int(x.shape[1]), "levels": book.levels, "codes": book.codes,
         "reconstruction_cosine": float(cos.mean()),
-        "reconstruction_mse": float(((decoded - x) ** 2).sum(1).mean()),
+        "reconstruction_mse": float(((approx - target) ** 2).sum(1).mean()),
         **code_stats(codes, book.codes),
         f"recall@{k}": {"semantic_id_prefix": recall_at_k(prefix_neighbours(codes, q, k), truth),
                         "decoded_vectors": recall_at_k(decoded_nn, truth),
