@@ -121,7 +121,8 @@ def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
 
     from enrich.rqvae import TrainConfig, train_rqvae
 
-    cfg = TrainConfig(levels=a.levels, codes=a.codes, latent_dim=a.latent_dim, epochs=a.epochs, seed=a.seed)
+    cfg = TrainConfig(levels=a.levels, codes=a.codes, latent_dim=a.latent_dim, epochs=a.epochs, seed=a.seed,
+                      normalise=not a.euclidean)
     if len(vecs) < cfg.codes:
         raise EnrichError(f"{len(vecs)} embeddings cannot fill {cfg.codes} codes per level: "
                           "pass more embeddings or a smaller --codes")
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--latent-dim", type=int, default=32)
     c.add_argument("--epochs", type=int, default=40)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--euclidean", action="store_true",
+                   help="raw vectors and MSE instead of the cosine variant (for embeddings that are not normalised)")
     c.add_argument("--out", type=Path, help="artifact to write (fit; default: ENRICH_CODEBOOK)")
     c.add_argument("--codebook", type=Path, help="artifact to evaluate (eval; default: ENRICH_CODEBOOK)")
     c.add_argument("--queries", type=int, default=1000, help="query items for recall@10 (eval)")

@@ -34,6 +34,15 @@ def test_training_converges_and_uses_the_codebooks(trained):
     assert all(p > 8 for p in book.meta["metrics"]["perplexity"])  # traffic spreads over many codes, not a few
 
 
+def test_euclidean_variant_trains_on_raw_vectors():
+    x, history = hierarchical(1500), []
+    book = train_rqvae(x, TrainConfig(**{**SMALL.__dict__, "normalise": False, "epochs": 20}), history.append)
+    assert not book.normalise and history[-1]["loss"] < history[SMALL.warmup_epochs]["loss"]
+    # The codes carry the items' positions, not just directions: far better than the mean vector.
+    decoded = book.reconstruct(book.quantize(x))
+    assert ((decoded - x) ** 2).sum(1).mean() < 0.5 * ((x.mean(0) - x) ** 2).sum(1).mean()
+
+
 def test_more_levels_reconstruct_better(trained):
     x, book, _ = trained
     codes = book.quantize(x)
