@@ -15,15 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from enrich.semantic_ids import SemanticIdCodebook, code_stats
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from enrich.semantic_ids import SemanticIdCodebook, code_stats, unit
 
 
 def exact_neighbours(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    sims = _unit(x[queries]) @ _unit(x).T
+    sims = unit(x[queries]) @ unit(x).T
     sims[np.arange(len(queries)), queries] = -np.inf
     top = np.argpartition(-sims, k, axis=1)[:, :k]
     return np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), 1), 1)
@@ -62,9 +58,9 @@ def evaluate(book: SemanticIdCodebook, x: np.ndarray, queries: int = 1000, k: in
     decoded = book.reconstruct(codes)
     q = np.random.default_rng(seed).choice(len(x), size=min(queries, len(x)), replace=False)
     truth = exact_neighbours(x, q, k)
-    cos = (_unit(decoded) * _unit(x)).sum(1)
+    cos = (unit(decoded) * unit(x)).sum(1)
     # A normalised codebook is trained on directions, so its error is measured on unit vectors too.
-    target, approx = (_unit(x), _unit(decoded)) if book.normalise else (x, decoded)
+    target, approx = (unit(x), unit(decoded)) if book.normalise else (x, decoded)
     decoded_nn = exact_neighbours(np.concatenate([decoded, x[q]]), np.arange(len(x), len(x) + len(q)), k + 1)
     decoded_nn = np.array([[j for j in row if j != qi][:k] for row, qi in zip(decoded_nn, q, strict=True)])
     return {

@@ -43,7 +43,7 @@ def _mlp(x: np.ndarray, layers: list[Layer]) -> np.ndarray:
     return x
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -86,9 +86,9 @@ class SemanticIdCodebook:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected [N, {self.dim}] vectors, got shape {x.shape}")
         if self.normalise:
-            x = _unit(x)
+            x = unit(x)
         z = _mlp(x, self.encoder)
-        return _unit(z) if self.normalise else z
+        return unit(z) if self.normalise else z
 
     def quantize_latent(self, z: np.ndarray) -> np.ndarray:
         residual = np.array(z, np.float32)
