@@ -89,5 +89,8 @@ class Settings(BaseSettings):
         return cfg
 
 
-TOPICS = ("items.new", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq", "tags.vocab")
-COMPACTED = ("tags.vocab", "items.enriched", "recall.neighbors")
+TOPICS = ("items.new", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq", "tags.vocab",
+          "items.coded", "sid.digits")
+# items.coded (internal): enriched items re-keyed by code tuple, so one worker owns each tuple's digits.
+# sid.digits (internal): changelog of the collision-digit table, keyed by code tuple.
+COMPACTED = ("tags.vocab", "items.enriched", "recall.neighbors", "sid.digits")

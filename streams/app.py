@@ -10,14 +10,17 @@ import asyncio
 import logging
 import ssl
 import time
+from dataclasses import asdict
 from typing import Any
 
 import faust
+import msgpack
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from enrich import metrics
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import encode, now_ms
+from enrich.semantic_ids import assign_digit, collision_key
 from enrich.settings import Settings
 from streams.services import Enrichment
 
@@ -50,6 +53,15 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
+def coded_payload(o: Enriched) -> bytes:
+    """An enriched item on its way to the collision-digit stage; its semantic ID is still the bare code tuple."""
+    return msgpack.packb([asdict(o.record), asdict(o.neighbor), [encode(e) for e in o.tag_edges]], use_bin_type=True)
+
+
+def _repack(record: dict[str, Any], semantic_id: list[int]) -> bytes:
+    return msgpack.packb(record | {"semantic_id": semantic_id}, use_bin_type=True)
+
+
 def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
     """``enrichment`` is started by the caller (models loaded, vocabulary caught up) before the worker runs."""
     app = faust.App(
@@ -70,20 +82,15 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         web_host="0.0.0.0",
         stream_buffer_maxsize=max(64, settings.batch_size * 4),
     )
-    topics = {name: app.topic(settings.topic(name), value_type=bytes, key_type=bytes)
-              for name in ("items.new", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq")}
-    async def publish(outcomes: list[Any]) -> None:
-        futures = []
-        for o in outcomes:
-            if isinstance(o, Enriched):
-                key = o.record.item_id.encode()
-                futures.append(await topics["items.enriched"].send(key=key, value=encode(o.record)))
-                futures.append(await topics["recall.neighbors"].send(key=key, value=encode(o.neighbor)))
-                for edge in o.tag_edges:
-                    futures.append(await topics["recall.tags"].send(key=key, value=encode(edge)))
-            else:
-                futures.append(await topics["items.dlq"].send(key=o.key, value=encode(o)))
-                metrics.DLQ.labels(o.reason, o.stage).inc()
+    names = ("items.new", "items.coded", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
+    topics = {name: app.topic(settings.topic(name), value_type=bytes, key_type=bytes) for name in names}
+    # Collision digits: code tuple -> {item id: digit}. items.coded is keyed by code tuple, so each tuple's
+    # digits are owned by exactly one worker at a time and survive restarts in the changelog.
+    digits = app.Table("sid-digits", default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                       changelog_topic=app.topic(settings.topic("sid.digits"), key_type=bytes, value_type=bytes,
+                                                 partitions=settings.partitions, compacting=True))
+
+    async def delivered(futures: list[Any]) -> None:
         # Outputs must be acknowledged by the broker before the input offsets may be committed.
         await asyncio.gather(*futures)
 
@@ -95,14 +102,44 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
             raw = [RawEvent(e.message.key, e.message.value,
                             SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
             outcomes = await enrichment.run(raw)
-            t0 = time.perf_counter()
-            await publish(outcomes)
-            metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
-            done = now_ms()
+            futures = []
             for o in outcomes:
                 if isinstance(o, Enriched):
-                    metrics.ITEMS_OUT.inc()
-                    metrics.END_TO_END.observe(max(0.0, (done - o.record.created_at) / 1000))
+                    key = collision_key(o.record.versions.codebook, o.record.semantic_id)
+                    futures.append(await topics["items.coded"].send(key=key, value=coded_payload(o)))
+                else:
+                    futures.append(await topics["items.dlq"].send(key=o.key, value=encode(o)))
+                    metrics.DLQ.labels(o.reason, o.stage).inc()
+            await delivered(futures)
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(topics["items.coded"], concurrency=1)
+    async def assign_semantic_ids(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+            t0 = time.perf_counter()
+            futures, done = [], now_ms()
+            for e in events:
+                record, neighbor, edges = msgpack.unpackb(e.message.value)
+                table_key = e.message.key
+                stored = digits.get(table_key)
+                assigned = msgpack.unpackb(stored) if stored is not None else {}
+                digit, changed = assign_digit(assigned, record["item_id"])
+                if changed:
+                    # Batched iteration sets no current event; the table needs it to write the changelog
+                    # partition matching this event's partition (faust-streaming 0.15 is pinned).
+                    stream._set_current_event(e)
+                    digits[table_key] = msgpack.packb(assigned)
+                sid = [*record["semantic_id"], digit]
+                key = record["item_id"].encode()
+                futures.append(await topics["items.enriched"].send(key=key, value=_repack(record, sid)))
+                futures.append(await topics["recall.neighbors"].send(key=key, value=_repack(neighbor, sid)))
+                for edge in edges:
+                    futures.append(await topics["recall.tags"].send(key=key, value=edge))
+                metrics.ITEMS_OUT.inc()
+                metrics.END_TO_END.observe(max(0.0, (done - record["created_at"]) / 1000))
+            await delivered(futures)
+            metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
             for e in events:
                 await stream.ack(e)
 

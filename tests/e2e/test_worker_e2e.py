@@ -11,13 +11,14 @@ import time
 import urllib.error
 import urllib.request
 
+import msgpack
 import pytest
 
 from enrich import samples
 from enrich.process import free_port
 from enrich.schemas import decode
 from streams.demo import settings_env, start_worker
-from streams.kafka_tools import TopicReader
+from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,9 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None) -> dict[str, list]:
+def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None,
+               records: bool = False) -> dict[str, list]:
+    """Read until each topic has ``counts`` distinct keys (``records``: that many records; recall.tags always)."""
     topics = topics or ["items.enriched", "recall.tags", "recall.neighbors", "items.dlq"]
     reader = TopicReader(settings, topics)
     got: dict[str, list] = {t: [] for t in topics}
@@ -43,7 +46,7 @@ def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None) 
     while time.monotonic() < deadline:
         for r in reader.poll(0.5):
             got[r.topic].append((r.key, decode(r.value)))
-        if all(len({k for k, _ in got[t]}) >= n if t != "recall.tags" else len(got[t]) >= n
+        if all(len({k for k, _ in got[t]}) >= n if t != "recall.tags" and not records else len(got[t]) >= n
                for t, n in counts.items()):
             break
     reader.close()
@@ -86,6 +89,11 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
     assert reasons == sorted(r for r, _ in samples.malformed_events())
     assert all(v["source_topic"] == fresh.topic("items.new") and v["original"] for _, v in got["items.dlq"])
     assert all(r["versions"]["codebook"].startswith("rqvae-L3K16-") for r in enriched.values())
+    # Full semantic IDs: three codes and the collision digit, unique across items, the same on both feeds.
+    assert all(len(r["semantic_id"]) == 4 for r in enriched.values())
+    assert len({tuple(r["semantic_id"]) for r in enriched.values()}) == 12
+    assert {k.decode(): v["semantic_id"] for k, v in got["recall.neighbors"]} == {
+        i: r["semantic_id"] for i, r in enriched.items()}
     # The Helm chart's probes and ServiceMonitor rely on these.
     assert probes["/livez"][0] == 200 and probes["/readyz"][0] == 200
     assert json.loads(probes["/readyz"][1])["vocab_tags"] == 30
@@ -110,6 +118,42 @@ def test_no_item_lost_when_the_worker_is_killed_mid_stream(fresh, tmp_path):
         second.wait(60)
     seen = {k.decode() for k, _ in got["items.enriched"]}
     assert seen == {i["id"] for i in samples.sample_items(n, seed=3)}, (tmp_path / "w2.log").read_text()[-3000:]
+
+
+def test_collision_digits_are_stable_across_restarts_and_replays(fresh, tmp_path):
+    # Identical content under different ids: identical embeddings, so one code tuple shared by all.
+    template = samples.sample_items(1, seed=11)[0]
+
+    def twins(ids):
+        return [(i.encode(), msgpack.packb(template | {"id": i}, use_bin_type=True)) for i in ids]
+
+    def semantic_ids(n):
+        got = read_until(fresh, {"items.enriched": n}, 120, topics=["items.enriched"], records=True)["items.enriched"]
+        return [(k.decode(), v["semantic_id"]) for k, v in got]
+
+    first = start_worker(fresh, tmp_path / "w1.log")
+    try:
+        publish(fresh, "items.new", twins(["twin-a", "twin-b", "twin-c"]))
+        before = dict(semantic_ids(3))
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
+    assert len({tuple(sid[:3]) for sid in before.values()}) == 1, before
+    assert sorted(sid[3] for sid in before.values()) == [0, 1, 2]
+
+    # A new worker process recovers the digit table from its changelog: replays keep their digits,
+    # a newcomer to the same code tuple gets the next one.
+    second = start_worker(fresh, tmp_path / "w2.log")
+    try:
+        publish(fresh, "items.new", twins(["twin-b", "twin-a", "twin-d"]))
+        after = semantic_ids(6)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    for item_id, sid in after:
+        if item_id in before:
+            assert sid == before[item_id], (tmp_path / "w2.log").read_text()[-3000:]
+    assert dict(after)["twin-d"] == [*before["twin-a"][:3], 3]
 
 
 def test_demo_command_prints_enriched_output(model_settings, tmp_path):
