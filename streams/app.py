@@ -20,8 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from enrich import metrics
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import encode, now_ms
-from enrich.semantic_ids import assign_digit, collision_key
+from enrich.semantic_ids import collision_key
 from enrich.settings import Settings
+from streams.collision_digits import DigitStore, encode_digits
 from streams.services import Enrichment
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,15 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         web_host="0.0.0.0",
         stream_buffer_maxsize=max(64, settings.batch_size * 4),
     )
-    names = ("items.new", "items.coded", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
+    names = ("items.new", "items.coded", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq",
+             "sid.digits")
     topics = {name: app.topic(settings.topic(name), value_type=bytes, key_type=bytes) for name in names}
-    # Collision digits: code tuple -> {item id: digit}. items.coded is keyed by code tuple, so each tuple's
-    # digits are owned by exactly one worker at a time and survive restarts in the changelog.
-    digits = app.Table("sid-digits", default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                       changelog_topic=app.topic(settings.topic("sid.digits"), key_type=bytes, value_type=bytes,
-                                                 partitions=settings.partitions, compacting=True))
+    digits = DigitStore(settings)
+    coded_topic = topics["items.coded"].get_topic_name()
+
+    @app.on_partitions_revoked.connect
+    async def forget_digits(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        digits.forget({tp.partition for tp in revoked if tp.topic == coded_topic})
 
     async def delivered(futures: list[Any]) -> None:
         # Outputs must be acknowledged by the broker before the input offsets may be committed.
@@ -119,25 +122,25 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
             t0 = time.perf_counter()
             futures, done = [], now_ms()
+            changed: dict[tuple[int, bytes], bytes] = {}
             for e in events:
                 record, neighbor, edges = msgpack.unpackb(e.message.value)
-                table_key = e.message.key
-                stored = digits.get(table_key)
-                assigned = msgpack.unpackb(stored) if stored is not None else {}
-                digit, changed = assign_digit(assigned, record["item_id"])
-                if changed:
-                    # Batched iteration sets no current event; the table needs it to write the changelog
-                    # partition matching this event's partition (faust-streaming 0.15 is pinned).
-                    stream._set_current_event(e)
-                    digits[table_key] = msgpack.packb(assigned)
+                partition, key = e.message.partition, e.message.key
+                await digits.ensure_loaded(partition)
+                digit, assigned = digits.assign(partition, key, record["item_id"])
+                if assigned is not None:
+                    changed[partition, key] = encode_digits(assigned)
                 sid = [*record["semantic_id"], digit]
-                key = record["item_id"].encode()
-                futures.append(await topics["items.enriched"].send(key=key, value=_repack(record, sid)))
-                futures.append(await topics["recall.neighbors"].send(key=key, value=_repack(neighbor, sid)))
+                item_key = record["item_id"].encode()
+                futures.append(await topics["items.enriched"].send(key=item_key, value=_repack(record, sid)))
+                futures.append(await topics["recall.neighbors"].send(key=item_key, value=_repack(neighbor, sid)))
                 for edge in edges:
-                    futures.append(await topics["recall.tags"].send(key=key, value=edge))
+                    futures.append(await topics["recall.tags"].send(key=item_key, value=edge))
                 metrics.ITEMS_OUT.inc()
                 metrics.END_TO_END.observe(max(0.0, (done - record["created_at"]) / 1000))
+            # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
+            for (partition, key), value in changed.items():
+                futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))
             await delivered(futures)
             metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
             for e in events:

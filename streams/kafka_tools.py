@@ -37,13 +37,31 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     return created
 
 
+def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Fail fast, with the fix, when the worker's topics are missing or sid.digits cannot mirror items.coded."""
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        md = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaToolError(f"cannot reach the broker at {settings.broker}: {exc.args[0].str()}") from exc
+    missing = [settings.topic(t) for t in TOPICS if settings.topic(t) not in md.topics]
+    if missing:
+        raise KafkaToolError(f"topics missing: {', '.join(missing)}; run `enrich topics create`")
+    coded, digits = (len(md.topics[settings.topic(t)].partitions) for t in ("items.coded", "sid.digits"))
+    if coded != digits:
+        raise KafkaToolError(f"{settings.topic('sid.digits')} has {digits} partitions but "
+                             f"{settings.topic('items.coded')} has {coded}; they must match (each items.coded "
+                             "partition keeps its collision digits in the sid.digits partition of the same number)")
+
+
 def producer(settings: Settings) -> Producer:
     return Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 5})
 
 
 def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]],
-            timeout_s: float = 30.0) -> int:
-    """Publish (key, value) pairs and wait for every delivery; raises on any failure."""
+            timeout_s: float = 30.0, partition: int | None = None) -> int:
+    """Publish (key, value) pairs and wait for every delivery; raises on any failure.
+    ``partition``: all into that partition instead of the key's."""
     p = producer(settings)
     errors: list[str] = []
 
@@ -55,7 +73,8 @@ def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None
     for key, value in records:
         while True:
             try:
-                p.produce(settings.topic(topic), value=value, key=key, on_delivery=on_delivery)
+                where = {} if partition is None else {"partition": partition}
+                p.produce(settings.topic(topic), value=value, key=key, on_delivery=on_delivery, **where)
                 break
             except BufferError:
                 p.poll(0.1)
@@ -66,6 +85,28 @@ def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None
     if remaining or errors:
         raise KafkaToolError(f"publishing to {topic}: {remaining} undelivered, errors: {errors[:3]}")
     return n
+
+
+class CatchUp:
+    """Tells when a reader has reached the end its partitions had when it started reading.
+
+    The end is a partition-EOF event at or past the high watermark taken at the start, never the
+    watermark alone: the bundled broker (Tansu 0.6) answers ListOffsets with the last record batch's
+    base offset + 1, which stops a watermark-only reader at the first record of the last batch.
+    The consumer must be configured with ``enable.partition.eof``."""
+
+    def __init__(self, consumer: Consumer, topic: str, partitions: Iterable[int], timeout_s: float = 10.0) -> None:
+        self.ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)[1]
+                     for p in partitions}
+        self._pending = set(self.ends)
+
+    def on_eof(self, partition: int, offset: int) -> None:
+        if offset >= self.ends.get(partition, 0):
+            self._pending.discard(partition)
+
+    @property
+    def done(self) -> bool:
+        return not self._pending
 
 
 @dataclass(frozen=True)

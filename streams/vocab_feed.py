@@ -18,6 +18,7 @@ from enrich.errors import InvalidItem
 from enrich.schemas import VocabEntry, decode_vocab
 from enrich.settings import Settings
 from enrich.tags import TagVocabulary
+from streams.kafka_tools import CatchUp
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class VocabularyFeed:
     def _run(self) -> None:
         topic = self._settings.topic("tags.vocab")
         c = Consumer({**self._settings.kafka_client_config(), "group.id": "unused-vocab-reader",
-                      "enable.auto.commit": False})
+                      "enable.auto.commit": False, "enable.partition.eof": True})
         try:
             md = c.list_topics(topic, timeout=10)
             parts = list(md.topics[topic].partitions) if topic in md.topics else []
@@ -48,25 +49,22 @@ class VocabularyFeed:
                 log.warning("topic %s not found; the vocabulary stays empty", topic)
                 self.caught_up.set()
                 return
-            ends = {}
-            for p in parts:
-                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                ends[p] = hi
+            catch_up = CatchUp(c, topic, parts)
             c.assign([TopicPartition(topic, p, 0) for p in parts])
-            positions = {p: 0 for p in parts}
             while not self._stop.is_set():
-                if not self.caught_up.is_set() and all(positions[p] >= ends[p] for p in parts):
-                    log.info("vocabulary loaded: %d tags", len(self._vocab))
-                    self.caught_up.set()
                 m = c.poll(0.2)
                 if m is None:
                     continue
                 if m.error():
-                    if m.error().code() != KafkaError._PARTITION_EOF:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        catch_up.on_eof(m.partition(), m.offset())
+                        if catch_up.done and not self.caught_up.is_set():
+                            log.info("vocabulary loaded: %d tags", len(self._vocab))
+                            self.caught_up.set()
+                    else:
                         log.warning("vocab feed error: %s", m.error().str())
                         time.sleep(0.5)
                     continue
-                positions[m.partition()] = m.offset() + 1
                 try:
                     if m.value() is None:  # tombstone: the tag is retired
                         self._vocab.apply(VocabEntry(tag=(m.key() or b"").decode(), deleted=True))

@@ -13,12 +13,14 @@ import faust
 from enrich.logs import logging_config
 from enrich.settings import Settings
 from streams.app import create_app
+from streams.kafka_tools import check_topics
 from streams.services import Enrichment
 
 log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings) -> None:
+    check_topics(settings)
     enrichment = Enrichment(settings)
     enrichment.start()
     try:

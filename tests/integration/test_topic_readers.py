@@ -1,0 +1,90 @@
+"""Readers that must see a whole topic before the worker acts on it, against the real broker.
+
+Records are published in several flushes so each partition holds several record batches: the
+bundled broker reports a high watermark of the last batch's base offset + 1, and a reader that
+trusted it stopped at the first record of the last batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from enrich import samples
+from enrich.schemas import encode
+from enrich.settings import TOPICS
+from enrich.tags import TagVocabulary
+from streams.collision_digits import DigitStore, encode_digits
+from streams.kafka_tools import KafkaToolError, check_topics, create_topics, publish
+from streams.vocab_feed import VocabularyFeed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fresh(local_stack):
+    s = local_stack.model_copy(update={"topic_prefix": f"r{time.time_ns()}."})
+    create_topics(s)
+    return s
+
+
+class SlowVocabulary(TagVocabulary):
+    """Applies entries slowly, so a feed that calls itself caught up too early is caught doing it."""
+
+    def apply(self, entry):
+        time.sleep(0.02)
+        super().apply(entry)
+
+
+def test_vocabulary_feed_is_caught_up_only_with_every_tag(fresh):
+    entries = samples.vocab_entries()
+    # Two small batches, then one large one: a watermark-trusting reader stops at the third tag.
+    for batch in (entries[:1], entries[1:2], entries[2:]):
+        publish(fresh, "tags.vocab", [(e.tag.encode(), encode(e)) for e in batch])
+    vocab = SlowVocabulary(lambda texts: np.ones((len(texts), 4), np.float32))
+    feed = VocabularyFeed(fresh, vocab)
+    feed.start()
+    try:
+        assert feed.caught_up.wait(30)
+        assert len(vocab) == len(entries) == 30
+    finally:
+        feed.stop()
+
+
+def test_digit_store_recovers_the_latest_digits_of_its_partition(fresh):
+    publish(fresh, "sid.digits", [(b"v:1-2-3", encode_digits({"a": 0}))], partition=0)
+    publish(fresh, "sid.digits", [(b"v:4-5-6", encode_digits({"c": 0}))], partition=0)
+    publish(fresh, "sid.digits", [(b"v:1-2-3", encode_digits({"a": 0, "b": 1}))], partition=0)
+    store = DigitStore(fresh)
+
+    async def digits() -> list[tuple[int, object]]:
+        await store.ensure_loaded(0)
+        return [store.assign(0, b"v:1-2-3", "b"), store.assign(0, b"v:1-2-3", "a"),
+                store.assign(0, b"v:1-2-3", "d"), store.assign(0, b"v:4-5-6", "c")]
+
+    replayed_b, replayed_a, newcomer, other = asyncio.run(digits())
+    assert replayed_b == (1, None) and replayed_a == (0, None) and other == (0, None)
+    assert newcomer == (2, {"a": 0, "b": 1, "d": 2})
+    # A partition handed to another worker is read again when it comes back.
+    store.forget({0})
+    assert asyncio.run(digits())[2] == (2, {"a": 0, "b": 1, "d": 2})
+
+
+def test_worker_refuses_missing_or_mismatched_topics(local_stack):
+    missing = local_stack.model_copy(update={"topic_prefix": f"none{time.time_ns()}."})
+    with pytest.raises(KafkaToolError, match="run `enrich topics create`"):
+        check_topics(missing)
+    good = local_stack.model_copy(update={"topic_prefix": f"good{time.time_ns()}."})
+    create_topics(good)
+    check_topics(good)
+    odd = local_stack.model_copy(update={"topic_prefix": f"odd{time.time_ns()}."})
+    admin = AdminClient(odd.kafka_client_config())
+    futures = admin.create_topics([NewTopic(odd.topic(t), num_partitions=3 if t == "sid.digits" else 4)
+                                   for t in TOPICS])
+    for f in futures.values():
+        f.result(15)
+    with pytest.raises(KafkaToolError, match="must match"):
+        check_topics(odd)
