@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from enrich import metrics
 from enrich.errors import BackendUnavailable, ModelConfigError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class OnnxRuntimeBackend:
             session = self._sessions[model]
         except KeyError:
             raise ModelConfigError(f"no graph named {model!r}") from None
-        return session.run(None, dict(inputs))[0]
+        with metrics.MODEL_SECONDS.labels(model, "onnxruntime").time():
+            return session.run(None, dict(inputs))[0]
 
     def close(self) -> None:
         self._sessions.clear()
@@ -106,9 +108,11 @@ class TritonBackend:
             msg = str(exc)
             if "UNAVAILABLE" in status or "DEADLINE" in status or "unavailable" in msg.lower() or \
                     "deadline" in msg.lower() or "not ready" in msg.lower():
+                metrics.MODEL_ERRORS.labels(model, "unavailable").inc()
                 raise BackendUnavailable(f"triton {self.url} {model}: {msg}") from exc
+            metrics.MODEL_ERRORS.labels(model, "rejected").inc()
             raise ModelConfigError(f"triton {self.url} rejected {model}: {msg}") from exc
-        log.debug("triton %s took %.2f ms", model, (time.perf_counter() - t0) * 1e3)
+        metrics.MODEL_SECONDS.labels(model, "triton").observe(time.perf_counter() - t0)
         result = res.as_numpy(out)
         if result is None:
             raise ModelConfigError(f"triton {model} returned no {out}")

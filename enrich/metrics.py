@@ -17,4 +17,9 @@ END_TO_END = Histogram("enrich_end_to_end_seconds", "Item created_at to outputs 
 BACKEND_RETRIES = Counter("enrich_backend_retries_total", "Batches retried because the model server was unavailable")
 BACKEND_UP = Gauge("enrich_backend_up", "1 while the last model call succeeded, 0 while retrying")
 VOCAB_SIZE = Gauge("enrich_vocab_tags", "Tags in the live vocabulary")
-CONSUMER_LAG = Gauge("enrich_consumer_lag", "High watermark minus committed offset", ["partition"])
+CONSUMER_LAG = Gauge("enrich_consumer_lag", "Records behind: high watermark minus committed offset, per assigned "
+                     "input partition", ["topic", "partition"])
+PAUSED_PARTITIONS = Gauge("enrich_paused_partitions", "Assigned input partitions the consumer has paused")
+MODEL_SECONDS = Histogram("enrich_model_request_seconds", "Wall time of one model-server request", ["model", "backend"],
+                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+MODEL_ERRORS = Counter("enrich_model_request_errors_total", "Failed model-server requests", ["model", "kind"])

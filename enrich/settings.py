@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description="worker HTTP port: /livez, /readyz, /metrics")
     log_json: bool = False
     log_level: str = "info"
+    lag_interval_s: float = Field(5.0, gt=0, description="how often consumer lag and paused partitions are measured")
 
     # Local stack
     broker_port: int = 9092

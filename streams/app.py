@@ -146,6 +146,21 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
             for e in events:
                 await stream.ack(e)
 
+    input_topics = {topics["items.new"].get_topic_name(), coded_topic}
+
+    @app.timer(interval=settings.lag_interval_s)
+    async def track_lag() -> None:
+        # The monitor's end offsets come from fetch responses (right on Tansu too, unlike ListOffsets).
+        ends, committed = app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets
+        assigned = {tp for tp in app.consumer.assignment() if tp.topic in input_topics}
+        metrics.CONSUMER_LAG.clear()
+        for tp in assigned:
+            if tp in ends:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                    max(0, ends[tp] - committed.get(tp, 0)))
+        # faust-streaming 0.15 keeps no public accessor for the partitions flow control has paused.
+        metrics.PAUSED_PARTITIONS.set(len(assigned & set(getattr(app.consumer, "_paused_partitions", ()))))
+
     @app.page(METRICS_PATH)
     async def metrics_page(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type, and Prometheus' type carries one.

@@ -58,7 +58,7 @@ def fresh(local_stack):
     """A unique topic prefix and consumer group per test, topics created through the CLI."""
     tag = f"t{time.time_ns()}."
     s = local_stack.model_copy(update={"topic_prefix": tag, "group_id": f"g-{tag}", "web_port": free_port(),
-                                       "batch_size": 4})
+                                       "batch_size": 4, "lag_interval_s": 0.5})
     res = cli(s, "topics", "create")
     assert res.returncode == 0, res.stderr
     res = cli(s, "vocab", "load")
@@ -97,7 +97,11 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
     # The Helm chart's probes and ServiceMonitor rely on these.
     assert probes["/livez"][0] == 200 and probes["/readyz"][0] == 200
     assert json.loads(probes["/readyz"][1])["vocab_tags"] == 30
-    assert "enrich_items_enriched_total 12.0" in probes["/metrics"][1]
+    page = probes["/metrics"][1]
+    assert "enrich_items_enriched_total 12.0" in page
+    assert 'enrich_model_request_seconds_count{backend="triton",model="embedder_text"}' in page
+    assert f'enrich_consumer_lag{{partition="0",topic="{fresh.topic("items.new")}"}}' in page
+    assert "enrich_paused_partitions 0.0" in page
 
 
 def test_no_item_lost_when_the_worker_is_killed_mid_stream(fresh, tmp_path):

@@ -280,3 +280,41 @@ def test_topics_job_runs_the_project_cli_before_install():
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["ENRICH_PARTITIONS"] == "24" and env["ENRICH_TOPIC_PREFIX"] == "prod."
     assert "ENRICH_SASL_PASSWORD" in env
+
+
+DASHBOARD = CHART / "dashboards" / "mm-enrich.json"
+
+
+def dashboard_exprs() -> list[str]:
+    import json
+
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [t["expr"] for p in panels for t in p["targets"]]
+
+
+def test_dashboard_queries_only_metrics_the_worker_exports():
+    import re
+
+    from prometheus_client import REGISTRY
+
+    from enrich import metrics  # noqa: F401  (registers the worker's metrics)
+
+    exported = {s.name for m in REGISTRY.collect() for s in m.samples}
+    used = {name for e in dashboard_exprs() for name in re.findall(r"\benrich_\w+", e)}
+    assert {"enrich_consumer_lag", "enrich_paused_partitions", "enrich_model_request_seconds_bucket",
+            "enrich_end_to_end_seconds_bucket", "enrich_stage_seconds_bucket", "enrich_dlq_total"} <= used
+    # Labelled series appear only once observed; their family names are registered from the start.
+    families = {m.name for m in REGISTRY.collect()}
+    unknown = {n for n in used if n not in exported and re.sub(r"_(bucket|sum|count|total)$", "", n) not in families}
+    assert not unknown, f"dashboard queries metrics the worker does not export: {unknown}"
+
+
+def test_dashboard_configmap_ships_the_dashboard_file_when_enabled():
+    import json
+
+    assert not [d for d in render() if d["metadata"]["name"].endswith("-dashboard")]
+    cm = next(d for d in render(all_features()) if d["kind"] == "ConfigMap"
+              and d["metadata"]["name"].endswith("-dashboard"))
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["mm-enrich.json"]) == json.loads(DASHBOARD.read_text())
