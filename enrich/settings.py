@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="prefix for every topic name (e.g. 'staging.')")
     partitions: int = Field(4, description="partitions for topics created by `enrich topics create`")
     session_timeout_s: float = Field(10.0, description="consumer session timeout; short values rebalance faster")
+    fetch_max_wait_ms: int = Field(100, ge=1, le=30_000,
+                                   description="longest a fetch waits for data; Kafka answers as soon as data "
+                                               "arrives, the bundled Tansu only when the wait is up")
 
     # Micro-batching
     batch_size: int = Field(16, ge=1, description="max events per micro-batch")
@@ -76,6 +79,11 @@ class Settings(BaseSettings):
     @property
     def uses_tls(self) -> bool:
         return self.security_protocol.endswith("SSL")
+
+    def consumer_config(self, group_id: str) -> dict[str, str | int | bool]:
+        """librdkafka settings of the tools' consumers (readers that never commit)."""
+        return {**self.kafka_client_config(), "group.id": group_id, "enable.auto.commit": False,
+                "fetch.wait.max.ms": self.fetch_max_wait_ms}
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by the admin, producer and consumer tools."""

@@ -24,6 +24,7 @@ from enrich.semantic_ids import collision_key
 from enrich.settings import Settings
 from streams.collision_digits import DigitStore, encode_digits
 from streams.services import Enrichment
+from streams.transport import EnrichApp
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _repack(record: dict[str, Any], semantic_id: list[int]) -> bytes:
 
 def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
     """``enrichment`` is started by the caller (models loaded, vocabulary caught up) before the worker runs."""
-    app = faust.App(
+    app = EnrichApp(
         settings.group_id,
         broker=[f"kafka://{b}" for b in settings.broker.split(",")],
         broker_credentials=_credentials(settings),
@@ -83,6 +84,7 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         web_host="0.0.0.0",
         stream_buffer_maxsize=max(64, settings.batch_size * 4),
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     names = ("items.new", "items.coded", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq",
              "sid.digits")
     topics = {name: app.topic(settings.topic(name), value_type=bytes, key_type=bytes) for name in names}

@@ -2,6 +2,7 @@
 
   enrich demo                     the whole path on the embedded local stack
   enrich worker                   run a Faust worker (settings from ENRICH_* variables)
+  enrich bench                    measure throughput and latency on a private local stack
   enrich stack up|down            start/stop the local broker + Triton in the background
   enrich topics create            create the service's topics
   enrich models export            export the tiny presets to ONNX (+ parity check)
@@ -37,6 +38,27 @@ def cmd_demo(s: Settings, a: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
     return run_demo(s, n_items=a.items)
+
+
+def _numbers(text: str, kind: type, flag: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise EnrichError(f"{flag} expects a comma-separated list of positive numbers, e.g. 4,16,32 (got {text!r})")
+    return values
+
+
+def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
+    from streams.bench import BenchConfig, run_bench
+
+    if a.items < 20:
+        raise EnrichError("--items must be at least 20 for percentiles to mean anything")
+    cfg = BenchConfig(items=a.items, batch_sizes=_numbers(a.batch_sizes, int, "--batch-sizes"),
+                      waits_s=_numbers(a.waits, float, "--waits"), steady_s=a.steady_s, out=a.out)
+    run_bench(s, cfg, say=_say)
+    return 0
 
 
 def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
@@ -186,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--items", type=int, default=30)
     d.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="run a Faust worker").set_defaults(fn=cmd_worker)
+    b = sub.add_parser("bench", help="measure items/s and latency: pipeline in-process, via Triton, full stream")
+    b.add_argument("--items", type=int, default=400, help="items per measured run")
+    b.add_argument("--batch-sizes", default="4,16,32", help="micro-batch sizes to sweep")
+    b.add_argument("--waits", default="0.005,0.05", help="micro-batch waits (s) to sweep in the stream")
+    b.add_argument("--steady-s", type=float, default=20.0, help="length of the steady half-load run (s)")
+    b.add_argument("--out", type=Path, default=Path("benchmarks/results/stream.json"), help="results JSON")
+    b.set_defaults(fn=cmd_bench)
     st = sub.add_parser("stack", help="start/stop the local broker + Triton in the background")
     st.add_argument("action", choices=["up", "down"])
     st.set_defaults(fn=cmd_stack)

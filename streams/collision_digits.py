@@ -67,8 +67,7 @@ class DigitStore:
         return digit, assigned if changed else None
 
     def _read_partition(self, partition: int) -> dict[bytes, Digits]:
-        c = Consumer({**self._settings.kafka_client_config(), "group.id": "unused-digit-reader",
-                      "enable.auto.commit": False, "enable.partition.eof": True})
+        c = Consumer({**self._settings.consumer_config("unused-digit-reader"), "enable.partition.eof": True})
         try:
             catch_up = CatchUp(c, self._topic, [partition])
             c.assign([TopicPartition(self._topic, partition, OFFSET_BEGINNING)])

@@ -39,6 +39,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def on_free_ports(settings: Settings) -> Settings:
+    """The settings of a private local stack: free ports, a short session timeout so groups join fast,
+    and short fetch waits (Tansu holds every fetch for its whole wait)."""
+    ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port",
+                                      "triton_metrics_port", "web_port")}
+    return settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
+                                               "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
+                                               "session_timeout_s": 6.0, "fetch_max_wait_ms": 10})
+
+
 def start_worker(settings: Settings, log_path: os.PathLike[str]) -> subprocess.Popen[bytes]:
     logf = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=settings_env(settings),
@@ -74,11 +84,7 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(settings, progress=out)
     ensure_codebook(settings, progress=out)
-    ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port",
-                                      "triton_metrics_port", "web_port")}
-    settings = settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
-                                                   "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
-                                                   "session_timeout_s": 6.0})
+    settings = on_free_ports(settings)
     stack = start_stack(settings, progress=out)
     worker = None
     try:
@@ -87,7 +93,7 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
         out(f"published {len(vocab)} tags to tags.vocab")
         worker_log = settings.state_dir / "logs" / "worker.log"
         worker = start_worker(settings, worker_log)
-        out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{ports['web_port']}/metrics)")
+        out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{settings.web_port}/metrics)")
         items = samples.sample_items(n_items)
         bad = samples.malformed_events()
         t_pub = time.perf_counter()

@@ -116,14 +116,14 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    timestamp_ms: int = 0
 
 
 class TopicReader:
     """Reads topics from the beginning without a consumer group commit (a tail, not a worker)."""
 
     def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
-        self._c = Consumer({**settings.kafka_client_config(), "group.id": f"reader-{time.time_ns()}",
-                            "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        self._c = Consumer({**settings.consumer_config(f"reader-{time.time_ns()}"), "auto.offset.reset": "earliest"})
         names = [settings.topic(t) for t in topics]
         md = self._c.list_topics(timeout=10)
         tps = []
@@ -141,7 +141,8 @@ class TopicReader:
                 if m.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaToolError(m.error().str())
-            out.append(Record(m.topic()[len(self._prefix):], m.partition(), m.offset(), m.key(), m.value()))
+            out.append(Record(m.topic()[len(self._prefix):], m.partition(), m.offset(), m.key(), m.value(),
+                              m.timestamp()[1]))
         return out
 
     def close(self) -> None:

@@ -40,8 +40,7 @@ class VocabularyFeed:
 
     def _run(self) -> None:
         topic = self._settings.topic("tags.vocab")
-        c = Consumer({**self._settings.kafka_client_config(), "group.id": "unused-vocab-reader",
-                      "enable.auto.commit": False, "enable.partition.eof": True})
+        c = Consumer({**self._settings.consumer_config("unused-vocab-reader"), "enable.partition.eof": True})
         try:
             md = c.list_topics(topic, timeout=10)
             parts = list(md.topics[topic].partitions) if topic in md.topics else []

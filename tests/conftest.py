@@ -31,7 +31,7 @@ def local_stack(model_settings: Settings) -> Iterator[Settings]:
     ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port", "triton_metrics_port")}
     s = model_settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
                                                   "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
-                                                  "backend": "triton"})
+                                                  "backend": "triton", "fetch_max_wait_ms": 10})
     stack = start_stack(s, progress=lambda _m: None)
     yield s
     stack.stop()
