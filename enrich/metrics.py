@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-STAGES = ("decode", "preprocess", "embed", "candidates", "tag", "semantic_id", "publish")
+# handoff: the first stage sending to items.coded; publish: collision digits and the final outputs.
+STAGES = ("decode", "preprocess", "embed", "candidates", "tag", "semantic_id", "handoff", "publish")
 
 ITEMS_IN = Counter("enrich_items_in_total", "Input events taken from items.new")
 ITEMS_OUT = Counter("enrich_items_enriched_total", "Items enriched and published")

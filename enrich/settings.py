@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     # Micro-batching
     batch_size: int = Field(16, ge=1, description="max events per micro-batch")
     batch_wait_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
+    inflight_batches: int = Field(2, ge=1, le=8, description="micro-batches inferred and handed off at once")
 
     # Models and inference
     backend: str = Field("triton", pattern="^(triton|onnxruntime)$", description="'triton' or 'onnxruntime'")

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import deque
 from dataclasses import asdict
 from typing import Any
 
@@ -101,12 +102,13 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
 
     @app.agent(topics["items.new"], concurrency=1)
     async def enrich_items(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
-            metrics.BATCH_SIZE.observe(len(events))
-            metrics.ITEMS_IN.inc(len(events))
+        inflight: deque[asyncio.Task[None]] = deque()
+
+        async def enrich_batch(events: list[Any], previous: asyncio.Task[None] | None) -> None:
             raw = [RawEvent(e.message.key, e.message.value,
                             SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
             outcomes = await enrichment.run(raw)
+            t0 = time.perf_counter()
             futures = []
             for o in outcomes:
                 if isinstance(o, Enriched):
@@ -116,8 +118,21 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
                     futures.append(await topics["items.dlq"].send(key=o.key, value=encode(o)))
                     metrics.DLQ.labels(o.reason, o.stage).inc()
             await delivered(futures)
+            metrics.STAGE_SECONDS.labels("handoff").observe(time.perf_counter() - t0)
+            if previous is not None:
+                await previous  # acks stay in offset order
             for e in events:
                 await stream.ack(e)
+
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+            metrics.BATCH_SIZE.observe(len(events))
+            metrics.ITEMS_IN.inc(len(events))
+            # Up to ENRICH_INFLIGHT_BATCHES batches are inferred and handed off at once, so the model server
+            # computes one while this process prepares or publishes another. An event is acked only after
+            # every output of its batch and of all earlier batches is acknowledged by the broker.
+            while len(inflight) >= settings.inflight_batches:
+                await inflight.popleft()
+            inflight.append(asyncio.create_task(enrich_batch(events, inflight[-1] if inflight else None)))
 
     @app.agent(topics["items.coded"], concurrency=1)
     async def assign_semantic_ids(stream: faust.StreamT) -> None:

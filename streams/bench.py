@@ -48,6 +48,7 @@ class Run:
     mode: str
     batch_size: int
     batch_wait_s: float | None
+    inflight: int
     workers: int
     load: str
     items: int
@@ -55,7 +56,7 @@ class Run:
     items_per_s: float
     p50_ms: float
     p99_ms: float
-    stage_share: dict[str, float] = field(default_factory=dict)
+    stage_ms_per_item: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class BenchConfig:
     items: int = 400
     batch_sizes: tuple[int, ...] = (4, 16, 32)
     waits_s: tuple[float, ...] = (0.005, 0.05)
+    inflight: tuple[int, ...] = (1, 2, 3, 4)
     steady_s: float = 20.0
     out: Path = Path("benchmarks/results/stream.json")
 
@@ -99,9 +101,8 @@ def bench_pipeline(settings: Settings, mode: str, items: list[dict], batch_size:
     seconds = time.perf_counter() - t_start
     backend.close()
     p50, p99 = _percentiles(latencies)
-    busy = sum(stages.values())
-    return Run(mode, batch_size, None, 1, "all queued", len(items), seconds, len(items) / seconds, p50, p99,
-               {k: round(v / busy, 3) for k, v in stages.items()})
+    return Run(mode, batch_size, None, 1, 1, "all queued", len(items), seconds, len(items) / seconds, p50, p99,
+               {k: round(v * 1e3 / len(items), 2) for k, v in stages.items()})
 
 
 class StreamHarness:
@@ -142,14 +143,27 @@ class StreamHarness:
                 got.setdefault(key, rec.timestamp_ms)
         return got
 
-    def items_in(self) -> list[float]:
-        """Each worker's ``enrich_items_in_total``: all of them must have taken work before timing starts."""
-        counts = []
+    def _scrape(self, prefix: str) -> list[dict[str, float]]:
+        """Per worker, the samples of ``/metrics`` whose line starts with ``prefix``."""
+        found = []
         for port in self.ports:
             page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            line = next((ln for ln in page.splitlines() if ln.startswith("enrich_items_in_total ")), "x 0")
-            counts.append(float(line.split()[1]))
-        return counts
+            found.append({ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+                          for ln in page.splitlines() if ln.startswith(prefix)})
+        return found
+
+    def items_in(self) -> list[float]:
+        """Each worker's ``enrich_items_in_total``: all of them must have taken work before timing starts."""
+        return [w.get("enrich_items_in_total", 0.0) for w in self._scrape("enrich_items_in_total ")]
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Busy seconds per stage, summed over the workers."""
+        total: dict[str, float] = {}
+        for worker in self._scrape("enrich_stage_seconds_sum{"):
+            for series, value in worker.items():
+                stage = series.split('stage="', 1)[1].split('"', 1)[0]
+                total[stage] = total.get(stage, 0.0) + value
+        return total
 
     def warm_up(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -173,14 +187,15 @@ class StreamHarness:
             stop_pid(p.pid, 60, p)
 
 
-def bench_stream(settings: Settings, items: list[dict], batch_size: int, wait_s: float, workers: int,
-                 logs: Path, rate: float | None = None, duration_s: float = 0.0) -> Run:
+def bench_stream(settings: Settings, items: list[dict], batch_size: int, wait_s: float, inflight: int,
+                 workers: int, logs: Path, rate: float | None = None, duration_s: float = 0.0) -> Run:
     """(c): a burst of ``items`` (``rate`` None) or a steady ``rate`` items/s for ``duration_s``."""
-    s = settings.model_copy(update={"batch_size": batch_size, "batch_wait_s": wait_s})
+    s = settings.model_copy(update={"batch_size": batch_size, "batch_wait_s": wait_s, "inflight_batches": inflight})
     h = StreamHarness(s, workers, logs)
     try:
         h.warm_up()
         timed = _items(len(items) if rate is None else int(rate * duration_s), f"{h.tag}-t")
+        busy_before = h.stage_seconds()
         created: dict[str, int] = {}
         got: dict[str, int] = {}
         if rate is None:
@@ -210,20 +225,23 @@ def bench_stream(settings: Settings, items: list[dict], batch_size: int, wait_s:
         latencies = [got[i] - created[i] for i in created]
         seconds = (max(got.values()) - t0) / 1000
         p50, p99 = _percentiles(latencies)
+        busy = {k: round((v - busy_before.get(k, 0.0)) * 1e3 / len(timed), 2) for k, v in h.stage_seconds().items()}
         load = "burst" if rate is None else f"steady {rate:.0f}/s"
-        return Run("stream", batch_size, wait_s, workers, load, len(timed), seconds, len(timed) / seconds, p50, p99)
+        return Run("stream", batch_size, wait_s, inflight, workers, load, len(timed), seconds,
+                   len(timed) / seconds, p50, p99, busy)
     finally:
         h.stop()
 
 
 def table(runs: list[Run]) -> str:
-    head = f"{'mode':<11} {'batch':>5} {'wait s':>6} {'workers':>7} {'load':<14} {'items':>5} {'items/s':>8} " \
-           f"{'p50 ms':>8} {'p99 ms':>8}"
+    head = f"{'mode':<11} {'batch':>5} {'wait s':>6} {'inflight':>8} {'workers':>7} {'load':<14} {'items':>5} " \
+           f"{'items/s':>8} {'p50 ms':>8} {'p99 ms':>8}  busy ms/item by stage"
     rows = [head, "-" * len(head)]
     for r in runs:
         wait = f"{r.batch_wait_s:g}" if r.batch_wait_s is not None else "-"
-        rows.append(f"{r.mode:<11} {r.batch_size:>5} {wait:>6} {r.workers:>7} {r.load:<14} {r.items:>5} "
-                    f"{r.items_per_s:>8.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f}")
+        stages = " ".join(f"{k}={v:g}" for k, v in r.stage_ms_per_item.items())
+        rows.append(f"{r.mode:<11} {r.batch_size:>5} {wait:>6} {r.inflight:>8} {r.workers:>7} {r.load:<14} "
+                    f"{r.items:>5} {r.items_per_s:>8.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f}  {stages}")
     return "\n".join(rows)
 
 
@@ -248,19 +266,25 @@ def run_bench(settings: Settings, cfg: BenchConfig, say: Say = print) -> dict:
         for b in cfg.batch_sizes:
             record(bench_pipeline(settings, "in-process", items, b))
             record(bench_pipeline(settings, "triton", items, b))
-        sweep = [record(bench_stream(settings, items, b, w, 1, logs))
+        default = settings.inflight_batches
+        sweep = [record(bench_stream(settings, items, b, w, default, 1, logs))
                  for b in cfg.batch_sizes for w in cfg.waits_s]
         best = max(sweep, key=lambda r: r.items_per_s)
-        two = record(bench_stream(settings, items, best.batch_size, best.batch_wait_s or 0.0, 2, logs))
+        b, w = best.batch_size, best.batch_wait_s or 0.0
+        sweep += [record(bench_stream(settings, items, b, w, n, 1, logs)) for n in cfg.inflight if n != default]
+        best = max(sweep, key=lambda r: r.items_per_s)
+        b, w, n = best.batch_size, best.batch_wait_s or 0.0, best.inflight
+        two = record(bench_stream(settings, items, b, w, n, 2, logs))
         steady_rate = best.items_per_s / 2
-        steady = record(bench_stream(settings, items, best.batch_size, best.batch_wait_s or 0.0, 1, logs,
-                                     rate=steady_rate, duration_s=cfg.steady_s))
+        steady = record(bench_stream(settings, items, b, w, n, 1, logs, rate=steady_rate, duration_s=cfg.steady_s))
     finally:
         stack.stop()
     in_process = {r.batch_size: r for r in runs if r.mode == "in-process"}
     best_in_process = max(in_process.values(), key=lambda r: r.items_per_s)
+    by_inflight = {r.inflight: r.items_per_s for r in sweep if (r.batch_size, r.batch_wait_s) == (b, w)}
     summary = {
         "best_stream": asdict(best),
+        "stream_items_per_s_by_inflight": by_inflight,
         "stream_over_in_process_same_batch": best.items_per_s / in_process[best.batch_size].items_per_s,
         "stream_over_best_in_process": best.items_per_s / best_in_process.items_per_s,
         "two_workers_over_one": two.items_per_s / best.items_per_s,

@@ -56,7 +56,8 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
     if a.items < 20:
         raise EnrichError("--items must be at least 20 for percentiles to mean anything")
     cfg = BenchConfig(items=a.items, batch_sizes=_numbers(a.batch_sizes, int, "--batch-sizes"),
-                      waits_s=_numbers(a.waits, float, "--waits"), steady_s=a.steady_s, out=a.out)
+                      waits_s=_numbers(a.waits, float, "--waits"), inflight=_numbers(a.inflight, int, "--inflight"),
+                      steady_s=a.steady_s, out=a.out)
     run_bench(s, cfg, say=_say)
     return 0
 
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--items", type=int, default=400, help="items per measured run")
     b.add_argument("--batch-sizes", default="4,16,32", help="micro-batch sizes to sweep")
     b.add_argument("--waits", default="0.005,0.05", help="micro-batch waits (s) to sweep in the stream")
+    b.add_argument("--inflight", default="1,2,3,4", help="in-flight batches to sweep at the best batch size/wait")
     b.add_argument("--steady-s", type=float, default=20.0, help="length of the steady half-load run (s)")
     b.add_argument("--out", type=Path, default=Path("benchmarks/results/stream.json"), help="results JSON")
     b.set_defaults(fn=cmd_bench)
