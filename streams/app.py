@@ -105,6 +105,17 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         inflight: deque[asyncio.Task[None]] = deque()
 
         async def enrich_batch(events: list[Any], previous: asyncio.Task[None] | None) -> None:
+            try:
+                await hand_off(events, previous)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug, not bad input (that goes to the DLQ): stop, replay after restart
+                log.exception("batch of %d events failed; stopping the worker, its offsets stay uncommitted",
+                              len(events))
+                await app.crash(exc)
+                raise
+
+        async def hand_off(events: list[Any], previous: asyncio.Task[None] | None) -> None:
             raw = [RawEvent(e.message.key, e.message.value,
                             SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
             outcomes = await enrichment.run(raw)
@@ -138,7 +149,8 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
     async def assign_semantic_ids(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
             t0 = time.perf_counter()
-            futures, done = [], now_ms()
+            futures: list[Any] = []
+            created: list[int] = []
             changed: dict[tuple[int, bytes], bytes] = {}
             for e in events:
                 record, neighbor, edges = msgpack.unpackb(e.message.value)
@@ -153,13 +165,16 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
                 futures.append(await topics["recall.neighbors"].send(key=item_key, value=_repack(neighbor, sid)))
                 for edge in edges:
                     futures.append(await topics["recall.tags"].send(key=item_key, value=edge))
-                metrics.ITEMS_OUT.inc()
-                metrics.END_TO_END.observe(max(0.0, (done - record["created_at"]) / 1000))
+                created.append(record["created_at"])
             # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
             for (partition, key), value in changed.items():
                 futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))
             await delivered(futures)
             metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
+            done = now_ms()
+            metrics.ITEMS_OUT.inc(len(created))
+            for c in created:
+                metrics.END_TO_END.observe(max(0.0, (done - c) / 1000))
             for e in events:
                 await stream.ack(e)
 

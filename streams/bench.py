@@ -7,8 +7,9 @@ On a private local stack (broker + Triton on free ports) with the tiny models:
 (c) ``stream``: the full service: items published to ``items.new``, Faust worker
     subprocesses, Triton, outputs read back from ``items.enriched``.
 
-(c) is swept over micro-batch size and wait, then run with two workers, then at a
-steady load of half the best measured throughput. Latency in (a) and (b) is the
+(c) is swept over micro-batch size and wait, then over in-flight batches at the best
+of those, then run with two workers, then at a steady load of half the best measured
+throughput, with the configured fetch wait and with faust-streaming's own 1500 ms. Latency in (a) and (b) is the
 batch's wall time (every item is there at its start); in (c) it is end to end: the
 item's ``created_at`` (set when it is published) to the ``items.enriched`` record's
 timestamp (set by the worker when it sends it, acknowledged before the input is).
@@ -227,6 +228,8 @@ def bench_stream(settings: Settings, items: list[dict], batch_size: int, wait_s:
         p50, p99 = _percentiles(latencies)
         busy = {k: round((v - busy_before.get(k, 0.0)) * 1e3 / len(timed), 2) for k, v in h.stage_seconds().items()}
         load = "burst" if rate is None else f"steady {rate:.0f}/s"
+        if s.fetch_max_wait_ms != settings.fetch_max_wait_ms or s.fetch_max_wait_ms >= 1000:
+            load += f" fw{s.fetch_max_wait_ms}"
         return Run("stream", batch_size, wait_s, inflight, workers, load, len(timed), seconds,
                    len(timed) / seconds, p50, p99, busy)
     finally:
@@ -234,13 +237,13 @@ def bench_stream(settings: Settings, items: list[dict], batch_size: int, wait_s:
 
 
 def table(runs: list[Run]) -> str:
-    head = f"{'mode':<11} {'batch':>5} {'wait s':>6} {'inflight':>8} {'workers':>7} {'load':<14} {'items':>5} " \
+    head = f"{'mode':<11} {'batch':>5} {'wait s':>6} {'inflight':>8} {'workers':>7} {'load':<20} {'items':>5} " \
            f"{'items/s':>8} {'p50 ms':>8} {'p99 ms':>8}  busy ms/item by stage"
     rows = [head, "-" * len(head)]
     for r in runs:
         wait = f"{r.batch_wait_s:g}" if r.batch_wait_s is not None else "-"
         stages = " ".join(f"{k}={v:g}" for k, v in r.stage_ms_per_item.items())
-        rows.append(f"{r.mode:<11} {r.batch_size:>5} {wait:>6} {r.inflight:>8} {r.workers:>7} {r.load:<14} "
+        rows.append(f"{r.mode:<11} {r.batch_size:>5} {wait:>6} {r.inflight:>8} {r.workers:>7} {r.load:<20} "
                     f"{r.items:>5} {r.items_per_s:>8.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f}  {stages}")
     return "\n".join(rows)
 
@@ -277,6 +280,9 @@ def run_bench(settings: Settings, cfg: BenchConfig, say: Say = print) -> dict:
         two = record(bench_stream(settings, items, b, w, n, 2, logs))
         steady_rate = best.items_per_s / 2
         steady = record(bench_stream(settings, items, b, w, n, 1, logs, rate=steady_rate, duration_s=cfg.steady_s))
+        # The same load with faust-streaming's own fetch wait, to show what ENRICH_FETCH_MAX_WAIT_MS buys on Tansu.
+        faust_wait = settings.model_copy(update={"fetch_max_wait_ms": 1500})
+        legacy = record(bench_stream(faust_wait, items, b, w, n, 1, logs, rate=steady_rate, duration_s=cfg.steady_s))
     finally:
         stack.stop()
     in_process = {r.batch_size: r for r in runs if r.mode == "in-process"}
@@ -289,6 +295,7 @@ def run_bench(settings: Settings, cfg: BenchConfig, say: Say = print) -> dict:
         "stream_over_best_in_process": best.items_per_s / best_in_process.items_per_s,
         "two_workers_over_one": two.items_per_s / best.items_per_s,
         "steady_half_load": {"rate": steady_rate, "p50_ms": steady.p50_ms, "p99_ms": steady.p99_ms},
+        "steady_half_load_fetch_wait_1500ms": {"p50_ms": legacy.p50_ms, "p99_ms": legacy.p99_ms},
     }
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
