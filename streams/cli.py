@@ -3,6 +3,7 @@
   enrich demo                     the whole path on the embedded local stack
   enrich worker                   run a Faust worker (settings from ENRICH_* variables)
   enrich bench                    measure throughput and latency on a private local stack
+  enrich audit                    every input enriched or dead-lettered, no conflicting duplicates (exit 1 if not)
   enrich stack up|down            start/stop the local broker + Triton in the background
   enrich topics create            create the service's topics
   enrich models export            export the tiny presets to ONNX (+ parity check)
@@ -60,6 +61,16 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
                       steady_s=a.steady_s, out=a.out)
     run_bench(s, cfg, say=_say)
     return 0
+
+
+def cmd_audit(s: Settings, a: argparse.Namespace) -> int:
+    from streams.audit import run_audit
+
+    report = run_audit(s, timeout_s=a.timeout)
+    _say(report.summary())
+    if a.json:
+        a.json.write_text(report.to_json() + "\n")
+    return 0 if report.ok else 1
 
 
 def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
@@ -209,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--items", type=int, default=30)
     d.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="run a Faust worker").set_defaults(fn=cmd_worker)
+    au = sub.add_parser("audit", help="check every input has exactly one effect (enriched or dead-lettered)")
+    au.add_argument("--json", type=Path, help="also write the report as JSON")
+    au.add_argument("--timeout", type=float, default=120.0, help="seconds to read the topics to their end")
+    au.set_defaults(fn=cmd_audit)
     b = sub.add_parser("bench", help="measure items/s and latency: pipeline in-process, via Triton, full stream")
     b.add_argument("--items", type=int, default=400, help="items per measured run")
     b.add_argument("--batch-sizes", default="4,16,32", help="micro-batch sizes to sweep")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from enrich.settings import COMPACTED, TOPICS, Settings
@@ -147,3 +147,38 @@ class TopicReader:
 
     def close(self) -> None:
         self._c.close()
+
+
+def read_to_end(settings: Settings, topics: Iterable[str], timeout_s: float = 120.0) -> list[Record]:
+    """Every record the topics hold now, read from the beginning (no consumer group commits)."""
+    c = Consumer({**settings.consumer_config(f"snapshot-{time.time_ns()}"), "enable.partition.eof": True})
+    try:
+        md = c.list_topics(timeout=10)
+        catch_up: dict[str, CatchUp] = {}
+        tps = []
+        for t in topics:
+            name = settings.topic(t)
+            if name not in md.topics or md.topics[name].error is not None:
+                raise KafkaToolError(f"topic {name} does not exist; run `enrich topics create`")
+            parts = list(md.topics[name].partitions)
+            catch_up[name] = CatchUp(c, name, parts)
+            tps += [TopicPartition(name, p, OFFSET_BEGINNING) for p in parts]
+        c.assign(tps)
+        out: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        while not all(cu.done for cu in catch_up.values()):
+            if time.monotonic() > deadline:
+                raise KafkaToolError(f"could not read {', '.join(catch_up)} to the end within {timeout_s:.0f}s")
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    raise KafkaToolError(m.error().str())
+                catch_up[m.topic()].on_eof(m.partition(), m.offset())
+                continue
+            out.append(Record(m.topic()[len(settings.topic_prefix):], m.partition(), m.offset(), m.key(),
+                              m.value(), m.timestamp()[1]))
+        return out
+    finally:
+        c.close()

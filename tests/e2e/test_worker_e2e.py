@@ -87,6 +87,9 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
     assert len(got["recall.tags"]) == len(edges)
     reasons = sorted(v["reason"] for _, v in got["items.dlq"])
     assert reasons == sorted(r for r, _ in samples.malformed_events())
+    res = cli(fresh, "audit")
+    assert res.returncode == 0 and "OK: every input has exactly one effect" in res.stdout, res.stdout + res.stderr
+    assert "enriched 12, dead-lettered 8" in res.stdout
     assert all(v["source_topic"] == fresh.topic("items.new") and v["original"] for _, v in got["items.dlq"])
     assert all(r["versions"]["codebook"].startswith("rqvae-L3K16-") for r in enriched.values())
     # Full semantic IDs: three codes and the collision digit, unique across items, the same on both feeds.
@@ -122,6 +125,11 @@ def test_no_item_lost_when_the_worker_is_killed_mid_stream(fresh, tmp_path):
         second.wait(60)
     seen = {k.decode() for k, _ in got["items.enriched"]}
     assert seen == {i["id"] for i in samples.sample_items(n, seed=3)}, (tmp_path / "w2.log").read_text()[-3000:]
+    # Replayed items were rewritten identically (same collision digits), nothing is missing.
+    res = cli(fresh, "audit", "--json", str(tmp_path / "audit.json"))
+    report = json.loads((tmp_path / "audit.json").read_text())
+    assert res.returncode == 0 and report["ok"], res.stdout
+    assert report["enriched"] == n and report["conflicts"] == [] and report["missing"] == []
 
 
 def test_collision_digits_are_stable_across_restarts_and_replays(fresh, tmp_path):
@@ -158,6 +166,12 @@ def test_collision_digits_are_stable_across_restarts_and_replays(fresh, tmp_path
         if item_id in before:
             assert sid == before[item_id], (tmp_path / "w2.log").read_text()[-3000:]
     assert dict(after)["twin-d"] == [*before["twin-a"][:3], 3]
+
+
+def test_audit_exits_non_zero_when_inputs_have_no_output(fresh):
+    assert cli(fresh, "publish", "--items", "3").returncode == 0
+    res = cli(fresh, "audit")  # no worker ran: nothing was enriched
+    assert res.returncode == 1 and "missing: 3" in res.stdout and "FAILED" in res.stdout, res.stdout + res.stderr
 
 
 def test_demo_command_prints_enriched_output(model_settings, tmp_path):

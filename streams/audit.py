@@ -1,0 +1,117 @@
+"""`enrich audit`: did every input produce exactly one effect?
+
+Reads ``items.new``, ``items.enriched`` and ``items.dlq`` from the beginning and
+accounts for every input record: it is *enriched* (an ``items.enriched`` record
+with its item id) or *dead-lettered* (a DLQ record pointing at its offset), else
+it is *missing*. Outputs are at-least-once: a replay writes the same record
+again under the same key, which compaction folds into one. Such identical
+rewrites are counted, not failed. Two records for one item and one set of model
+versions that disagree (different semantic ID, tags or embedding) are a
+*conflict*: the replay did not rewrite the same thing. Missing inputs and
+conflicts make the audit fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+
+import msgpack
+
+from enrich.schemas import decode
+from enrich.settings import Settings
+from streams.kafka_tools import Record, read_to_end
+
+# The fields a replay must reproduce exactly; enriched_at is a wall-clock stamp and may differ.
+EFFECT_FIELDS = ("tags", "embedding", "semantic_id", "kind", "created_at")
+
+
+@dataclass
+class AuditReport:
+    inputs: int = 0
+    items: int = 0
+    enriched: int = 0
+    dead_lettered: int = 0
+    rewrites: int = 0
+    missing: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    dlq_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.conflicts
+
+    def summary(self) -> str:
+        lines = [f"inputs {self.inputs} ({self.items} distinct item ids), enriched {self.enriched}, "
+                 f"dead-lettered {self.dead_lettered}, identical rewrites {self.rewrites}",
+                 f"dead letters by reason: {json.dumps(self.dlq_by_reason, sort_keys=True)}",
+                 f"missing: {len(self.missing)}, conflicting duplicates: {len(self.conflicts)}"]
+        lines += [f"  missing {m}" for m in self.missing[:20]]
+        lines += [f"  conflict {c}" for c in self.conflicts[:20]]
+        lines.append("OK: every input has exactly one effect" if self.ok else "FAILED")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"ok": self.ok}, indent=2, sort_keys=True)
+
+
+def _item_id(raw: bytes) -> str | None:
+    try:
+        value = msgpack.unpackb(raw, raw=False)
+    except Exception:  # any undecodable input is identified by its offset instead
+        return None
+    item_id = value.get("id") if isinstance(value, dict) else None
+    return item_id if isinstance(item_id, str) and item_id else None
+
+
+def _effect(record: dict) -> str:
+    return hashlib.sha256(msgpack.packb([record.get(f) for f in EFFECT_FIELDS], use_bin_type=True)).hexdigest()
+
+
+def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input_topic: str) -> AuditReport:
+    """``input_topic``: the full name of the input topic, as DLQ records name their source."""
+    report = AuditReport(inputs=len(inputs), dead_lettered=len(dlq))
+    effects: dict[tuple[str, str], set[str]] = defaultdict(set)
+    copies: Counter[tuple[str, str, str]] = Counter()
+    for r in enriched:
+        rec = decode(r.value)
+        versions = json.dumps(rec["versions"], sort_keys=True)
+        effect = _effect(rec)
+        effects[rec["item_id"], versions].add(effect)
+        copies[rec["item_id"], versions, effect] += 1
+    enriched_ids = {item_id for item_id, _ in effects}
+    report.enriched = len(effects)
+    report.rewrites = sum(n - 1 for n in copies.values())
+    report.conflicts = sorted(f"{item_id} {versions}: {len(found)} different outputs"
+                              for (item_id, versions), found in effects.items() if len(found) > 1)
+
+    dead: set[tuple[int, int]] = set()
+    reasons: Counter[str] = Counter()
+    for r in dlq:
+        d = decode(r.value)
+        if d["source_topic"] == input_topic:
+            dead.add((d["source_partition"], d["source_offset"]))
+        reasons[d["reason"]] += 1
+    report.dlq_by_reason = dict(sorted(reasons.items()))
+
+    ids = set()
+    for r in inputs:
+        item_id = _item_id(r.value)
+        if item_id is not None:
+            ids.add(item_id)
+        if (item_id is not None and item_id in enriched_ids) or (r.partition, r.offset) in dead:
+            continue
+        report.missing.append(f"{item_id or '(undecodable)'} at {r.topic}[{r.partition}]@{r.offset}")
+    report.items = len(ids)
+    return report
+
+
+def run_audit(settings: Settings, timeout_s: float = 120.0) -> AuditReport:
+    records = read_to_end(settings, ["items.new", "items.enriched", "items.dlq"], timeout_s)
+    by_topic: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_topic[r.topic].append(r)
+    return audit(by_topic["items.new"], by_topic["items.enriched"], by_topic["items.dlq"],
+                 settings.topic("items.new"))
