@@ -84,6 +84,9 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         web_port=settings.web_port,
         web_host="0.0.0.0",
         stream_buffer_maxsize=max(64, settings.batch_size * 4),
+        # Faust would wait for every fetched event to be acked before stopping, forever while the model
+        # backend is down; the agent drains its batches in flight itself, bounded by ENRICH_DRAIN_S.
+        stream_wait_empty=False,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     names = ("items.new", "items.coded", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq",
@@ -95,6 +98,20 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
     @app.on_partitions_revoked.connect
     async def forget_digits(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         digits.forget({tp.partition for tp in revoked if tp.topic == coded_topic})
+
+    new_topic = topics["items.new"].get_topic_name()
+
+    def pause_input(backend_up: bool) -> None:
+        tps = {tp for tp in app.consumer.assignment() if tp.topic == new_topic}
+        if backend_up:
+            app.consumer.resume_partitions(tps)
+        else:
+            app.consumer.pause_partitions(tps)
+        metrics.PAUSED_PARTITIONS.set(len(paused_inputs()))
+        log.warning("model backend %s: %s %d input partitions", "up" if backend_up else "down",
+                    "resumed" if backend_up else "paused", len(tps))
+
+    enrichment.on_backend_state = pause_input
 
     async def delivered(futures: list[Any]) -> None:
         # Outputs must be acknowledged by the broker before the input offsets may be committed.
@@ -135,15 +152,24 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
             for e in events:
                 await stream.ack(e)
 
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
-            metrics.BATCH_SIZE.observe(len(events))
-            metrics.ITEMS_IN.inc(len(events))
-            # Up to ENRICH_INFLIGHT_BATCHES batches are inferred and handed off at once, so the model server
-            # computes one while this process prepares or publishes another. An event is acked only after
-            # every output of its batch and of all earlier batches is acknowledged by the broker.
-            while len(inflight) >= settings.inflight_batches:
-                await inflight.popleft()
-            inflight.append(asyncio.create_task(enrich_batch(events, inflight[-1] if inflight else None)))
+        try:
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+                metrics.BATCH_SIZE.observe(len(events))
+                metrics.ITEMS_IN.inc(len(events))
+                # Up to ENRICH_INFLIGHT_BATCHES batches are inferred and handed off at once, so the model server
+                # computes one while this process prepares or publishes another. An event is acked only after
+                # every output of its batch and of all earlier batches is acknowledged by the broker.
+                while len(inflight) >= settings.inflight_batches:
+                    await inflight.popleft()
+                inflight.append(asyncio.create_task(enrich_batch(events, inflight[-1] if inflight else None)))
+        finally:
+            # Stopping (SIGTERM, rebalance): let the batches in flight finish while the backend answers, so
+            # their offsets commit and nothing is replayed; never wait for a backend that is down. Batches
+            # not acked by then are replayed by whoever owns their partitions next.
+            if inflight and enrichment.backend_ok:
+                await asyncio.wait(inflight, timeout=settings.drain_s)
+            for task in inflight:
+                task.cancel()
 
     @app.agent(topics["items.coded"], concurrency=1)
     async def assign_semantic_ids(stream: faust.StreamT) -> None:
@@ -178,7 +204,12 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
             for e in events:
                 await stream.ack(e)
 
-    input_topics = {topics["items.new"].get_topic_name(), coded_topic}
+    input_topics = {new_topic, coded_topic}
+
+    def paused_inputs() -> set[Any]:
+        # faust-streaming 0.15 keeps no public accessor for the partitions it has paused.
+        paused = set(getattr(app.consumer, "_paused_partitions", ()))
+        return {tp for tp in app.consumer.assignment() if tp.topic in input_topics and tp in paused}
 
     @app.timer(interval=settings.lag_interval_s)
     async def track_lag() -> None:
@@ -190,8 +221,7 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
             if tp in ends:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, ends[tp] - committed.get(tp, 0)))
-        # faust-streaming 0.15 keeps no public accessor for the partitions flow control has paused.
-        metrics.PAUSED_PARTITIONS.set(len(assigned & set(getattr(app.consumer, "_paused_partitions", ()))))
+        metrics.PAUSED_PARTITIONS.set(len(paused_inputs()))
 
     @app.page(METRICS_PATH)
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -205,7 +235,9 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
 
     @app.page(READY_PATH)
     async def ready_page(web: Any, request: Any) -> Any:
-        body = {"backend_ok": enrichment.backend_ok, "vocab_tags": len(enrichment.pipeline.vocabulary),
+        body = {"backend_ok": enrichment.backend_ok,
+                "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in paused_inputs()),
+                "vocab_tags": len(enrichment.pipeline.vocabulary),
                 "versions": enrichment.pipeline.versions.__dict__}
         return web.json(body, status=200 if enrichment.backend_ok else 503)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from enrich import metrics
 from enrich.errors import BackendUnavailable
@@ -44,6 +45,9 @@ class Enrichment:
         self.pipeline = make_pipeline(settings, self.backend)
         self.feed = VocabularyFeed(settings, self.pipeline.vocabulary)
         self.backend_ok = True
+        # Called with False when the backend becomes unavailable and True when it is back (the worker
+        # pauses and resumes fetching its input partitions).
+        self.on_backend_state: Callable[[bool], None] = lambda _up: None
 
     def start(self) -> None:
         self.feed.start()
@@ -59,13 +63,17 @@ class Enrichment:
             try:
                 outcomes = await loop.run_in_executor(None, self.pipeline.run, events)
                 if not self.backend_ok:
-                    log.info("model backend is back")
-                self.backend_ok = True
+                    log.info("model backend is back; resuming input")
+                    self.backend_ok = True
+                    self.on_backend_state(True)
                 metrics.BACKEND_UP.set(1)
                 return outcomes
             except BackendUnavailable as exc:
-                # Never drop or skip: hold the batch (its offsets stay uncommitted) until the backend returns.
-                self.backend_ok = False
+                # Never drop or skip: hold the batch (its offsets stay uncommitted) until the backend returns,
+                # and stop fetching more input meanwhile.
+                if self.backend_ok:
+                    self.backend_ok = False
+                    self.on_backend_state(False)
                 metrics.BACKEND_UP.set(0)
                 metrics.BACKEND_RETRIES.inc()
                 log.warning("model backend unavailable, retrying in %.1fs: %s", delay, exc)

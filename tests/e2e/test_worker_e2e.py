@@ -191,3 +191,73 @@ def test_cli_explains_bad_settings():
     res = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "create"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "batch_size" in res.stderr and "ENRICH_" in res.stderr
+
+
+def wait_for(predicate, timeout_s: float, what: str, log_path=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s" +
+                         (f"\n{log_path.read_text()[-3000:]}" if log_path else ""))
+
+
+def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
+    """Triton is killed under load and comes back; meanwhile a second worker joins and the first is stopped.
+    The worker pauses its input while the backend is down and says so; the audit finds every item once."""
+    from triton_models.launcher import LocalTriton
+
+    ports = {k: free_port() for k in ("http", "grpc", "metrics")}
+    s = fresh.model_copy(update={"triton_url": f"127.0.0.1:{ports['grpc']}", "retry_max_s": 1.0})
+    repo = s.state_dir / "triton-repo"
+
+    def triton() -> LocalTriton:
+        return LocalTriton(repo, s.state_dir, ports["http"], ports["grpc"], ports["metrics"]).start_and_wait()
+
+    server = triton()
+    w1_log, w2_log = tmp_path / "w1.log", tmp_path / "w2.log"
+    w1 = start_worker(s, w1_log)
+    w2 = None
+    try:
+        assert cli(s, "publish", "--items", "30", "--seed", "21").returncode == 0
+        wait_for(lambda: read_until(s, {"items.enriched": 5}, 2, topics=["items.enriched"])["items.enriched"],
+                 90, "first outputs", w1_log)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.proc.wait(30)
+        assert cli(s, "publish", "--items", "30", "--seed", "22").returncode == 0
+
+        def down() -> dict | None:
+            status, body = http_get(s.web_port, "/readyz")
+            ready = json.loads(body) if body.startswith("{") else {}
+            return ready if status == 503 and ready.get("paused_partitions") else None
+
+        ready = wait_for(down, 60, "/readyz 503 with paused partitions", w1_log)
+        assert ready["backend_ok"] is False
+        page = http_get(s.web_port, "/metrics")[1]
+        assert "enrich_backend_up 0.0" in page and "enrich_paused_partitions 0.0" not in page
+
+        # Scale out while the backend is down, then in: a worker stuck on a dead backend still stops promptly,
+        # its unacked batches go to the other worker.
+        w2_port = free_port()
+        w2 = start_worker(s.model_copy(update={"web_port": w2_port}), w2_log)
+        time.sleep(8)
+        w1.send_signal(signal.SIGTERM)
+        w1.wait(30)
+        server = triton()
+        wait_for(lambda: http_get(w2_port, "/readyz")[0] == 200, 60, "/readyz 200 again", w2_log)
+        assert cli(s, "publish", "--items", "30", "--seed", "23").returncode == 0
+        expected = {i["id"] for seed in (21, 22, 23) for i in samples.sample_items(30, seed=seed)}
+        got = read_until(s, {"items.enriched": len(expected)}, 150, topics=["items.enriched"])
+        assert {k.decode() for k, _ in got["items.enriched"]} == expected, w2_log.read_text()[-3000:]
+    finally:
+        for w in (w1, w2):
+            if w is not None and w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+                w.wait(60)
+        server.stop()
+    res = cli(s, "audit", "--json", str(tmp_path / "audit.json"))
+    report = json.loads((tmp_path / "audit.json").read_text())
+    assert res.returncode == 0 and report["missing"] == [] and report["conflicts"] == [], res.stdout
+    assert report["enriched"] == 90
