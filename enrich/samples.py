@@ -11,7 +11,7 @@ import random
 import msgpack
 from PIL import Image, ImageDraw
 
-from enrich.schemas import SCHEMA_VERSION, VocabEntry, now_ms
+from enrich.schemas import SCHEMA_VERSION, Limits, VocabEntry, now_ms
 
 VOCAB: list[tuple[str, str]] = [
     ("cooking", "food"), ("baking", "food"), ("street food", "food"), ("coffee", "food"), ("vegan", "food"),
@@ -108,3 +108,58 @@ def malformed_events() -> list[tuple[str, bytes]]:
         ("image_undecodable", pack(id="bad-image", kind="image_post", images=[b"\x89PNG\r\n\x1a\n truncated"])),
         ("image_too_large", pack(id="bad-huge-image", kind="image_post", images=[b"\0" * (600 * 1024)])),
     ]
+
+
+def fuzz_events(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """``n`` randomly malformed events, (expected DLQ reason, raw bytes), drawn from every way an input
+    can be bad: random bytes, truncated msgpack, wrong shapes and types, huge fields, bad images, unknown
+    schema versions. Each is invalid by construction, so each must end in the DLQ with that reason."""
+    rnd = random.Random(seed)
+    good = sample_items(12, seed=seed)
+    limits = Limits()
+
+    def item(**changes: object) -> bytes:
+        rec = {**rnd.choice(good), "id": f"fuzz-{seed}-{rnd.randrange(1 << 30)}", **changes}
+        return msgpack.packb({k: v for k, v in rec.items() if v is not ...}, use_bin_type=True)
+
+    def random_bytes() -> tuple[str, bytes]:
+        # 0xc1 is never valid msgpack; a random tail after it cannot rescue the record.
+        return "not_msgpack", b"\xc1" + rnd.randbytes(rnd.randrange(0, 200))
+
+    def truncated() -> tuple[str, bytes]:
+        raw = item()
+        return "not_msgpack", raw[: rnd.randrange(1, len(raw) - 1)]
+
+    def not_a_map() -> tuple[str, bytes]:
+        value = rnd.choice([[1, 2], "text", 42, 1.5, None, True, b"bytes"])
+        return "not_a_map", msgpack.packb(value, use_bin_type=True)
+
+    def missing() -> tuple[str, bytes]:
+        return "missing_field", item(**{rnd.choice(["id", "kind", "created_at", "schema"]): ...})
+
+    def wrong_type() -> tuple[str, bytes]:
+        field, value = rnd.choice([("title", 42), ("text", [1]), ("created_at", "yesterday"), ("images", "x"),
+                                   ("created_at", 1.5), ("images", [7]), ("id", 12)])
+        return "wrong_type", item(**{field: value})
+
+    def huge() -> tuple[str, bytes]:
+        field = rnd.choice(["title", "text"])
+        size = (limits.max_title_chars if field == "title" else limits.max_text_chars) + rnd.randrange(1, 5000)
+        return "field_too_large", item(**{field: "x" * size})
+
+    def bad_image() -> tuple[str, bytes]:
+        png = draw_image(rnd.randrange(1000))
+        data = rnd.choice([png[: rnd.randrange(8, len(png) // 2)], rnd.randbytes(300), b"GIF89a" + rnd.randbytes(50)])
+        return "image_undecodable", item(kind="image_post", images=[data])
+
+    def schema() -> tuple[str, bytes]:
+        return "unknown_schema", item(schema=rnd.choice([0, 2, 3, 99, -1, 1 << 40]))
+
+    def bad_id() -> tuple[str, bytes]:
+        return "bad_id", item(id=rnd.choice(["", "x" * 1000, "tab\tid", "nl\nid"]))
+
+    def kind() -> tuple[str, bytes]:
+        return "unknown_kind", item(kind=rnd.choice(["", "podcast", "VIDEO", "article "]))
+
+    makers = [random_bytes, truncated, not_a_map, missing, wrong_type, huge, bad_image, schema, bad_id, kind]
+    return [rnd.choice(makers)() for _ in range(n)]

@@ -207,6 +207,8 @@ def cmd_publish(s: Settings, a: argparse.Namespace) -> int:
     records = [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items]
     if a.malformed:
         records += [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(samples.malformed_events())]
+    if a.fuzz:
+        records += [(f"fuzz-{n}".encode(), raw) for n, (_, raw) in enumerate(samples.fuzz_events(a.fuzz, a.seed))]
     n = publish(s, "items.new", records)
     _say(f"published {n} events to {s.topic('items.new')}")
     return 0
@@ -270,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--items", type=int, default=30)
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--malformed", action="store_true", help="also publish one malformed event of each kind")
+    pb.add_argument("--fuzz", type=int, default=0, metavar="N", help="also publish N randomly malformed events")
     pb.set_defaults(fn=cmd_publish)
     return p
 

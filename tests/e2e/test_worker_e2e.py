@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 
 import msgpack
 import pytest
@@ -172,6 +173,24 @@ def test_audit_exits_non_zero_when_inputs_have_no_output(fresh):
     assert cli(fresh, "publish", "--items", "3").returncode == 0
     res = cli(fresh, "audit")  # no worker ran: nothing was enriched
     assert res.returncode == 1 and "missing: 3" in res.stdout and "FAILED" in res.stdout, res.stdout + res.stderr
+
+
+def test_worker_survives_fuzzed_input(fresh, tmp_path):
+    worker = start_worker(fresh, tmp_path / "worker.log")
+    try:
+        res = cli(fresh, "publish", "--items", "10", "--fuzz", "400", "--seed", "8")
+        assert res.returncode == 0, res.stderr
+        read_until(fresh, {"items.enriched": 10, "items.dlq": 400}, 150, topics=["items.enriched", "items.dlq"])
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        assert http_get(fresh.web_port, "/readyz")[0] == 200
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    res = cli(fresh, "audit", "--json", str(tmp_path / "audit.json"))
+    report = json.loads((tmp_path / "audit.json").read_text())
+    assert res.returncode == 0 and report["enriched"] == 10 and report["dead_lettered"] == 400, res.stdout
+    expected = Counter(reason for reason, _ in samples.fuzz_events(400, 8))
+    assert report["dlq_by_reason"] == dict(expected)
 
 
 def test_demo_command_prints_enriched_output(model_settings, tmp_path):
