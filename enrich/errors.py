@@ -3,6 +3,8 @@
 - ``InvalidItem``: the input is bad; send it to the dead-letter topic, move on.
 - ``BackendUnavailable``: the model server is down or timing out; retry later.
 - ``ModelConfigError``: the deployment is wrong (missing files, bad shapes); stop.
+- ``ModelRejected``: the model server refused or failed one request; the items of the
+  batch are retried one by one and those that still fail go to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -32,3 +34,8 @@ class BackendUnavailable(EnrichError):
 
 class ModelConfigError(EnrichError):
     """Model files, metadata or server configuration are inconsistent; retrying will not help."""
+
+
+class ModelRejected(ModelConfigError):
+    """The model server refused or failed a request that reached it (bad input tensor, a runtime error
+    inside the model). Unlike a missing model, it may depend on the items in the request."""

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from enrich import metrics
-from enrich.errors import BackendUnavailable, ModelConfigError
+from enrich.errors import BackendUnavailable, ModelConfigError, ModelRejected
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,11 @@ class OnnxRuntimeBackend:
         except KeyError:
             raise ModelConfigError(f"no graph named {model!r}") from None
         with metrics.MODEL_SECONDS.labels(model, "onnxruntime").time():
-            return session.run(None, dict(inputs))[0]
+            try:
+                return session.run(None, dict(inputs))[0]
+            except Exception as exc:  # onnxruntime raises its own (pybind) exception types
+                metrics.MODEL_ERRORS.labels(model, "rejected").inc()
+                raise ModelRejected(f"onnxruntime {model}: {exc}") from exc
 
     def close(self) -> None:
         self._sessions.clear()
@@ -111,7 +115,9 @@ class TritonBackend:
                 metrics.MODEL_ERRORS.labels(model, "unavailable").inc()
                 raise BackendUnavailable(f"triton {self.url} {model}: {msg}") from exc
             metrics.MODEL_ERRORS.labels(model, "rejected").inc()
-            raise ModelConfigError(f"triton {self.url} rejected {model}: {msg}") from exc
+            if "unknown model" in msg.lower() or "NOT_FOUND" in status:
+                raise ModelConfigError(f"triton {self.url} has no model {model}: {msg}") from exc
+            raise ModelRejected(f"triton {self.url} rejected {model}: {msg}") from exc
         metrics.MODEL_SECONDS.labels(model, "triton").observe(time.perf_counter() - t0)
         result = res.as_numpy(out)
         if result is None:

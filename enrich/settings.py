@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     candidate_tags: int = Field(8, ge=0, description="top-M vocabulary tags graded per item")
     min_grade: int = Field(1, ge=0, le=2, description="keep tags graded at least this (2 strong, 1 weak)")
     retry_max_s: float = Field(30.0, description="longest backoff between retries of an unavailable backend")
+    item_retries: int = Field(1, ge=0, le=5, description="retries of an item alone after the model server "
+                                                         "rejected its batch, before it is dead-lettered")
     drain_s: float = Field(20.0, ge=0, description="on stop, how long batches in flight may finish (skipped "
                                                    "while the backend is down; unfinished batches are replayed)")
 

@@ -8,17 +8,19 @@ import time
 from collections.abc import Callable
 
 from enrich import metrics
-from enrich.errors import BackendUnavailable
+from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError, ModelRejected
 from enrich.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
 from enrich.models import load_models
-from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent
-from enrich.schemas import Limits
+from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, dead_letter
+from enrich.schemas import DeadLetter, Limits, decode_item
 from enrich.semantic_ids import SemanticIdCodebook
 from enrich.settings import Settings
 from enrich.tags import TagVocabulary
 from streams.vocab_feed import VocabularyFeed
 
 log = logging.getLogger(__name__)
+
+MODEL_REJECTED = "model_rejected"
 
 
 def make_backend(settings: Settings) -> InferenceBackend:
@@ -57,6 +59,36 @@ class Enrichment:
         self.backend.close()
 
     async def run(self, events: list[RawEvent]) -> list[Outcome]:
+        """One outcome per event, in order. An unavailable backend is waited for; a request the model
+        server rejects is retried item by item, and the items it keeps rejecting are dead-lettered."""
+        try:
+            return await self._run_batch(events)
+        except ModelRejected as exc:
+            if len(events) == 1:
+                return await self._run_alone(events[0], exc)
+            log.warning("model rejected a batch of %d; retrying its items one by one: %s", len(events), exc)
+        outcomes = [o for ev in events for o in await self._run_alone(ev, None)]
+        if all(isinstance(o, DeadLetter) and o.reason == MODEL_REJECTED for o in outcomes):
+            # Every item failing alone is the deployment, not the input: stop rather than dead-letter it all.
+            raise ModelConfigError(f"the model server rejected all {len(events)} items of a batch, one by one: "
+                                   f"{outcomes[0].detail}")
+        return outcomes
+
+    async def _run_alone(self, event: RawEvent, failure: ModelRejected | None) -> list[Outcome]:
+        for _attempt in range(self.settings.item_retries + (failure is None)):
+            try:
+                return await self._run_batch([event])
+            except ModelRejected as exc:
+                failure = exc
+        assert failure is not None
+        try:
+            item_id: str | None = decode_item(event.value).id
+        except InvalidItem:
+            item_id = None
+        err = InvalidItem(MODEL_REJECTED, str(failure), stage="model")
+        return [dead_letter(event, err, item_id)]
+
+    async def _run_batch(self, events: list[RawEvent]) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         delay = 0.2
         while True:
