@@ -40,3 +40,7 @@ def local_stack(model_settings: Settings) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def models_dir(model_settings: Settings) -> Path:
     return model_settings.models_path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run the fault-injection tests long (more waves and items)")

@@ -280,3 +280,52 @@ def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
     report = json.loads((tmp_path / "audit.json").read_text())
     assert res.returncode == 0 and report["missing"] == [] and report["conflicts"] == [], res.stdout
     assert report["enriched"] == 90
+
+
+def test_chaos_restarts_scale_out_and_in_lose_nothing(fresh, tmp_path, request):
+    """Waves of items while workers are added, SIGKILLed, restarted and stopped (each change a rebalance),
+    with a burst far larger than the stream buffers. `--soak` runs more waves and items."""
+    soak = request.config.getoption("--soak")
+    waves, per_wave = (12, 150) if soak else (4, 60)
+    s = fresh.model_copy(update={"batch_size": 4})  # buffers of 64 events: every wave overflows them
+    workers: dict[int, subprocess.Popen] = {}
+    faults = Counter()
+    actions = ["start", "kill", "start", "term", "start", "start", "kill", "term"]
+
+    def start(n: int) -> None:
+        workers[n] = start_worker(s.model_copy(update={"web_port": free_port()}), tmp_path / f"w{n}.log")
+
+    start(0)
+    try:
+        for wave in range(waves):
+            assert cli(s, "publish", "--items", str(per_wave), "--seed", str(100 + wave)).returncode == 0
+            time.sleep(4)
+            action = actions[wave % len(actions)]
+            alive = sorted(n for n, w in workers.items() if w.poll() is None)
+            if action == "start" or len(alive) < 2:
+                start(max(workers) + 1)
+                faults["scale_out"] += 1
+            elif action == "kill":
+                os.kill(workers[alive[-1]].pid, signal.SIGKILL)
+                workers[alive[-1]].wait(10)
+                faults["sigkill"] += 1
+            else:
+                workers[alive[0]].send_signal(signal.SIGTERM)
+                workers[alive[0]].wait(60)
+                faults["sigterm"] += 1
+        expected = {i["id"] for wave in range(waves) for i in samples.sample_items(per_wave, seed=100 + wave)}
+        got = read_until(s, {"items.enriched": len(expected)}, 300, topics=["items.enriched"])
+        seen = {k.decode() for k, _ in got["items.enriched"]}
+        assert seen == expected, f"{len(expected - seen)} missing; faults {dict(faults)}"
+    finally:
+        for w in workers.values():
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+                w.wait(60)
+    res = cli(s, "audit", "--json", str(tmp_path / "audit.json"))
+    report = json.loads((tmp_path / "audit.json").read_text())
+    summary = {"items": len(expected), "faults": dict(faults), "rewrites": report["rewrites"],
+               "missing": len(report["missing"]), "conflicts": len(report["conflicts"])}
+    (tmp_path.parent / "chaos-summary.json").write_text(json.dumps(summary))
+    print("chaos summary:", json.dumps(summary))
+    assert res.returncode == 0 and report["enriched"] == len(expected), res.stdout
