@@ -175,7 +175,8 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
     async def assign_semantic_ids(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
             t0 = time.perf_counter()
-            futures: list[Any] = []
+            generation = digits.generation
+            outputs: list[tuple[str, bytes, bytes]] = []
             created: list[int] = []
             changed: dict[tuple[int, bytes], bytes] = {}
             for e in events:
@@ -187,11 +188,16 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
                     changed[partition, key] = encode_digits(assigned)
                 sid = [*record["semantic_id"], digit]
                 item_key = record["item_id"].encode()
-                futures.append(await topics["items.enriched"].send(key=item_key, value=_repack(record, sid)))
-                futures.append(await topics["recall.neighbors"].send(key=item_key, value=_repack(neighbor, sid)))
-                for edge in edges:
-                    futures.append(await topics["recall.tags"].send(key=item_key, value=edge))
+                outputs += [("items.enriched", item_key, _repack(record, sid)),
+                            ("recall.neighbors", item_key, _repack(neighbor, sid))]
+                outputs += [("recall.tags", item_key, edge) for edge in edges]
                 created.append(record["created_at"])
+            if digits.generation != generation:
+                # Partitions were revoked while this batch was numbered: publish nothing and ack nothing;
+                # the partitions' owner replays the batch against the digits as they are now.
+                log.info("rebalance during a digit batch; leaving its %d events to the new owner", len(events))
+                continue
+            futures = [await topics[t].send(key=k, value=v) for t, k, v in outputs]
             # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
             for (partition, key), value in changed.items():
                 futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))

@@ -74,17 +74,22 @@ def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input
     """``input_topic``: the full name of the input topic, as DLQ records name their source."""
     report = AuditReport(inputs=len(inputs), dead_lettered=len(dlq))
     effects: dict[tuple[str, str], set[str]] = defaultdict(set)
+    first: dict[tuple[str, str], dict] = {}
+    differing: dict[tuple[str, str], set[str]] = defaultdict(set)
     copies: Counter[tuple[str, str, str]] = Counter()
     for r in enriched:
         rec = decode(r.value)
-        versions = json.dumps(rec["versions"], sort_keys=True)
+        key = (rec["item_id"], json.dumps(rec["versions"], sort_keys=True))
         effect = _effect(rec)
-        effects[rec["item_id"], versions].add(effect)
-        copies[rec["item_id"], versions, effect] += 1
+        effects[key].add(effect)
+        copies[(*key, effect)] += 1
+        seen = first.setdefault(key, rec)
+        differing[key] |= {f for f in EFFECT_FIELDS if rec.get(f) != seen.get(f)}
     enriched_ids = {item_id for item_id, _ in effects}
     report.enriched = len(effects)
     report.rewrites = sum(n - 1 for n in copies.values())
-    report.conflicts = sorted(f"{item_id} {versions}: {len(found)} different outputs"
+    report.conflicts = sorted(f"{item_id} {versions}: {len(found)} different outputs "
+                              f"(differing: {', '.join(sorted(differing[item_id, versions]))})"
                               for (item_id, versions), found in effects.items() if len(found) > 1)
 
     dead: set[tuple[int, int]] = set()

@@ -39,6 +39,9 @@ class DigitStore:
         self._topic = settings.topic("sid.digits")
         self._partitions: dict[int, dict[bytes, Digits]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        # Bumped on every revocation: a batch numbered under an older generation must not be published,
+        # because the partition's next owner (maybe this worker, reloaded) numbers it again.
+        self.generation = 0
 
     async def ensure_loaded(self, partition: int) -> None:
         """Read ``sid.digits[partition]`` to its end, once per assignment of the partition."""
@@ -55,6 +58,7 @@ class DigitStore:
 
     def forget(self, partitions: set[int]) -> None:
         """Drop partitions this worker no longer owns; whoever owns them next writes their digits."""
+        self.generation += 1
         for p in partitions:
             self._partitions.pop(p, None)
 
