@@ -123,7 +123,7 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
 
         async def enrich_batch(events: list[Any], previous: asyncio.Task[None] | None) -> None:
             try:
-                await hand_off(events, previous)
+                await enrich_and_hand_off(events, previous)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug, not bad input (that goes to the DLQ): stop, replay after restart
@@ -132,7 +132,7 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
                 await app.crash(exc)
                 raise
 
-        async def hand_off(events: list[Any], previous: asyncio.Task[None] | None) -> None:
+        async def enrich_and_hand_off(events: list[Any], previous: asyncio.Task[None] | None) -> None:
             raw = [RawEvent(e.message.key, e.message.value,
                             SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
             outcomes = await enrichment.run(raw)

@@ -13,7 +13,6 @@ conflicts make the audit fail.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -66,31 +65,24 @@ def _item_id(raw: bytes) -> str | None:
     return item_id if isinstance(item_id, str) and item_id else None
 
 
-def _effect(record: dict) -> str:
-    return hashlib.sha256(msgpack.packb([record.get(f) for f in EFFECT_FIELDS], use_bin_type=True)).hexdigest()
-
-
 def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input_topic: str) -> AuditReport:
     """``input_topic``: the full name of the input topic, as DLQ records name their source."""
     report = AuditReport(inputs=len(inputs), dead_lettered=len(dlq))
-    effects: dict[tuple[str, str], set[str]] = defaultdict(set)
     first: dict[tuple[str, str], dict] = {}
+    copies: Counter[tuple[str, str]] = Counter()
     differing: dict[tuple[str, str], set[str]] = defaultdict(set)
-    copies: Counter[tuple[str, str, str]] = Counter()
     for r in enriched:
         rec = decode(r.value)
         key = (rec["item_id"], json.dumps(rec["versions"], sort_keys=True))
-        effect = _effect(rec)
-        effects[key].add(effect)
-        copies[(*key, effect)] += 1
+        copies[key] += 1
         seen = first.setdefault(key, rec)
         differing[key] |= {f for f in EFFECT_FIELDS if rec.get(f) != seen.get(f)}
-    enriched_ids = {item_id for item_id, _ in effects}
-    report.enriched = len(effects)
-    report.rewrites = sum(n - 1 for n in copies.values())
-    report.conflicts = sorted(f"{item_id} {versions}: {len(found)} different outputs "
-                              f"(differing: {', '.join(sorted(differing[item_id, versions]))})"
-                              for (item_id, versions), found in effects.items() if len(found) > 1)
+    enriched_ids = {item_id for item_id, _ in first}
+    report.enriched = len(first)
+    report.rewrites = sum(n - 1 for key, n in copies.items() if not differing[key])
+    report.conflicts = sorted(f"{item_id} {versions}: {copies[item_id, versions]} outputs that differ in "
+                              f"{', '.join(sorted(fields))}"
+                              for (item_id, versions), fields in differing.items() if fields)
 
     dead: set[tuple[int, int]] = set()
     reasons: Counter[str] = Counter()

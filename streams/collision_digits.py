@@ -22,11 +22,10 @@ import logging
 import time
 
 import msgpack
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from enrich.semantic_ids import assign_digit
 from enrich.settings import Settings
-from streams.kafka_tools import CatchUp, KafkaToolError
+from streams.kafka_tools import read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ Digits = dict[str, int]
 class DigitStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._topic = settings.topic("sid.digits")
         self._partitions: dict[int, dict[bytes, Digits]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         # Bumped on every revocation: a batch numbered under an older generation must not be published,
@@ -71,26 +69,13 @@ class DigitStore:
         return digit, assigned if changed else None
 
     def _read_partition(self, partition: int) -> dict[bytes, Digits]:
-        c = Consumer({**self._settings.consumer_config("unused-digit-reader"), "enable.partition.eof": True})
-        try:
-            catch_up = CatchUp(c, self._topic, [partition])
-            c.assign([TopicPartition(self._topic, partition, OFFSET_BEGINNING)])
-            state: dict[bytes, Digits] = {}
-            while not catch_up.done:
-                m = c.poll(1.0)
-                if m is None:
-                    continue
-                if m.error():
-                    if m.error().code() != KafkaError._PARTITION_EOF:
-                        raise KafkaToolError(f"reading {self._topic}[{partition}]: {m.error().str()}")
-                    catch_up.on_eof(m.partition(), m.offset())
-                elif m.value() is None:
-                    state.pop(m.key(), None)
-                else:
-                    state[m.key()] = decode_digits(m.value())
-            return state
-        finally:
-            c.close()
+        state: dict[bytes, Digits] = {}
+        for r in read_to_end(self._settings, ["sid.digits"], partition=partition):
+            if r.value is None:
+                state.pop(r.key, None)
+            else:
+                state[r.key] = decode_digits(r.value)
+        return state
 
 
 def encode_digits(assigned: Digits) -> bytes:

@@ -7,7 +7,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from enrich.settings import COMPACTED, TOPICS, Settings
@@ -118,6 +126,11 @@ class Record:
     value: bytes
     timestamp_ms: int = 0
 
+    @classmethod
+    def of(cls, m: Message, prefix: str) -> Record:
+        """A consumed message, its topic named without the settings' prefix."""
+        return cls(m.topic()[len(prefix):], m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+
 
 class TopicReader:
     """Reads topics from the beginning without a consumer group commit (a tail, not a worker)."""
@@ -141,16 +154,17 @@ class TopicReader:
                 if m.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaToolError(m.error().str())
-            out.append(Record(m.topic()[len(self._prefix):], m.partition(), m.offset(), m.key(), m.value(),
-                              m.timestamp()[1]))
+            out.append(Record.of(m, self._prefix))
         return out
 
     def close(self) -> None:
         self._c.close()
 
 
-def read_to_end(settings: Settings, topics: Iterable[str], timeout_s: float = 120.0) -> list[Record]:
-    """Every record the topics hold now, read from the beginning (no consumer group commits)."""
+def read_to_end(settings: Settings, topics: Iterable[str], timeout_s: float = 120.0,
+                partition: int | None = None) -> list[Record]:
+    """Every record the topics hold now (``partition``: only that partition of each), read from the
+    beginning without a consumer group."""
     c = Consumer({**settings.consumer_config(f"snapshot-{time.time_ns()}"), "enable.partition.eof": True})
     try:
         md = c.list_topics(timeout=10)
@@ -160,7 +174,7 @@ def read_to_end(settings: Settings, topics: Iterable[str], timeout_s: float = 12
             name = settings.topic(t)
             if name not in md.topics or md.topics[name].error is not None:
                 raise KafkaToolError(f"topic {name} does not exist; run `enrich topics create`")
-            parts = list(md.topics[name].partitions)
+            parts = list(md.topics[name].partitions) if partition is None else [partition]
             catch_up[name] = CatchUp(c, name, parts)
             tps += [TopicPartition(name, p, OFFSET_BEGINNING) for p in parts]
         c.assign(tps)
@@ -177,8 +191,7 @@ def read_to_end(settings: Settings, topics: Iterable[str], timeout_s: float = 12
                     raise KafkaToolError(m.error().str())
                 catch_up[m.topic()].on_eof(m.partition(), m.offset())
                 continue
-            out.append(Record(m.topic()[len(settings.topic_prefix):], m.partition(), m.offset(), m.key(),
-                              m.value(), m.timestamp()[1]))
+            out.append(Record.of(m, settings.topic_prefix))
         return out
     finally:
         c.close()

@@ -75,7 +75,8 @@ class Enrichment:
         return outcomes
 
     async def _run_alone(self, event: RawEvent, failure: ModelRejected | None) -> list[Outcome]:
-        for _attempt in range(self.settings.item_retries + (failure is None)):
+        attempts = self.settings.item_retries + (1 if failure is None else 0)  # a given failure was the first try
+        for _attempt in range(attempts):
             try:
                 return await self._run_batch([event])
             except ModelRejected as exc:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from enrich.process import free_port
 from enrich.settings import Settings
 
 
@@ -26,12 +25,10 @@ def model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def local_stack(model_settings: Settings) -> Iterator[Settings]:
     """The real Tansu broker and real Triton on free ports; yields settings pointing at them."""
+    from streams.demo import on_free_ports
     from streams.stack import start_stack
 
-    ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port", "triton_metrics_port")}
-    s = model_settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
-                                                  "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
-                                                  "backend": "triton", "fetch_max_wait_ms": 10})
+    s = on_free_ports(model_settings).model_copy(update={"backend": "triton"})
     stack = start_stack(s, progress=lambda _m: None)
     yield s
     stack.stop()

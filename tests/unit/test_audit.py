@@ -51,4 +51,4 @@ def test_conflicting_duplicates_fail_but_a_new_model_version_does_not():
     assert report.ok, report.summary()
     report = audit([item(0, "a")], [enriched("a", [1, 2, 3, 0]), enriched("a", [1, 2, 3, 1])], [], TOPIC)
     assert not report.ok and len(report.conflicts) == 1 and "FAILED" in report.summary()
-    assert report.conflicts[0].endswith("(differing: semantic_id)")
+    assert report.conflicts[0].endswith("2 outputs that differ in semantic_id")
