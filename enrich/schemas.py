@@ -80,7 +80,7 @@ class EnrichedItem:
 
 @dataclass(frozen=True)
 class TagRecall:
-    """``recall.tags``: one (tag, item) edge for the cold-start tag index (key: tag)."""
+    """``recall.tags``: one (tag, item) edge for the cold-start tag index (key: item id, like every output)."""
 
     tag: str
     item_id: str
