@@ -34,6 +34,7 @@ class AuditReport:
     enriched: int = 0
     dead_lettered: int = 0
     rewrites: int = 0
+    dlq_rewrites: int = 0
     missing: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     dlq_by_reason: dict[str, int] = field(default_factory=dict)
@@ -44,7 +45,8 @@ class AuditReport:
 
     def summary(self) -> str:
         lines = [f"inputs {self.inputs} ({self.items} distinct item ids), enriched {self.enriched}, "
-                 f"dead-lettered {self.dead_lettered}, identical rewrites {self.rewrites}",
+                 f"dead-lettered {self.dead_lettered}, identical rewrites {self.rewrites} "
+                 f"(+{self.dlq_rewrites} dead letters)",
                  f"dead letters by reason: {json.dumps(self.dlq_by_reason, sort_keys=True)}",
                  f"missing: {len(self.missing)}, conflicting duplicates: {len(self.conflicts)}"]
         lines += [f"  missing {m}" for m in self.missing[:20]]
@@ -67,7 +69,7 @@ def _item_id(raw: bytes) -> str | None:
 
 def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input_topic: str) -> AuditReport:
     """``input_topic``: the full name of the input topic, as DLQ records name their source."""
-    report = AuditReport(inputs=len(inputs), dead_lettered=len(dlq))
+    report = AuditReport(inputs=len(inputs))
     first: dict[tuple[str, str], dict] = {}
     copies: Counter[tuple[str, str]] = Counter()
     differing: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -84,14 +86,15 @@ def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input
                               f"{', '.join(sorted(fields))}"
                               for (item_id, versions), fields in differing.items() if fields)
 
-    dead: set[tuple[int, int]] = set()
-    reasons: Counter[str] = Counter()
+    # A replayed bad record is dead-lettered again: one dead letter per source record counts, the rest are rewrites.
+    letters: dict[tuple[str, int, int], str] = {}
     for r in dlq:
         d = decode(r.value)
-        if d["source_topic"] == input_topic:
-            dead.add((d["source_partition"], d["source_offset"]))
-        reasons[d["reason"]] += 1
-    report.dlq_by_reason = dict(sorted(reasons.items()))
+        letters.setdefault((d["source_topic"], d["source_partition"], d["source_offset"]), d["reason"])
+    dead = {(p, o) for t, p, o in letters if t == input_topic}
+    report.dead_lettered = len(letters)
+    report.dlq_rewrites = len(dlq) - len(letters)
+    report.dlq_by_reason = dict(sorted(Counter(letters.values()).items()))
 
     ids = set()
     for r in inputs:

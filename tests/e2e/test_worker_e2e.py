@@ -283,10 +283,11 @@ def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
 
 
 def test_chaos_restarts_scale_out_and_in_lose_nothing(fresh, tmp_path, request):
-    """Waves of items while workers are added, SIGKILLed, restarted and stopped (each change a rebalance),
-    with a burst far larger than the stream buffers. `--soak` runs more waves and items."""
+    """Waves of items and malformed events while workers are added, SIGKILLed, restarted and stopped (each
+    change a rebalance), with a burst far larger than the stream buffers. `--soak` runs more waves and items."""
     soak = request.config.getoption("--soak")
     waves, per_wave = (12, 150) if soak else (4, 60)
+    bad_per_wave = per_wave // 10
     s = fresh.model_copy(update={"batch_size": 4})  # buffers of 64 events: every wave overflows them
     workers: dict[int, subprocess.Popen] = {}
     faults = Counter()
@@ -298,7 +299,8 @@ def test_chaos_restarts_scale_out_and_in_lose_nothing(fresh, tmp_path, request):
     start(0)
     try:
         for wave in range(waves):
-            assert cli(s, "publish", "--items", str(per_wave), "--seed", str(100 + wave)).returncode == 0
+            assert cli(s, "publish", "--items", str(per_wave), "--fuzz", str(bad_per_wave),
+                       "--seed", str(100 + wave)).returncode == 0
             time.sleep(4)
             action = actions[wave % len(actions)]
             alive = sorted(n for n, w in workers.items() if w.poll() is None)
@@ -325,7 +327,11 @@ def test_chaos_restarts_scale_out_and_in_lose_nothing(fresh, tmp_path, request):
     res = cli(s, "audit", "--json", str(tmp_path / "audit.json"))
     report = json.loads((tmp_path / "audit.json").read_text())
     summary = {"items": len(expected), "faults": dict(faults), "rewrites": report["rewrites"],
-               "missing": len(report["missing"]), "conflicts": len(report["conflicts"])}
+               "missing": len(report["missing"]), "conflicts": len(report["conflicts"]),
+               "dlq_by_reason": report["dlq_by_reason"], "dlq_rewrites": report["dlq_rewrites"]}
     (tmp_path.parent / "chaos-summary.json").write_text(json.dumps(summary))
     print("chaos summary:", json.dumps(summary))
     assert res.returncode == 0 and report["enriched"] == len(expected), res.stdout
+    expected_reasons = Counter(reason for wave in range(waves)
+                               for reason, _ in samples.fuzz_events(bad_per_wave, 100 + wave))
+    assert report["dlq_by_reason"] == dict(expected_reasons), res.stdout

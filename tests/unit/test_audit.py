@@ -31,10 +31,11 @@ def test_every_input_accounted_for_and_rewrites_are_not_failures():
     inputs = [item(0, "a"), item(1, "b"), Record("items.new", 0, 2, None, b"\xc1garbage")]
     # "a" was replayed after a crash: the same output twice (only the wall-clock stamp differs).
     outputs = [enriched("a", [1, 2, 3, 0]), enriched("a", [1, 2, 3, 0], enriched_at=9), enriched("b", [4, 5, 6, 0])]
-    report = audit(inputs, outputs, [dead(2, "not_msgpack")], TOPIC)
+    # The bad record was replayed too: dead-lettered twice, counted once.
+    report = audit(inputs, outputs, [dead(2, "not_msgpack"), dead(2, "not_msgpack")], TOPIC)
     assert report.ok, report.summary()
     assert (report.inputs, report.items, report.enriched, report.rewrites) == (3, 2, 2, 1)
-    assert report.dlq_by_reason == {"not_msgpack": 1}
+    assert (report.dead_lettered, report.dlq_rewrites, report.dlq_by_reason) == (1, 1, {"not_msgpack": 1})
 
 
 def test_missing_inputs_fail_the_audit():
