@@ -10,6 +10,9 @@ from pathlib import Path
 from enrich.errors import ModelConfigError
 from enrich.images import VisionSpec
 
+# Bumped whenever the graphs' inputs or outputs change; 2: batch-first text inputs, mICL + late fusion.
+GRAPH_CONTRACT = 2
+
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -22,6 +25,7 @@ class ModelMeta:
     special: dict[str, int]
     vision: VisionSpec
     label_token_ids: list[int] = field(default_factory=list)
+    contract: int = 1  # files written before the field existed are contract 1
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))
@@ -31,8 +35,12 @@ class ModelMeta:
         try:
             raw = json.loads(path.read_text())
             raw["vision"] = VisionSpec(**raw["vision"])
-            return cls(**raw)
+            meta = cls(**raw)
         except FileNotFoundError:
             raise ModelConfigError(f"{path} not found: export the model first (enrich models export)") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelConfigError(f"{path} is not a valid model meta file: {exc}") from exc
+        if meta.contract != GRAPH_CONTRACT:
+            raise ModelConfigError(f"{path.parent} was exported for graph contract {meta.contract}, this version "
+                                   f"serves contract {GRAPH_CONTRACT}: export it again (enrich models export)")
+        return meta

@@ -19,6 +19,9 @@ from enrich.sequences import PackedSequence, Prefix, build_text_batch
 from enrich.tokenizer import SpecialTokens, Tokenizer, load_tokenizer
 
 GRADES = (0, 1, 2)
+# NoteLLM-2 mICL: the image part and the whole item are each compressed into the next token.
+VISUAL_PROMPT = '\nCompress this image into one word: "'
+ITEM_PROMPT = '\nCompress this item into one word: "'
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -26,12 +29,14 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 
 class _TwoGraphModel:
-    def __init__(self, meta: ModelMeta, backend: InferenceBackend, max_text_tokens: int, max_batch: int) -> None:
+    def __init__(self, meta: ModelMeta, backend: InferenceBackend, max_text_tokens: int, max_batch: int,
+                 tokenizer_dir: Path | None = None, seq_bucket: int = 1) -> None:
         self.meta = meta
         self.backend = backend
         self.max_text_tokens = max_text_tokens
         self.max_batch = max_batch
-        self.tokenizer: Tokenizer = load_tokenizer(meta.tokenizer, SpecialTokens(**meta.special))
+        self.seq_bucket = seq_bucket
+        self.tokenizer: Tokenizer = load_tokenizer(meta.tokenizer, SpecialTokens(**meta.special), tokenizer_dir)
         self.sp = self.tokenizer.special
 
     @property
@@ -56,25 +61,41 @@ class _TwoGraphModel:
             out.append(np.concatenate(parts) if parts else np.zeros((0, width), np.float32))
         return out
 
-    def _content_prefix(self, images: Sequence[PatchedImage], text: str, lead: str = "") -> Prefix:
-        pre = Prefix()
-        if lead:
-            pre.add_text(self.tokenizer.encode(lead))
+    def _add_images(self, pre: Prefix, images: Sequence[PatchedImage]) -> None:
         for img in images:
             pre.add_text([self.sp.vision_start])
             pre.add_image(img.grid, self.meta.vision.merge_size, self.sp.image_pad)
             pre.add_text([self.sp.vision_end])
+
+    def _add_text(self, pre: Prefix, text: str) -> None:
         pre.add_text(self.tokenizer.encode(text)[: self.max_text_tokens])
-        return pre
 
     def _run_text(self, seqs: list[PackedSequence], image_embeds: list[np.ndarray]) -> np.ndarray:
-        batch = build_text_batch(seqs, self.sp.pad)
-        embeds = np.concatenate(image_embeds) if image_embeds else np.zeros((0, self.meta.hidden_size), np.float32)
-        return self.backend.infer(f"{self.meta.role}_text", batch.as_inputs(embeds.astype(np.float32)))
+        batch = build_text_batch(seqs, self.sp.pad, self.seq_bucket)
+        return self.backend.infer(f"{self.meta.role}_text", batch.as_inputs(image_embeds, self.meta.hidden_size))
 
 
 class Embedder(_TwoGraphModel):
-    """GME-style: last-token hidden state, L2-normalised."""
+    """GME-style vectors from a NoteLLM-2 mICL prompt with late fusion (inside the text graph).
+
+    The image part is compressed into one token before the text is seen (a visual-aware
+    readout), then the whole item into another (a multimodal readout); the graph fuses
+    both with the pooled visual feature and L2-normalises. Text-only items read the
+    multimodal token alone.
+    """
+
+    def _micl_prefix(self, images: Sequence[PatchedImage], text: str) -> Prefix:
+        pre = Prefix()
+        if images:
+            self._add_images(pre, images)
+            pre.add_text(self.tokenizer.encode(VISUAL_PROMPT))
+            pre.mark_readout()
+        self._add_text(pre, text)
+        pre.add_text(self.tokenizer.encode(ITEM_PROMPT))
+        if not images:
+            pre.mark_readout()  # same shape for every row; the graph ignores it without images
+        pre.mark_readout()
+        return pre
 
     def embed(self, items: Sequence[PreparedItem]) -> np.ndarray:
         out = np.zeros((len(items), self.meta.hidden_size), np.float32)
@@ -82,24 +103,17 @@ class Embedder(_TwoGraphModel):
             chunk = items[sl]
             patched = [it.patched(self.meta.vision) for it in chunk]
             embeds = self._image_embeds(patched)
-            seqs = []
-            for imgs, it in zip(patched, chunk, strict=True):
-                pre = self._content_prefix(imgs, it.text)
-                pre.add_text([self.sp.eos])
-                seqs.append(PackedSequence(pre))
-            out[sl] = self._run_text(seqs, embeds)[:, 0]
+            seqs = [PackedSequence(self._micl_prefix(imgs, it.text)) for imgs, it in zip(patched, chunk, strict=True)]
+            out[sl] = self._run_text(seqs, embeds)
         return out
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text-only embeddings in the same space (used for the tag vocabulary)."""
         out = np.zeros((len(texts), self.meta.hidden_size), np.float32)
+        width = self.meta.hidden_size
         for sl in _chunks(len(texts), self.max_batch):
-            seqs = []
-            for t in texts[sl]:
-                pre = self._content_prefix([], t)
-                pre.add_text([self.sp.eos])
-                seqs.append(PackedSequence(pre))
-            out[sl] = self._run_text(seqs, [])[:, 0]
+            seqs = [PackedSequence(self._micl_prefix([], t)) for t in texts[sl]]
+            out[sl] = self._run_text(seqs, [np.zeros((0, width), np.float32)] * len(seqs))
         return out
 
 
@@ -114,18 +128,22 @@ class TagScores:
 class Tagger(_TwoGraphModel):
     """Grades (item, tag) pairs 2/1/0, all candidates of an item packed into one row."""
 
+    def packed_row(self, images: Sequence[PatchedImage], text: str, tags: Sequence[str]) -> PackedSequence:
+        """The relevance prompt: the item once, then one "Tag: ... Relevance:" suffix per candidate."""
+        pre = Prefix()
+        pre.add_text(self.tokenizer.encode("Content: "))
+        self._add_images(pre, images)
+        self._add_text(pre, text)
+        pre.add_text(self.tokenizer.encode("\n"))
+        return PackedSequence(pre, [self.tokenizer.encode(f"Tag: {t}\nRelevance:") for t in tags])
+
     def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
         results: list[TagScores] = []
         for sl in _chunks(len(items), self.max_batch):
             chunk, cands = items[sl], candidates[sl]
             patched = [it.patched(self.meta.vision) for it in chunk]
             embeds = self._image_embeds(patched)
-            seqs = []
-            for imgs, it, tags in zip(patched, chunk, cands, strict=True):
-                pre = self._content_prefix(imgs, it.text, lead="Content: ")
-                pre.add_text(self.tokenizer.encode("\n"))
-                suffixes = [self.tokenizer.encode(f"Tag: {t}\nRelevance:") for t in tags]
-                seqs.append(PackedSequence(pre, suffixes))
+            seqs = [self.packed_row(imgs, it.text, tags) for imgs, it, tags in zip(patched, chunk, cands, strict=True)]
             rows = [i for i, t in enumerate(cands) if t]
             if not rows:
                 results.extend(TagScores([], np.zeros((0, 3), np.float32)) for _ in chunk)
@@ -143,7 +161,9 @@ class Tagger(_TwoGraphModel):
 
 
 def load_models(model_root: Path, backend: InferenceBackend, max_text_tokens: int,
-                max_batch: int) -> tuple[Embedder, Tagger]:
-    emb = Embedder(ModelMeta.read(model_root / "embedder" / "meta.json"), backend, max_text_tokens, max_batch)
-    tag = Tagger(ModelMeta.read(model_root / "tagger" / "meta.json"), backend, max_text_tokens, max_batch)
-    return emb, tag
+                max_batch: int, seq_bucket: int = 1) -> tuple[Embedder, Tagger]:
+    def args(role: str) -> tuple:
+        meta = ModelMeta.read(model_root / role / "meta.json")
+        return meta, backend, max_text_tokens, max_batch, model_root / role / "tokenizer", seq_bucket
+
+    return Embedder(*args("embedder")), Tagger(*args("tagger"))

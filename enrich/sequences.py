@@ -4,7 +4,12 @@ A ``PackedSequence`` is one shared prefix (item content: text and image
 placeholders) followed by zero or more suffixes. Each suffix sees the prefix
 and itself, never the other suffixes, and its positions restart right after
 the prefix, so one forward over a packed row equals one forward per suffix.
-The embedder uses zero suffixes; the tagger one suffix per candidate tag.
+The embedder uses zero suffixes and marks its readouts inside the prefix (the
+mICL compression tokens); the tagger reads the last token of each suffix.
+
+Every text-graph input is batch-first, with image embeddings padded per row,
+so Triton's dynamic batcher can concatenate requests whose padded shapes match
+(``bucket`` rounds the sequence and image-token lengths up for that).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Prefix:
     positions: list[np.ndarray] = field(default_factory=list)  # chunks of [3, n]
     next_pos: int = 0
     num_image_tokens: int = 0
+    readouts: list[int] = field(default_factory=list)  # prefix positions whose hidden state is read out
 
     def add_text(self, ids: list[int]) -> None:
         if not ids:
@@ -42,6 +48,12 @@ class Prefix:
         self.num_image_tokens += pos.shape[1]
         self.next_pos += max(t, h, w)
 
+    def mark_readout(self) -> None:
+        """Read the hidden state of the last token added so far."""
+        if not self.ids:
+            raise ValueError("nothing to read out: the prefix is empty")
+        self.readouts.append(len(self.ids) - 1)
+
     def position_array(self) -> np.ndarray:
         if not self.positions:
             return np.zeros((3, 0), dtype=np.int64)
@@ -58,55 +70,69 @@ class PackedSequence:
 
     @property
     def num_readouts(self) -> int:
-        return max(1, len(self.suffixes))
+        return len(self.suffixes) or len(self.prefix.readouts) or 1
+
+
+def _round_up(n: int, bucket: int) -> int:
+    return -(-n // bucket) * bucket
 
 
 @dataclass(frozen=True)
 class TextBatch:
     input_ids: np.ndarray  # [B, S] int64
     attn_bias: np.ndarray  # [B, 1, S, S] float32
-    position_ids: np.ndarray  # [3, B, S] int64
+    position_ids: np.ndarray  # [B, 3, S] int64
     readout_index: np.ndarray  # [B, R] int64
     readout_counts: list[int]
+    bucket: int = 1
 
-    def as_inputs(self, image_embeds: np.ndarray) -> dict[str, np.ndarray]:
+    def as_inputs(self, image_embeds: list[np.ndarray], width: int) -> dict[str, np.ndarray]:
+        """``image_embeds``: per row, its image tokens' embeddings in prompt order ([n_i, width])."""
+        if len(image_embeds) != len(self.input_ids):
+            raise ValueError(f"{len(image_embeds)} image embedding blocks for {len(self.input_ids)} rows")
+        # At least one slot, so the graph's gather has something to index on text-only batches.
+        t = _round_up(max([1] + [len(e) for e in image_embeds]), self.bucket)
+        padded = np.zeros((len(image_embeds), t, width), np.float32)
+        for row, e in enumerate(image_embeds):
+            padded[row, : len(e)] = e
         return {
             "input_ids": self.input_ids,
             "attn_bias": self.attn_bias,
             "position_ids": self.position_ids,
-            "image_embeds": image_embeds,
+            "image_embeds": padded,
             "readout_index": self.readout_index,
         }
 
 
-def build_text_batch(seqs: list[PackedSequence], pad_id: int) -> TextBatch:
-    """Right-pad packed sequences into one text-graph call.
+def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1) -> TextBatch:
+    """Right-pad packed sequences into one text-graph call, to a multiple of ``bucket`` tokens.
 
-    Readouts: the last prefix token when there are no suffixes, else the last
-    token of each suffix.
+    Readouts: the prefix's marked readouts (else its last token) when there are
+    no suffixes, else the last token of each suffix.
     """
     b = len(seqs)
-    s = max(len(q) for q in seqs)
+    s = _round_up(max(len(q) for q in seqs), bucket)
     r = max(q.num_readouts for q in seqs)
     ids = np.full((b, s), pad_id, dtype=np.int64)
-    pos = np.zeros((3, b, s), dtype=np.int64)
+    pos = np.zeros((b, 3, s), dtype=np.int64)
     bias = np.full((b, 1, s, s), NEG, dtype=np.float32)
     readout = np.zeros((b, r), dtype=np.int64)
     counts = []
     for row, q in enumerate(seqs):
         p = len(q.prefix.ids)
         ids[row, :p] = q.prefix.ids
-        pos[:, row, :p] = q.prefix.position_array()
+        pos[row, :, :p] = q.prefix.position_array()
         causal = np.triu(np.full((p, p), NEG, dtype=np.float32), k=1)
         bias[row, 0, :p, :p] = causal
         cursor = p
         if not q.suffixes:
-            readout[row, 0] = p - 1
+            marks = q.prefix.readouts or [p - 1]
+            readout[row, : len(marks)] = marks
         for j, suffix in enumerate(q.suffixes):
             n = len(suffix)
             sl = slice(cursor, cursor + n)
             ids[row, sl] = suffix
-            pos[:, row, sl] = np.arange(q.prefix.next_pos, q.prefix.next_pos + n)
+            pos[row, :, sl] = np.arange(q.prefix.next_pos, q.prefix.next_pos + n)
             bias[row, 0, sl, :p] = 0.0
             bias[row, 0, sl, sl] = np.triu(np.full((n, n), NEG, dtype=np.float32), k=1)
             readout[row, j] = cursor + n - 1
@@ -115,4 +141,4 @@ def build_text_batch(seqs: list[PackedSequence], pad_id: int) -> TextBatch:
         for i in range(cursor, s):
             bias[row, 0, i, i] = 0.0
         counts.append(q.num_readouts)
-    return TextBatch(ids, bias, pos, readout, counts)
+    return TextBatch(ids, bias, pos, readout, counts, bucket)

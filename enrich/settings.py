@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_images: int = Field(8, ge=0)
     max_image_bytes: int = Field(512 * 1024, ge=1, description="per image; keep items under the topic max message size")
     model_batch: int = Field(32, ge=1, description="max items per model call")
+    seq_bucket: int = Field(1, ge=1, le=512, description="pad text-graph inputs to a multiple of this many tokens "
+                                                         "so Triton's dynamic batcher can merge requests")
     candidate_tags: int = Field(8, ge=0, description="top-M vocabulary tags graded per item")
     min_grade: int = Field(1, ge=0, le=2, description="keep tags graded at least this (2 strong, 1 weak)")
     retry_max_s: float = Field(30.0, description="longest backoff between retries of an unavailable backend")

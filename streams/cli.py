@@ -6,7 +6,7 @@
   enrich audit                    every input enriched or dead-lettered, no conflicting duplicates (exit 1 if not)
   enrich stack up|down            start/stop the local broker + Triton in the background
   enrich topics create            create the service's topics
-  enrich models export            export the tiny presets to ONNX (+ parity check)
+  enrich models export            export presets or checkpoints to ONNX (+ parity check)
   enrich models repository        write a Triton model repository (local or production)
   enrich codebook fit|eval        train / evaluate the semantic-ID codebook (RQ-VAE)
   enrich vocab load               publish tags to tags.vocab
@@ -105,8 +105,14 @@ def cmd_models(s: Settings, a: argparse.Namespace) -> int:
     if a.action == "export":
         from triton_models.export import export_model
 
-        for role in ("embedder", "tagger"):
-            r = export_model(role, (a.out or s.models_path) / role, preset=a.preset, progress=_say)
+        sources = {"embedder": a.embedder_checkpoint, "tagger": a.tagger_checkpoint}
+        for role in a.roles or ("embedder", "tagger"):
+            checkpoint = sources[role]
+            if checkpoint is not None and not (checkpoint / "config.json").exists():
+                raise EnrichError(f"--{role}-checkpoint {checkpoint}: no config.json there; pass the directory "
+                                  "of a Hugging Face Qwen2-VL / Qwen2.5-VL checkpoint")
+            r = export_model(role, (a.out or s.models_path) / role, preset=a.preset, checkpoint=checkpoint,
+                             gate_path=a.fusion_gate if role == "embedder" else None, progress=_say)
             _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
     elif a.action == "bundle":
         from streams.stack import build_bundle
@@ -242,7 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_topics)
     m = sub.add_parser("models", help="export models / build a Triton repository")
     m.add_argument("action", choices=["export", "repository", "bundle"])
-    m.add_argument("--preset", default="tiny")
+    m.add_argument("--preset", default="tiny",
+                   help="random-weight preset: tiny, or qwen2-vl-7b / qwen2.5-vl-3b (real size, benchmarks only)")
+    m.add_argument("--role", dest="roles", action="append", choices=["embedder", "tagger"],
+                   help="export only this model (repeatable; default: both)")
+    m.add_argument("--embedder-checkpoint", type=Path, help="Hugging Face checkpoint dir of the embedder (Qwen2-VL)")
+    m.add_argument("--tagger-checkpoint", type=Path, help="Hugging Face checkpoint dir of the tagger (Qwen2.5-VL)")
+    m.add_argument("--fusion-gate", type=Path,
+                   help="trained late-fusion gate (.pt state dict) for the embedder; default: a fixed visual share")
     m.add_argument("--target", choices=["local", "production"],
                    help="Triton target (default: local for `repository`, production for `bundle`)")
     m.add_argument("--out", type=Path)

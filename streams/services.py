@@ -30,7 +30,8 @@ def make_backend(settings: Settings) -> InferenceBackend:
 
 
 def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
-    embedder, tagger = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
+    embedder, tagger = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
+                                   settings.seq_bucket)
     config = PipelineConfig(candidate_tags=settings.candidate_tags, min_grade=settings.min_grade,
                             max_text_chars=settings.max_text_chars,
                             limits=Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes))

@@ -26,13 +26,19 @@ Progress = Callable[[str], None]
 
 
 def ensure_models(settings: Settings, preset: str = "tiny", progress: Progress = log.info) -> None:
-    """Export the preset's models unless an export is already there."""
+    """Export the preset's models unless a current export is already there."""
+    from enrich.errors import ModelConfigError
+    from enrich.model_meta import ModelMeta
     from triton_models.export import export_model
 
     for role in ("embedder", "tagger"):
         out = settings.models_path / role
         if (out / "meta.json").exists() and (out / "text.onnx").exists():
-            continue
+            try:
+                ModelMeta.read(out / "meta.json")
+                continue
+            except ModelConfigError as exc:
+                progress(f"{exc}; exporting again")
         progress(f"exporting the {preset} {role} to {out}")
         export_model(role, out, preset=preset, progress=progress)
 
@@ -48,7 +54,8 @@ def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
     from enrich.schemas import decode_item
 
     backend = OnnxRuntimeBackend(settings.models_path)
-    embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
+    embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
+                                   settings.seq_bucket)
     items = [prepare(decode_item(msgpack.packb(i)), settings.max_image_bytes, settings.max_text_chars)
              for i in samples.sample_items(n_items, seed=7)]
     vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]

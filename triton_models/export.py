@@ -1,14 +1,16 @@
-"""Export a model (tiny preset or HF checkpoint) to a vision and a text ONNX graph.
+"""Export a model (a preset or a Hugging Face checkpoint) to a vision and a text ONNX graph.
 
 Writes ``<out>/vision.onnx``, ``<out>/text.onnx`` and ``<out>/meta.json`` (the
 contract the pipeline reads: tokenizer, special ids, vision spec, widths,
-version), then checks ONNX Runtime against PyTorch on padded batches and
-several image sizes and raises ``ParityError`` when they differ.
+version; a checkpoint's tokenizer goes to ``<out>/tokenizer/``), then checks
+ONNX Runtime against PyTorch on padded batches and several image sizes and
+raises ``ParityError`` when they differ.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,16 +23,18 @@ import torch
 from torch import nn
 
 from enrich.images import VisionSpec, build_vision_batch, patchify_frames
-from enrich.model_meta import ModelMeta
+from enrich.model_meta import GRAPH_CONTRACT, ModelMeta
 from enrich.sequences import PackedSequence, Prefix, build_text_batch
-from triton_models.graphs import TextGraph, VisionGraph, build_random_model
+from triton_models.graphs import LateFusionGate, TextGraph, VisionGraph, build_random_model
 from triton_models.presets import BYTE_SPECIALS, get_preset
 
 log = logging.getLogger(__name__)
 
 LABELS = ("0", "1", "2")  # grade tokens: irrelevant, weak, strong
-VISION_INPUTS = ["pixel_values", "position_ids", "segment_ids"]
 TEXT_INPUTS = ["input_ids", "attn_bias", "position_ids", "image_embeds", "readout_index"]
+# Checkpoints rarely say how large an image may get; this is the benchmark workload's 448 x 448.
+DEFAULT_MAX_PIXELS = 448 * 448
+DEFAULT_MIN_PIXELS = 56 * 56
 
 
 class ParityError(RuntimeError):
@@ -44,67 +48,137 @@ class ExportResult:
     max_abs_diff: dict[str, float]
 
 
-def _weights_digest(model: nn.Module) -> str:
+@dataclass
+class Source:
+    """A model to export and what the meta file needs to know about where it came from."""
+
+    model: nn.Module
+    name: str
+    tokenizer: str  # "bytes" | "hf"
+    special: dict[str, int]
+    label_token_ids: list[int]
+    min_pixels: int
+    max_pixels: int
+    hf_tokenizer: Any = None
+
+
+def _weights_digest(*modules: nn.Module) -> str:
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    for module in modules:
+        for name, t in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
 
-def _meta_for(model: nn.Module, role: str, name: str, min_pixels: int, max_pixels: int) -> ModelMeta:
+def preset_source(role: str, preset: str, seed: int) -> Source:
+    p = get_preset(role, preset)  # type: ignore[arg-type]
+    model = build_random_model(p, seed=seed)
     cfg = model.config
+    special = {"pad": BYTE_SPECIALS["pad"], "eos": BYTE_SPECIALS["eos"],
+               "vision_start": int(cfg.vision_start_token_id), "vision_end": int(cfg.vision_end_token_id),
+               "image_pad": int(cfg.image_token_id)}
+    labels = [ord(c) for c in LABELS] if role == "tagger" else []
+    return Source(model, preset, "bytes", special, labels, p.min_pixels, p.max_pixels)
+
+
+def checkpoint_source(role: str, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
+    """A Hugging Face checkpoint directory (Qwen2-VL or Qwen2.5-VL), loaded offline in float32."""
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLForConditionalGeneration,
+    )
+
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
+    classes = {"qwen2_vl": Qwen2VLForConditionalGeneration, "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
+    cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    if cfg.model_type not in classes:
+        raise ValueError(f"{path}: model_type {cfg.model_type!r} is not one of {sorted(classes)}")
+    model = classes[cfg.model_type].from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32,
+                                                    attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    eos = tok.eos_token_id if tok.eos_token_id is not None else cfg.text_config.eos_token_id
+    special = {"pad": tok.pad_token_id if tok.pad_token_id is not None else eos, "eos": int(eos),
+               "vision_start": int(cfg.vision_start_token_id), "vision_end": int(cfg.vision_end_token_id),
+               "image_pad": int(cfg.image_token_id)}
+    labels: list[int] = []
+    if role == "tagger":
+        for label in LABELS:
+            ids = tok.encode(label, add_special_tokens=False)
+            if len(ids) != 1:
+                raise ValueError(f"{path}: the grade label {label!r} is {len(ids)} tokens; it must be one")
+            labels.append(ids[0])
+    pre = path / "preprocessor_config.json"
+    min_pixels = DEFAULT_MIN_PIXELS
+    if pre.exists():
+        min_pixels = int(json.loads(pre.read_text()).get("min_pixels", min_pixels))
+    return Source(model, path.name, "hf", special, labels, min_pixels, max_pixels, hf_tokenizer=tok)
+
+
+def _meta_for(src: Source, role: str, version: str) -> ModelMeta:
+    cfg = src.model.config
     vc = cfg.vision_config
     window = getattr(vc, "window_size", None)
-    label_ids = [ord(c) for c in LABELS] if role == "tagger" else []
     return ModelMeta(
-        name=name,
+        name=src.name,
         role=role,
         arch=cfg.model_type,
-        version=f"{name}-{_weights_digest(model)}",
+        version=version,
         hidden_size=int(cfg.text_config.hidden_size),
-        tokenizer="bytes",
-        special={
-            "pad": BYTE_SPECIALS["pad"],
-            "eos": BYTE_SPECIALS["eos"],
-            "vision_start": int(cfg.vision_start_token_id),
-            "vision_end": int(cfg.vision_end_token_id),
-            "image_pad": int(cfg.image_token_id),
-        },
-        label_token_ids=label_ids,
+        tokenizer=src.tokenizer,
+        special=src.special,
+        label_token_ids=src.label_token_ids,
         vision=VisionSpec(
             patch_size=int(vc.patch_size),
             temporal_patch_size=int(vc.temporal_patch_size),
             merge_size=int(vc.spatial_merge_size),
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
+            min_pixels=src.min_pixels,
+            max_pixels=src.max_pixels,
             in_channels=int(vc.in_channels),
             window_size=int(window) if window else None,
         ),
+        contract=GRAPH_CONTRACT,
     )
 
 
-def _sample_inputs(meta: ModelMeta, sizes: list[tuple[int, int]], seed: int) -> tuple[dict, list[PackedSequence]]:
-    """Random images of the given sizes plus a padded text batch that uses them."""
+def sample_inputs(meta: ModelMeta, sizes: list[tuple[int, int]], seed: int, vocab: int = 256,
+                  ) -> tuple[dict[str, np.ndarray], list[slice], list[PackedSequence]]:
+    """Random images of the given sizes plus a padded text batch that uses them.
+
+    Row i holds image i; the last row has no image and is the shortest.
+    """
     rng = np.random.default_rng(seed)
     spec = meta.vision
     images = [patchify_frames(rng.standard_normal((1, 3, h, w)).astype(np.float32), spec) for h, w in sizes]
     vb = build_vision_batch(images, spec)
     sp = meta.special
     seqs = []
-    for i in range(len(images) + 1):  # the last row has no image and is shortest
+    for i in range(len(images) + 1):
         pre = Prefix()
         if i < len(images):
             pre.add_text([sp["vision_start"]])
             pre.add_image(images[i].grid, spec.merge_size, sp["image_pad"])
             pre.add_text([sp["vision_end"]])
-        pre.add_text(list(rng.integers(0, 256, size=5 + 3 * i)))
-        suffixes = [list(rng.integers(0, 256, size=3 + k)) for k in range(3)] if meta.role == "tagger" else []
+        pre.add_text(list(rng.integers(0, vocab, size=5 + 3 * i)))
+        suffixes = [list(rng.integers(0, vocab, size=3 + k)) for k in range(3)] if meta.role == "tagger" else []
+        if meta.role == "embedder":  # two mICL readouts: after the image part and at the end
+            pre.mark_readout()
+            pre.add_text(list(rng.integers(0, vocab, size=4)))
+            pre.mark_readout()
         seqs.append(PackedSequence(pre, suffixes))
     vision = {"pixel_values": vb.pixel_values, "position_ids": vb.position_ids, "segment_ids": vb.segment_ids}
     if vb.window_ids is not None:
         vision["window_ids"] = vb.window_ids
-    return {"vision": vision, "slices": vb.token_slices}, seqs
+    return vision, vb.token_slices, seqs
+
+
+def _row_embeds(merged: np.ndarray, slices: list[slice], rows: int) -> list[np.ndarray]:
+    """Image i's tokens for row i, nothing for the rows beyond the images."""
+    width = merged.shape[-1]
+    return [merged[slices[i]] if i < len(slices) else np.zeros((0, width), np.float32) for i in range(rows)]
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
@@ -114,19 +188,42 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                           dynamic_axes=dynamic, opset_version=17, dynamo=False)
 
 
-def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0,
+def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0, checkpoint: Path | None = None,
+                 gate_path: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  progress: Callable[[str], None] = log.info) -> ExportResult:
-    """Export a random-weight preset of ``role`` into ``out_dir`` and check parity."""
-    p = get_preset(role, preset)  # type: ignore[arg-type]
-    progress(f"building {p.arch} {role} preset {preset!r}")
-    model = build_random_model(p, seed=seed)
-    meta = _meta_for(model, role, preset, p.min_pixels, p.max_pixels)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Export ``role`` from a checkpoint directory, else from a random-weight preset, and check parity.
 
+    The embedder's late-fusion gate comes from ``gate_path`` (a ``.pt`` state dict of
+    ``LateFusionGate``) when given; otherwise tiny presets get a random gate and real
+    models an untrained one that mixes in a fixed visual share.
+    """
+    if checkpoint is not None:
+        progress(f"loading {role} checkpoint {checkpoint}")
+        src = checkpoint_source(role, checkpoint, max_pixels)
+    else:
+        progress(f"building {role} preset {preset!r} with random weights")
+        src = preset_source(role, preset, seed)
+    model = src.model
+    width = int(model.config.text_config.hidden_size)
     vision_graph = VisionGraph(model).eval()
-    text_graph = TextGraph(model, role, meta.label_token_ids or None).eval()
-    sample, seqs = _sample_inputs(meta, [(56, 84), (112, 112)], seed)
-    vision_inputs = sample["vision"]
+    gate = None
+    if role == "embedder":
+        if gate_path is not None:
+            gate = LateFusionGate(width)
+            gate.load_state_dict(torch.load(gate_path, map_location="cpu", weights_only=True))
+        elif checkpoint is None and preset == "tiny":
+            gate = LateFusionGate.random(width, seed)
+        else:
+            gate = LateFusionGate.untrained(width)
+    text_graph = TextGraph(model, role, src.label_token_ids or None, gate).eval()
+    version = f"{src.name}-{_weights_digest(*(m for m in (model, gate) if m is not None))}"
+    meta = _meta_for(src, role, version)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if src.hf_tokenizer is not None:
+        src.hf_tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+
+    vocab = 256 if src.tokenizer == "bytes" else min(1000, int(model.config.text_config.vocab_size))
+    vision_inputs, slices, seqs = sample_inputs(meta, [(56, 84), (112, 112)], seed, vocab)
     v_names = list(vision_inputs)
     t0 = time.perf_counter()
     progress("exporting vision graph")
@@ -135,25 +232,24 @@ def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0,
             {k: {0: "patches"} for k in v_names} | {"image_embeds": {0: "tokens"}})
     with torch.no_grad():
         merged = vision_graph(*[torch.from_numpy(vision_inputs[k]) for k in v_names]).numpy()
-    image_embeds = np.concatenate([merged[s] for s in sample["slices"]])
-    tb = build_text_batch(seqs, meta.special["pad"])
-    text_inputs = tb.as_inputs(image_embeds)
+    text_inputs = build_text_batch(seqs, meta.special["pad"]).as_inputs(_row_embeds(merged, slices, len(seqs)), width)
     out_name = "label_logits" if role == "tagger" else "embeddings"
-    progress("exporting text graph")
+    out_axes = {0: "batch", 1: "readouts"} if role == "tagger" else {0: "batch"}
+    progress(f"exported vision graph in {time.perf_counter() - t0:.1f}s; exporting text graph")
     _export(text_graph, tuple(torch.from_numpy(text_inputs[k]) for k in TEXT_INPUTS), out_dir / "text.onnx",
             TEXT_INPUTS, out_name,
             {"input_ids": {0: "batch", 1: "seq"}, "attn_bias": {0: "batch", 2: "seq", 3: "seq_k"},
-             "position_ids": {1: "batch", 2: "seq"}, "image_embeds": {0: "image_tokens"},
-             "readout_index": {0: "batch", 1: "readouts"}, out_name: {0: "batch", 1: "readouts"}})
+             "position_ids": {0: "batch", 2: "seq"}, "image_embeds": {0: "batch", 1: "image_tokens"},
+             "readout_index": {0: "batch", 1: "readouts"}, out_name: out_axes})
     progress(f"exported in {time.perf_counter() - t0:.1f}s; checking parity")
     meta.write(out_dir / "meta.json")
-    diffs = check_parity(out_dir, vision_graph, text_graph, meta, seed=seed + 1)
+    diffs = check_parity(out_dir, vision_graph, text_graph, meta, seed=seed + 1, vocab=vocab)
     progress(f"parity ok: {diffs}")
     return ExportResult(out_dir, meta, diffs)
 
 
 def check_parity(out_dir: Path, vision_graph: nn.Module, text_graph: nn.Module, meta: ModelMeta,
-                 seed: int, tol: float = 1e-4) -> dict[str, float]:
+                 seed: int, tol: float = 1e-4, vocab: int = 256) -> dict[str, float]:
     """ONNX Runtime vs PyTorch on image sizes and padding the export never saw."""
     import onnxruntime as ort
 
@@ -163,13 +259,12 @@ def check_parity(out_dir: Path, vision_graph: nn.Module, text_graph: nn.Module, 
     ts = ort.InferenceSession(str(out_dir / "text.onnx"), opts, providers=["CPUExecutionProvider"])
     diffs: dict[str, float] = {}
     for case, sizes in enumerate([[(28, 28)], [(112, 56), (84, 112), (28, 56)]]):
-        sample, seqs = _sample_inputs(meta, sizes, seed + case)
-        v_in: dict[str, Any] = sample["vision"]
+        v_in, slices, seqs = sample_inputs(meta, sizes, seed + case, vocab)
         onnx_v = vs.run(None, v_in)[0]
         with torch.no_grad():
             torch_v = vision_graph(*[torch.from_numpy(v) for v in v_in.values()]).numpy()
-        emb = np.concatenate([torch_v[s] for s in sample["slices"]])
-        t_in = build_text_batch(seqs, meta.special["pad"]).as_inputs(emb)
+        t_in = build_text_batch(seqs, meta.special["pad"], bucket=8).as_inputs(
+            _row_embeds(torch_v, slices, len(seqs)), meta.hidden_size)
         onnx_t = ts.run(None, t_in)[0]
         with torch.no_grad():
             torch_t = text_graph(*[torch.from_numpy(t_in[k]) for k in TEXT_INPUTS]).numpy()

@@ -9,10 +9,13 @@ Graph contracts (all float32 / int64):
 
 vision: pixel_values [N, D], position_ids [N, 2], segment_ids [N]
         (+ window_ids [N] for Qwen2.5-VL) -> image_embeds [N / merge^2, H]
-text:   input_ids [B, S], attn_bias [B, 1, S, S], position_ids [3, B, S],
-        image_embeds [M, H], readout_index [B, R]
-        -> embeddings [B, R, H] (embedder: L2-normalised hidden states)
+text:   input_ids [B, S], attn_bias [B, 1, S, S], position_ids [B, 3, S],
+        image_embeds [B, T, H] (row b's image tokens in prompt order, zero-padded),
+        readout_index [B, R]
+        -> embeddings [B, H] (embedder: R = 2 mICL readouts, late fusion, L2 norm)
         -> label_logits [B, R, L] (tagger: logits of the L label tokens)
+
+Every text input is batch-first so Triton's dynamic batcher can merge requests.
 """
 
 from __future__ import annotations
@@ -96,10 +99,40 @@ class VisionGraph(nn.Module):
         return self.visual.merger(x)
 
 
+class LateFusionGate(nn.Module):
+    """NoteLLM-2 late fusion: ``z = sigmoid(W [v; t] + b)``, ``fused = z * v + (1 - z) * t``.
+
+    ``v`` is the item's pooled visual feature, ``t`` an LLM-side vector; both unit-norm.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * width, width)
+
+    @classmethod
+    def untrained(cls, width: int, visual_share: float = 0.25) -> LateFusionGate:
+        """A gate that mixes a fixed share of the visual vector in, until one is trained."""
+        gate = cls(width)
+        nn.init.zeros_(gate.proj.weight)
+        nn.init.constant_(gate.proj.bias, float(torch.logit(torch.tensor(visual_share))))
+        return gate
+
+    @classmethod
+    def random(cls, width: int, seed: int) -> LateFusionGate:
+        """Random weights (tiny presets), so parity tests exercise a gate that depends on its inputs."""
+        torch.manual_seed(seed)
+        return cls(width)
+
+    def forward(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z = torch.sigmoid(self.proj(torch.cat([v, t], dim=-1)))
+        return z * v + (1 - z) * t
+
+
 class TextGraph(nn.Module):
     """Language model over spliced text + image embeddings with a caller-built attention bias."""
 
-    def __init__(self, model: nn.Module, role: str, label_token_ids: list[int] | None = None) -> None:
+    def __init__(self, model: nn.Module, role: str, label_token_ids: list[int] | None = None,
+                 gate: LateFusionGate | None = None) -> None:
         super().__init__()
         self.lm = model.model.language_model
         self.image_token_id = int(model.config.image_token_id)
@@ -109,17 +142,36 @@ class TextGraph(nn.Module):
                 raise ValueError("a tagger graph needs label token ids")
             weight = model.lm_head.weight[label_token_ids].detach().clone()
             self.label_head = nn.Parameter(weight, requires_grad=False)
+        else:
+            if gate is None:
+                raise ValueError("an embedder graph needs a late-fusion gate")
+            self.gate = gate
 
     def forward(self, input_ids: torch.Tensor, attn_bias: torch.Tensor, position_ids: torch.Tensor,
                 image_embeds: torch.Tensor, readout_index: torch.Tensor) -> torch.Tensor:
         embeds = self.lm.embed_tokens(input_ids)
-        is_image = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
-        embeds = embeds.masked_scatter(is_image, image_embeds.to(embeds.dtype))
+        width = embeds.shape[-1]
+        is_image = input_ids == self.image_token_id
+        # The k-th image token of a row takes the row's k-th image embedding.
+        slot = (torch.cumsum(is_image.long(), dim=1) - 1).clamp(min=0)
+        spliced = torch.gather(image_embeds.to(embeds.dtype), 1, slot.unsqueeze(-1).expand(-1, -1, width))
+        embeds = torch.where(is_image.unsqueeze(-1), spliced, embeds)
         out = self.lm(inputs_embeds=embeds, attention_mask={"full_attention": attn_bias},
-                      position_ids=position_ids, use_cache=False)
+                      position_ids=position_ids.transpose(0, 1), use_cache=False)
         hidden = out.last_hidden_state
-        idx = readout_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        picked = torch.gather(hidden, 1, idx)
+        picked = torch.gather(hidden, 1, readout_index.unsqueeze(-1).expand(-1, -1, width))
         if self.role == "tagger":
             return torch.matmul(picked, self.label_head.t())
-        return F.normalize(picked, dim=-1)
+        return self._fuse(picked, spliced, is_image)
+
+    def _fuse(self, picked: torch.Tensor, spliced: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
+        """mICL readouts (visual-aware, multimodal) fused with the pooled visual feature.
+
+        An item without images has nothing to fuse: its embedding is the multimodal readout alone.
+        """
+        mask = is_image.unsqueeze(-1).to(spliced.dtype)
+        count = mask.sum(dim=1)
+        visual = F.normalize((spliced * mask).sum(dim=1) / count.clamp(min=1), dim=-1)
+        readouts = F.normalize(picked, dim=-1)
+        fused = self.gate(visual.unsqueeze(1).expand_as(readouts), readouts).mean(dim=1)
+        return F.normalize(torch.where(count > 0, fused, readouts[:, -1]), dim=-1)

@@ -1,4 +1,7 @@
-"""Model presets: tiny random-weight configs of the production architectures.
+"""Model presets: random-weight configs of the production architectures.
+
+``tiny`` presets (tests, demo) and real-size presets (``qwen2.5-vl-3b`` tagger,
+``qwen2-vl-7b`` embedder) for benchmarks, where speed does not depend on weights.
 
 The tiny presets keep every structural feature of the real models (M-RoPE
 sections, GQA, spatial merge, Qwen2.5-VL window attention with full-attention
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from enrich.errors import ModelConfigError
 
 Architecture = Literal["qwen2_vl", "qwen2_5_vl"]
 Role = Literal["embedder", "tagger"]
@@ -105,9 +110,65 @@ def tiny_qwen2_5_vl_tagger() -> Preset:
     return Preset("tiny", "qwen2_5_vl", "tagger", cfg, min_pixels=28 * 28, max_pixels=112 * 112)
 
 
+# Real Qwen2-VL / Qwen2.5-VL special token ids (the real tokenizers' layout).
+QWEN_SPECIALS = {
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+}
+
+
+def _real_text(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict[str, Any]:
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 128_000,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "pad_token_id": 151643,
+    }
+
+
+def qwen2_5_vl_3b_tagger() -> Preset:
+    """Qwen2.5-VL-3B at real size (random weights): for speed measurements, never for quality."""
+    cfg = {
+        **QWEN_SPECIALS,
+        "tie_word_embeddings": True,
+        "text_config": _real_text(2048, 11008, 36, 16, 2, 151936),
+        "vision_config": {
+            "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "out_hidden_size": 2048,
+            "num_heads": 16, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+        },
+    }
+    return Preset("qwen2.5-vl-3b", "qwen2_5_vl", "tagger", cfg, min_pixels=56 * 56, max_pixels=448 * 448)
+
+
+def qwen2_vl_7b_embedder() -> Preset:
+    """Qwen2-VL-7B at real size (random weights), the GME-7B architecture: for speed measurements."""
+    cfg = {
+        **QWEN_SPECIALS,
+        "tie_word_embeddings": False,
+        "text_config": _real_text(3584, 18944, 28, 28, 4, 152064),
+        "vision_config": {
+            "depth": 32, "embed_dim": 1280, "hidden_size": 3584, "mlp_ratio": 4, "num_heads": 16,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+        },
+    }
+    return Preset("qwen2-vl-7b", "qwen2_vl", "embedder", cfg, min_pixels=56 * 56, max_pixels=448 * 448)
+
+
 PRESETS = {
     ("embedder", "tiny"): tiny_qwen2_vl_embedder,
     ("tagger", "tiny"): tiny_qwen2_5_vl_tagger,
+    ("embedder", "qwen2-vl-7b"): qwen2_vl_7b_embedder,
+    ("tagger", "qwen2.5-vl-3b"): qwen2_5_vl_3b_tagger,
 }
 
 
@@ -116,4 +177,4 @@ def get_preset(role: Role, name: str) -> Preset:
         return PRESETS[(role, name)]()
     except KeyError:
         known = sorted(n for r, n in PRESETS if r == role)
-        raise ValueError(f"unknown {role} preset {name!r}; known presets: {', '.join(known)}") from None
+        raise ModelConfigError(f"unknown {role} preset {name!r}; known presets: {', '.join(known)}") from None

@@ -12,7 +12,7 @@ from enrich.preprocess import prepare
 from enrich.schemas import decode_item
 from enrich.sequences import Prefix
 from triton_models.export import ParityError, check_parity
-from triton_models.graphs import TextGraph, VisionGraph, build_random_model
+from triton_models.graphs import LateFusionGate, TextGraph, VisionGraph, build_random_model
 from triton_models.presets import get_preset
 
 
@@ -83,5 +83,33 @@ def test_parity_check_fails_loudly_on_a_wrong_graph(models_dir):
 
     meta = ModelMeta.read(models_dir / "embedder" / "meta.json")
     other = build_random_model(get_preset("embedder", "tiny"), seed=123)  # different weights
+    gate = LateFusionGate.random(meta.hidden_size, seed=123)
     with pytest.raises(ParityError):
-        check_parity(models_dir / "embedder", VisionGraph(other), TextGraph(other, "embedder"), meta, seed=5)
+        check_parity(models_dir / "embedder", VisionGraph(other), TextGraph(other, "embedder", gate=gate), meta, seed=5)
+
+
+def test_padding_to_a_bucket_changes_no_output(models_dir, models):
+    """Workers pad to ENRICH_SEQ_BUCKET so Triton can merge requests; the padding must be invisible."""
+    embedder, tagger = models
+    bucketed_emb, bucketed_tag = load_models(models_dir, embedder.backend, max_text_tokens=64, max_batch=4,
+                                             seq_bucket=32)
+    items = _items(5)
+    np.testing.assert_allclose(bucketed_emb.embed(items), embedder.embed(items), atol=1e-5)
+    tags = [["cats", "kubernetes"]] * len(items)
+    for a, b in zip(bucketed_tag.score(items, tags), tagger.score(items, tags), strict=True):
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+
+
+def test_a_stale_export_is_refused_with_the_fix(models_dir, tmp_path):
+    import json
+    import shutil
+
+    from enrich.errors import ModelConfigError
+    from enrich.model_meta import ModelMeta
+
+    shutil.copy(models_dir / "embedder" / "meta.json", tmp_path / "meta.json")
+    raw = json.loads((tmp_path / "meta.json").read_text())
+    del raw["contract"]  # written before the graphs became batch-first
+    (tmp_path / "meta.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelConfigError, match="export it again"):
+        ModelMeta.read(tmp_path / "meta.json")
