@@ -107,11 +107,7 @@ def cmd_models(s: Settings, a: argparse.Namespace) -> int:
 
         sources = {"embedder": a.embedder_checkpoint, "tagger": a.tagger_checkpoint}
         for role in a.roles or ("embedder", "tagger"):
-            checkpoint = sources[role]
-            if checkpoint is not None and not (checkpoint / "config.json").exists():
-                raise EnrichError(f"--{role}-checkpoint {checkpoint}: no config.json there; pass the directory "
-                                  "of a Hugging Face Qwen2-VL / Qwen2.5-VL checkpoint")
-            r = export_model(role, (a.out or s.models_path) / role, preset=a.preset, checkpoint=checkpoint,
+            r = export_model(role, (a.out or s.models_path) / role, preset=a.preset, checkpoint=sources[role],
                              gate_path=a.fusion_gate if role == "embedder" else None, progress=_say)
             _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
     elif a.action == "bundle":

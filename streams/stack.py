@@ -55,7 +55,7 @@ def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
 
     backend = OnnxRuntimeBackend(settings.models_path)
     embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
-                                   settings.seq_bucket)
+                              settings.seq_bucket)
     items = [prepare(decode_item(msgpack.packb(i)), settings.max_image_bytes, settings.max_text_chars)
              for i in samples.sample_items(n_items, seed=7)]
     vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]

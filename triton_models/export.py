@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from enrich.errors import ModelConfigError
 from enrich.images import VisionSpec, build_vision_batch, patchify_frames
 from enrich.model_meta import GRAPH_CONTRACT, ModelMeta
 from enrich.sequences import PackedSequence, Prefix, build_text_batch
@@ -92,11 +93,12 @@ def checkpoint_source(role: str, path: Path, max_pixels: int = DEFAULT_MAX_PIXEL
     )
 
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
+        raise ModelConfigError(f"{path}: no config.json there; pass the directory of a Hugging Face "
+                               "Qwen2-VL / Qwen2.5-VL checkpoint")
     classes = {"qwen2_vl": Qwen2VLForConditionalGeneration, "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
     cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
     if cfg.model_type not in classes:
-        raise ValueError(f"{path}: model_type {cfg.model_type!r} is not one of {sorted(classes)}")
+        raise ModelConfigError(f"{path}: model_type {cfg.model_type!r} is not one of {sorted(classes)}")
     model = classes[cfg.model_type].from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32,
                                                     attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -109,7 +111,7 @@ def checkpoint_source(role: str, path: Path, max_pixels: int = DEFAULT_MAX_PIXEL
         for label in LABELS:
             ids = tok.encode(label, add_special_tokens=False)
             if len(ids) != 1:
-                raise ValueError(f"{path}: the grade label {label!r} is {len(ids)} tokens; it must be one")
+                raise ModelConfigError(f"{path}: the grade label {label!r} is {len(ids)} tokens; it must be one")
             labels.append(ids[0])
     pre = path / "preprocessor_config.json"
     min_pixels = DEFAULT_MIN_PIXELS
