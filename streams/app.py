@@ -87,6 +87,8 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         # Faust would wait for every fetched event to be acked before stopping, forever while the model
         # backend is down; the agent drains its batches in flight itself, bounded by ENRICH_DRAIN_S.
         stream_wait_empty=False,
+        # Faust's default data dir is ./<app id>-data, which a read-only root filesystem refuses
+        datadir=str(settings.state_dir / "faust"),
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     names = ("items.new", "items.coded", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq",
