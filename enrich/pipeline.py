@@ -34,6 +34,7 @@ from enrich.schemas import (
 )
 from enrich.semantic_ids import Quantizer
 from enrich.tags import TagVocabulary
+from enrich.video import VideoSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class PipelineConfig:
     min_grade: int = 1
     max_text_chars: int = 8_000
     limits: Limits = Limits()
+    video: VideoSpec = VideoSpec()
 
 
 @contextmanager
@@ -119,7 +121,7 @@ class Pipeline:
             for i, item in items:
                 try:
                     prepared.append((i, prepare(item, self.config.limits.max_image_bytes,
-                                                self.config.max_text_chars)))
+                                                self.config.max_text_chars, self.config.video)))
                 except InvalidItem as err:
                     outcomes[i] = dead_letter(events[i], err, item.id)
         if prepared:
@@ -154,8 +156,8 @@ class Pipeline:
                                   enriched_at=enriched_at, tags=kept, embedding=blob, dim=len(vec),
                                   semantic_id=sid, versions=versions)
             edges = [TagRecall(tag=t.tag, item_id=item.id, grade=t.grade, prob=t.prob, created_at=item.created_at,
-                               versions=versions) for t in kept]
+                               versions=versions, enriched_at=enriched_at) for t in kept]
             neighbor = NeighborRecord(item_id=item.id, semantic_id=sid, vector=blob, dim=len(vec),
-                                      created_at=item.created_at, versions=versions)
+                                      created_at=item.created_at, versions=versions, enriched_at=enriched_at)
             out.append(Enriched(record, edges, neighbor))
         return out

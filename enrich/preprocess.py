@@ -15,6 +15,7 @@ from PIL import Image
 from enrich.errors import InvalidItem
 from enrich.images import PatchedImage, VisionSpec, decode_image, patchify
 from enrich.schemas import Item
+from enrich.video import VideoSpec, keyframes
 
 _SPACE = re.compile(r"\s+")
 
@@ -39,10 +40,12 @@ class PreparedItem:
         return self._patched[spec]
 
 
-def prepare(item: Item, max_image_bytes: int, max_text_chars: int) -> PreparedItem:
+def prepare(item: Item, max_image_bytes: int, max_text_chars: int, video: VideoSpec = VideoSpec()) -> PreparedItem:
     title, body = normalise_text(item.title), normalise_text(item.text)
     text = f"{title}\n{body}" if title and body else title or body
     images = [decode_image(b, max_image_bytes) for b in item.images]
+    if item.video:
+        images += keyframes(item.video, video)
     if not text and not images:
         raise InvalidItem("empty_content", "no text left after normalisation and no images", stage="preprocess")
     return PreparedItem(item=item, text=text[:max_text_chars], images=images)

@@ -32,6 +32,7 @@ class Limits:
     max_image_bytes: int = 512 * 1024  # Kafka messages are 1 MB by default
     max_title_chars: int = 1_000
     max_text_chars: int = 100_000
+    max_video_bytes: int = 900 * 1024  # a short clip inline; long videos belong in object storage
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Item:
     images: list[bytes] = field(default_factory=list)
     published_at: int | None = None
     schema: int = SCHEMA_VERSION
+    video: bytes | None = None  # an encoded clip (MP4, WebM, ...): keyframes join the images
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class TagRecall:
     created_at: int
     versions: ModelVersions
     schema: int = SCHEMA_VERSION
+    enriched_at: int = 0  # the enrichment this edge belongs to: a newer one replaces the item's edges
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class NeighborRecord:
     created_at: int
     versions: ModelVersions
     schema: int = SCHEMA_VERSION
+    enriched_at: int = 0  # the enrichment this record belongs to: a newer one replaces the item's entry
 
 
 @dataclass(frozen=True)
@@ -204,10 +208,13 @@ def decode_item(raw: bytes, limits: Limits = Limits()) -> Item:
             raise InvalidItem("wrong_type", f"images[{i}] must be bytes, got {type(img).__name__}")
         if len(img) > limits.max_image_bytes:
             raise InvalidItem("image_too_large", f"images[{i}] has {len(img)} bytes > {limits.max_image_bytes}")
-    if not title.strip() and not text.strip() and not images:
-        raise InvalidItem("empty_content", "title, text and images are all empty")
+    video = _field(obj, "video", bytes, required=False) or None
+    if video is not None and len(video) > limits.max_video_bytes:
+        raise InvalidItem("video_too_large", f"'video' has {len(video)} bytes > {limits.max_video_bytes}")
+    if not title.strip() and not text.strip() and not images and not video:
+        raise InvalidItem("empty_content", "title, text, images and video are all empty")
     return Item(id=item_id, kind=kind, title=title, text=text, created_at=created_at, images=list(images),
-                published_at=published_at)
+                published_at=published_at, video=video)
 
 
 def decode_vocab(raw: bytes) -> VocabEntry:

@@ -44,11 +44,19 @@ class Settings(BaseSettings):
     triton_timeout_s: float = 30.0
     state_dir: Path = Field(Path(".enrich"), description="local models, codebook and logs")
     model_dir: Path | None = Field(None, description="exported models (default: <state_dir>/models)")
+    model_preset: str = Field("small", pattern="^(small|tiny)$",
+                              description="what the local stack exports: 'small' (real MiniLM/EfficientNet weights, "
+                                          "trained tagger and fusion gate) or 'tiny' (random Qwen-VL, tests)")
     codebook: Path | None = Field(None, description="semantic ID codebook (default: <state_dir>/codebook.npz)")
     max_text_tokens: int = Field(256, ge=8)
     max_text_chars: int = Field(8000, ge=1)
     max_images: int = Field(8, ge=0)
     max_image_bytes: int = Field(512 * 1024, ge=1, description="per image; keep items under the topic max message size")
+    max_video_bytes: int = Field(900 * 1024, ge=1, description="per video (beyond: DLQ video_too_large)")
+    video_frames: int = Field(4, ge=1, le=32, description="keyframes sampled per video")
+    video_strategy: str = Field("uniform", pattern="^(uniform|keyframes)$",
+                                description="'uniform' (evenly spaced in time) or 'keyframes' (spread over I-frames)")
+    video_decode_s: float = Field(2.0, ge=0, description="decode budget per video; frames found by then are kept")
     model_batch: int = Field(32, ge=1, description="max items per model call")
     seq_bucket: int = Field(1, ge=1, le=512, description="pad text-graph inputs to a multiple of this many tokens "
                                                          "so Triton's dynamic batcher can merge requests")

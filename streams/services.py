@@ -16,6 +16,7 @@ from enrich.schemas import DeadLetter, Limits, decode_item
 from enrich.semantic_ids import SemanticIdCodebook
 from enrich.settings import Settings
 from enrich.tags import TagVocabulary
+from enrich.video import VideoSpec
 from streams.vocab_feed import VocabularyFeed
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,10 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                                    settings.seq_bucket)
     config = PipelineConfig(candidate_tags=settings.candidate_tags, min_grade=settings.min_grade,
                             max_text_chars=settings.max_text_chars,
-                            limits=Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes))
+                            limits=Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes,
+                                          max_video_bytes=settings.max_video_bytes),
+                            video=VideoSpec(frames=settings.video_frames, strategy=settings.video_strategy,
+                                            max_seconds=settings.video_decode_s))
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts),
                     SemanticIdCodebook.load(settings.codebook_path), config)
 
