@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch: the CPU wheel from this machine's wheel folder (a plain `torch` pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q "torch==2.13.0+cpu"
-	$(BIN)/python -m pip install -q -e ".[serve,stack,export,dev]"
+	$(BIN)/python -m pip install -q -e ".[serve,stack,export,small,dev]"
 	touch $@
 
 demo: setup

@@ -205,3 +205,25 @@ def build_vision_batch(images: list[PatchedImage], spec: VisionSpec) -> VisionBa
         window_ids=np.concatenate(win) if spec.window_size is not None else None,
         token_slices=slices,
     )
+
+
+def square_pixels(images: list[Image.Image], size: int) -> np.ndarray:
+    """[N, 3, size, size] in [-1, 1] for the encoder family's image tower.
+
+    Shorter side to ``size``, centre crop; transparent pixels are composited on white
+    (emoji and logos are drawn for light backgrounds).
+    """
+    out = np.zeros((len(images), 3, size, size), np.float32)
+    for i, img in enumerate(images):
+        if img.mode in ("RGBA", "LA", "P"):
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = size / min(w, h)
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = img.size
+        left, top = (w - size) // 2, (h - size) // 2
+        arr = np.asarray(img.crop((left, top, left + size, top + size)), np.float32)
+        out[i] = (arr.transpose(2, 0, 1) - 127.5) / 127.5
+    return out

@@ -51,12 +51,13 @@ class OnnxRuntimeBackend:
         if threads:
             opts.intra_op_num_threads = threads
         for role in ("embedder", "tagger"):
-            for graph in ("vision", "text"):
+            if not (model_root / role / "text.onnx").exists():
+                raise ModelConfigError(f"{model_root / role / 'text.onnx'} missing: run `enrich models export` first")
+            for graph in ("vision", "text"):  # a text-only model (the small tagger) has no vision graph
                 path = model_root / role / f"{graph}.onnx"
-                if not path.exists():
-                    raise ModelConfigError(f"{path} missing: run `enrich models export` first")
-                self._sessions[f"{role}_{graph}"] = ort.InferenceSession(
-                    str(path), opts, providers=["CPUExecutionProvider"])
+                if path.exists():
+                    self._sessions[f"{role}_{graph}"] = ort.InferenceSession(
+                        str(path), opts, providers=["CPUExecutionProvider"])
 
     def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         try:

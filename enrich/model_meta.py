@@ -23,9 +23,14 @@ class ModelMeta:
     hidden_size: int
     tokenizer: str  # "bytes" | "hf"
     special: dict[str, int]
-    vision: VisionSpec
+    vision: VisionSpec | None  # None: the model has no vision graph, or takes fixed-size images (encoders)
     label_token_ids: list[int] = field(default_factory=list)
     contract: int = 1  # files written before the field existed are contract 1
+    # "qwen_vl": vision + text graphs of a Qwen2(.5)-VL (the production architectures);
+    # "encoder": the real small models (MiniLM text encoder, EfficientNet-Lite0 image tower).
+    family: str = "qwen_vl"
+    image_size: int = 0  # encoder family: side of the square image the vision graph takes
+    max_tokens: int = 0  # encoder family: longest row the model was trained on (rows are truncated to it)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))
@@ -34,7 +39,7 @@ class ModelMeta:
     def read(cls, path: Path) -> ModelMeta:
         try:
             raw = json.loads(path.read_text())
-            raw["vision"] = VisionSpec(**raw["vision"])
+            raw["vision"] = VisionSpec(**raw["vision"]) if raw.get("vision") else None
             meta = cls(**raw)
         except FileNotFoundError:
             raise ModelConfigError(f"{path} not found: export the model first (enrich models export)") from None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from enrich.errors import ModelConfigError
 from enrich.images import PatchedImage, build_vision_batch
 from enrich.inference import InferenceBackend
 from enrich.model_meta import ModelMeta
@@ -162,8 +163,15 @@ class Tagger(_TwoGraphModel):
 
 def load_models(model_root: Path, backend: InferenceBackend, max_text_tokens: int,
                 max_batch: int, seq_bucket: int = 1) -> tuple[Embedder, Tagger]:
-    def args(role: str) -> tuple:
-        meta = ModelMeta.read(model_root / role / "meta.json")
-        return meta, backend, max_text_tokens, max_batch, model_root / role / "tokenizer", seq_bucket
+    """The exported pair under ``model_root``; the meta file says which family drives them."""
+    from enrich.encoder_models import EncoderEmbedder, EncoderTagger
 
-    return Embedder(*args("embedder")), Tagger(*args("tagger"))
+    classes = {"qwen_vl": (Embedder, Tagger), "encoder": (EncoderEmbedder, EncoderTagger)}
+    models = []
+    for i, role in enumerate(("embedder", "tagger")):
+        meta = ModelMeta.read(model_root / role / "meta.json")
+        if meta.family not in classes:
+            raise ModelConfigError(f"{model_root / role}: unknown model family {meta.family!r}")
+        models.append(classes[meta.family][i](meta, backend, max_text_tokens, max_batch,
+                                              model_root / role / "tokenizer", seq_bucket))
+    return models[0], models[1]  # type: ignore[return-value]  # the encoder classes share the interface

@@ -16,6 +16,14 @@ import numpy as np
 from enrich.schemas import VocabEntry
 
 
+def readable_tag(tag: str) -> str:
+    """How a faceted tag reads to a text model: ``works-with::audio`` -> ``works with: audio``."""
+    if "::" not in tag:
+        return tag
+    facet, _, value = tag.partition("::")
+    return f"{facet.replace('-', ' ')}: {value.replace('-', ' ').replace(':', ' ')}"
+
+
 @dataclass(frozen=True)
 class VocabSnapshot:
     tags: list[str]
@@ -81,4 +89,4 @@ class TagVocabulary:
 
     @staticmethod
     def _text(e: VocabEntry) -> str:
-        return f"{e.tag}: {e.description}" if e.description else e.tag
+        return f"{readable_tag(e.tag)}: {e.description}" if e.description else readable_tag(e.tag)

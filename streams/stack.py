@@ -25,26 +25,56 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def ensure_models(settings: Settings, preset: str = "tiny", progress: Progress = log.info) -> None:
-    """Export the preset's models unless a current export is already there."""
+def expected_model_name(preset: str, role: str) -> str:
+    from triton_models.export_small import EMBEDDER_NAME, SMALL_PRESET, TAGGER_NAME
+
+    return {"embedder": EMBEDDER_NAME, "tagger": TAGGER_NAME}[role] if preset == SMALL_PRESET else preset
+
+
+def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
+    """Export ``settings.model_preset`` unless a current export of it is already there.
+
+    A new export invalidates the codebook, which was fitted to the old embedder's vectors.
+    """
     from enrich.errors import ModelConfigError
     from enrich.model_meta import ModelMeta
-    from triton_models.export import export_model
 
+    preset = settings.model_preset
     for role in ("embedder", "tagger"):
         out = settings.models_path / role
         if (out / "meta.json").exists() and (out / "text.onnx").exists():
             try:
-                ModelMeta.read(out / "meta.json")
-                continue
+                if ModelMeta.read(out / "meta.json").name == expected_model_name(preset, role):
+                    continue
+                progress(f"{out} holds another preset than {preset!r}; exporting again")
             except ModelConfigError as exc:
                 progress(f"{exc}; exporting again")
         progress(f"exporting the {preset} {role} to {out}")
-        export_model(role, out, preset=preset, progress=progress)
+        if preset == "small":
+            from triton_models.export_small import export_small
+
+            export_small(role, out, progress=progress)
+        else:
+            from triton_models.export import export_model
+
+            export_model(role, out, preset=preset, progress=progress)
+        if role == "embedder" and settings.codebook_path.exists():
+            settings.codebook_path.unlink()
+
+
+def debtags_sample_texts() -> list[str]:
+    """What the small preset's demo codebook is fitted on: real package descriptions and the tag names."""
+    from enrich.debtags import load_snapshot, tag_vocabulary
+    from enrich.tags import readable_tag
+
+    items = load_snapshot()
+    train = [it for it in items if it.split == "train"][:CODEBOOK_SAMPLE]
+    return [f"{it.title}\n{it.text}" for it in train] + [readable_tag(t) for t in tag_vocabulary(items)]
 
 
 def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
-    """Embeddings of generated sample items and the sample vocabulary (in-process ONNX Runtime)."""
+    """Embeddings to fit the demo codebook on (in-process ONNX Runtime): real package descriptions for
+    the small preset, generated sample items and the sample vocabulary for the tiny one."""
     import msgpack
 
     from enrich import samples
@@ -56,13 +86,17 @@ def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
     backend = OnnxRuntimeBackend(settings.models_path)
     embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
                               settings.seq_bucket)
-    items = [prepare(decode_item(msgpack.packb(i)), settings.max_image_bytes, settings.max_text_chars)
-             for i in samples.sample_items(n_items, seed=7)]
-    vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
+    if settings.model_preset == "small":
+        vecs = [embedder.embed_texts(debtags_sample_texts())]
+    else:
+        items = [prepare(decode_item(msgpack.packb(i)), settings.max_image_bytes, settings.max_text_chars)
+                 for i in samples.sample_items(n_items, seed=7)]
+        vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
     backend.close()
     return np.concatenate(vecs)
 
 
+CODEBOOK_SAMPLE = 768  # package descriptions: about 20 s of MiniLM on two cores
 # The demo's codebook: small enough to train in about a second on the sample embeddings.
 DEMO_CODEBOOK = {"levels": 3, "codes": 16, "latent_dim": 16, "hidden": (64,), "epochs": 20, "batch_size": 64}
 

@@ -16,7 +16,19 @@ def model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from streams.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("state")
-    s = Settings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0)
+    s = Settings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="tiny")
+    ensure_models(s, progress=lambda _m: None)
+    ensure_codebook(s, progress=lambda _m: None)
+    return s
+
+
+@pytest.fixture(scope="session")
+def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings whose state dir holds the exported real small presets and a codebook fitted on them."""
+    from streams.stack import ensure_codebook, ensure_models
+
+    state = tmp_path_factory.mktemp("small")
+    s = Settings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="small")
     ensure_models(s, progress=lambda _m: None)
     ensure_codebook(s, progress=lambda _m: None)
     return s

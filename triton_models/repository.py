@@ -127,6 +127,8 @@ def build_repository(model_root: Path, out: Path, target: str = "local",
     for role, graph in GRAPHS:
         src = model_root / role / f"{graph}.onnx"
         if not src.exists():
+            if graph == "vision" and (model_root / role / "text.onnx").exists():
+                continue  # a text-only model (the small tagger)
             raise FileNotFoundError(f"{src} missing: run `enrich models export` first")
         name = f"{role}_{graph}"
         version_dir = out / name / "1"

@@ -1,0 +1,113 @@
+"""Host side of the encoder family (the real small presets): same interface as ``enrich.models``.
+
+The embedder sends all images of a batch through the image graph once, averages each
+item's image vectors, and lets the text graph fuse them with the text vector. The tagger
+is a cross-encoder: one row per (item, candidate tag) pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from enrich.images import square_pixels
+from enrich.inference import InferenceBackend
+from enrich.model_meta import ModelMeta
+from enrich.models import TagScores, _chunks
+from enrich.preprocess import PreparedItem
+from enrich.tags import readable_tag
+
+
+class _EncoderModel:
+    def __init__(self, meta: ModelMeta, backend: InferenceBackend, max_text_tokens: int, max_batch: int,
+                 tokenizer_dir: Path, seq_bucket: int = 1) -> None:
+        from transformers import AutoTokenizer
+
+        self.meta = meta
+        self.backend = backend
+        # The text budget counts the whole row, special tokens included, capped by the position table.
+        self.max_tokens = min(max_text_tokens, meta.max_tokens or max_text_tokens)
+        self.max_batch = max_batch
+        self.seq_bucket = max(1, seq_bucket)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    def _encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(list(first), list(second) if second is not None else None, padding=True,
+                             truncation="only_first" if second is not None else True,
+                             max_length=self.max_tokens, return_tensors="np")
+        out = {k: np.asarray(v, np.int64) for k, v in enc.items()}
+        pad = -out["input_ids"].shape[1] % self.seq_bucket
+        if pad:
+            out = {k: np.pad(v, ((0, 0), (0, pad))) for k, v in out.items()}
+        return out
+
+
+class EncoderEmbedder(_EncoderModel):
+    """MiniLM text vector fused with the EfficientNet-Lite0 image vector by the late-fusion gate."""
+
+    def _image_vectors(self, chunk: Sequence[PreparedItem]) -> tuple[np.ndarray, np.ndarray]:
+        width = self.meta.hidden_size
+        flat = [img for it in chunk for img in it.images]
+        vecs = np.zeros((len(chunk), width), np.float32)
+        has = np.zeros(len(chunk), np.float32)
+        if flat:
+            per_image = self.backend.infer(f"{self.meta.role}_vision",
+                                           {"pixel_values": square_pixels(flat, self.meta.image_size)})
+            k = 0
+            for i, it in enumerate(chunk):
+                if it.images:
+                    vecs[i] = per_image[k:k + len(it.images)].mean(axis=0)
+                    has[i] = 1.0
+                    k += len(it.images)
+        return vecs, has
+
+    def _run_text(self, texts: Sequence[str], vecs: np.ndarray, has: np.ndarray) -> np.ndarray:
+        enc = self._encode(texts)
+        inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                  "image_embeds": vecs, "has_image": has}
+        return self.backend.infer(f"{self.meta.role}_text", inputs)
+
+    def embed(self, items: Sequence[PreparedItem]) -> np.ndarray:
+        out = np.zeros((len(items), self.meta.hidden_size), np.float32)
+        for sl in _chunks(len(items), self.max_batch):
+            chunk = items[sl]
+            vecs, has = self._image_vectors(chunk)
+            out[sl] = self._run_text([it.text for it in chunk], vecs, has)
+        return out
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.meta.hidden_size), np.float32)
+        for sl in _chunks(len(texts), self.max_batch):
+            n = sl.stop - sl.start
+            out[sl] = self._run_text(texts[sl], np.zeros((n, self.meta.hidden_size), np.float32),
+                                     np.zeros(n, np.float32))
+        return out
+
+
+class EncoderTagger(_EncoderModel):
+    """Grades (item, tag) pairs with a text cross-encoder; images do not reach it."""
+
+    def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
+        pairs = [(i, t) for i, tags in enumerate(candidates) for t in tags]
+        logits = np.zeros((len(pairs), 3), np.float32)
+        # max_batch counts items elsewhere; a row here is one pair, so allow a batch's worth of candidates.
+        rows = self.max_batch * max(1, max((len(c) for c in candidates), default=1))
+        for sl in _chunks(len(pairs), rows):
+            chunk = pairs[sl]
+            enc = self._encode([items[i].text for i, _ in chunk], [readable_tag(t) for _, t in chunk])
+            logits[sl] = self.backend.infer(f"{self.meta.role}_text", enc)
+        results, k = [], 0
+        for tags in candidates:
+            lg = logits[k:k + len(tags)].astype(np.float64)
+            k += len(tags)
+            p = np.exp(lg - lg.max(axis=-1, keepdims=True)) if len(tags) else lg
+            probs = (p / p.sum(axis=-1, keepdims=True)).astype(np.float32) if len(tags) else \
+                np.zeros((0, 3), np.float32)
+            results.append(TagScores(list(tags), probs))
+        return results

@@ -1,0 +1,133 @@
+"""Export the real small presets to ONNX with the same layout as the Qwen exports.
+
+``small`` (both roles):
+
+- embedder: ``vision.onnx`` (EfficientNet-Lite0 + trained projection: ``pixel_values``
+  [N,3,224,224] -> ``image_embeds`` [N,384]) and ``text.onnx`` (MiniLM + trained late-fusion
+  gate: ``input_ids``, ``attention_mask`` [B,S], ``image_embeds`` [B,384] (the item's mean image
+  vector), ``has_image`` [B] -> ``embeddings`` [B,384]);
+- tagger: ``text.onnx`` only (a text cross-encoder: ``input_ids``, ``attention_mask``,
+  ``token_type_ids`` [N,S] -> ``label_logits`` [N,3]).
+
+The MiniLM tokenizer is saved beside the graphs; parity against PyTorch is checked on
+padded batches the export never saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from enrich.model_meta import GRAPH_CONTRACT, ModelMeta
+from triton_models.export import ExportResult, ParityError, _export, _weights_digest
+from triton_models.small_models import (
+    ARTIFACTS,
+    IMAGE_SIZE,
+    TEXT_WIDTH,
+    EfficientNetLite0,
+    FusionEmbedderText,
+    FusionEmbedderVision,
+    load_fusion_head,
+    load_minilm,
+    load_tagger,
+    minilm_tokenizer,
+)
+
+log = logging.getLogger(__name__)
+
+SMALL_PRESET = "small"
+EMBEDDER_NAME = "minilm-effnet-fusion"
+TAGGER_NAME = "minilm-cross-encoder"
+DEFAULT_FUSION = ARTIFACTS / "fusion-effnet-minilm-emoji-v1.pt"
+DEFAULT_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v1.pt"
+EMBEDDER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on (and truncates to) 256 word pieces
+
+
+def _text_inputs(role: str, rows: int, seq: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, 20000, size=(rows, seq)).astype(np.int64)
+    mask = np.ones((rows, seq), np.int64)
+    for r in range(rows):  # each row shorter than the last: exercise padding
+        mask[r, seq - r:] = 0
+        ids[r, seq - r:] = 0
+    if role == "tagger":
+        types = np.zeros((rows, seq), np.int64)
+        types[:, seq // 2:] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types * mask}
+    v = rng.standard_normal((rows, TEXT_WIDTH)).astype(np.float32)
+    has = (np.arange(rows) % 2 == 0).astype(np.float32)
+    return {"input_ids": ids, "attention_mask": mask, "image_embeds": v, "has_image": has}
+
+
+def _check(path: Path, module: nn.Module, cases: list[dict[str, np.ndarray]], tol: float) -> float:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for inputs in cases:
+        with torch.no_grad():
+            ref = module(*[torch.from_numpy(v) for v in inputs.values()]).numpy()
+        got = sess.run(None, inputs)[0]
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if not np.isfinite(worst) or worst > tol:
+        raise ParityError(f"{path.name}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tol})")
+    return worst
+
+
+def export_small(role: str, out_dir: Path, artifact: Path | None = None,
+                 progress: Callable[[str], None] = log.info) -> ExportResult:
+    """Export the small ``role`` from the package weights and its trained artifact."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("vision.onnx", "text.onnx"):
+        (out_dir / stale).unlink(missing_ok=True)
+    minilm_tokenizer().save_pretrained(str(out_dir / "tokenizer"))
+    diffs: dict[str, float] = {}
+    max_tokens = EMBEDDER_MAX_TOKENS
+    if role == "embedder":
+        head, _ = load_fusion_head(artifact if artifact is not None else DEFAULT_FUSION)
+        vision = FusionEmbedderVision(EfficientNetLite0.pretrained(), head).eval()
+        text: nn.Module = FusionEmbedderText(load_minilm(), head).eval()
+        name, arch, out_name = EMBEDDER_NAME, "minilm_effnet_fusion", "embeddings"
+        progress("exporting the EfficientNet-Lite0 image graph")
+        pixels = np.random.default_rng(0).uniform(-1, 1, (2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+        _export(vision, (torch.from_numpy(pixels),), out_dir / "vision.onnx", ["pixel_values"], "image_embeds",
+                # fixed-size images, so unlike the Qwen vision graphs this one is batch-first: Triton may batch it
+                {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
+        other = np.random.default_rng(1).uniform(-1, 1, (3, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+        diffs["vision"] = _check(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
+        digest = _weights_digest(vision, text)
+        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                "image_embeds": {0: "batch"}, "has_image": {0: "batch"}, out_name: {0: "batch"}}
+    elif role == "tagger":
+        model, info = load_tagger(artifact if artifact is not None else DEFAULT_TAGGER)
+        # Rows as long as in training: longer ones would be text the head never learned from.
+        max_tokens = int(info.get("max_tokens", max_tokens))
+        text = model.merge_lora().eval()
+        name, arch, out_name = TAGGER_NAME, "minilm_cross_encoder", "label_logits"
+        digest = _weights_digest(text)
+        axes = {k: {0: "batch", 1: "seq"} for k in ("input_ids", "attention_mask", "token_type_ids")}
+        axes[out_name] = {0: "batch"}
+    else:
+        raise ValueError(f"unknown role {role!r}")
+    progress(f"exporting the MiniLM {role} text graph")
+    sample = _text_inputs(role, 3, 12, seed=2)
+    _export(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx", list(sample),
+            out_name, axes)
+    diffs["text"] = _check(out_dir / "text.onnx", text, [_text_inputs(role, 5, 23, seed=3),
+                                                         _text_inputs(role, 1, 7, seed=4)], 1e-4)
+    tok = minilm_tokenizer()
+    meta = ModelMeta(name=name, role=role, arch=arch, version=f"{name}-{digest}", hidden_size=TEXT_WIDTH,
+                     tokenizer="hf", special={"pad": int(tok.pad_token_id), "eos": int(tok.sep_token_id),
+                                              "vision_start": -1, "vision_end": -1, "image_pad": -1},
+                     vision=None, contract=GRAPH_CONTRACT, family="encoder",
+                     image_size=IMAGE_SIZE if role == "embedder" else 0, max_tokens=max_tokens)
+    meta.write(out_dir / "meta.json")
+    progress(f"parity ok: {diffs}")
+    return ExportResult(out_dir, meta, diffs)
