@@ -1,0 +1,161 @@
+"""The recall indexes fed from the topics, and a small HTTP query API over them.
+
+``RecallFeed`` tails ``recall.tags`` and ``recall.neighbors`` from the beginning (no consumer
+group: every replica builds the whole index) and applies each record as it arrives.
+``enrich recall serve`` runs it with the HTTP API; ``enrich recall tags|neighbors`` either ask
+a running server (``--server``) or read the topics to their end into fresh indexes and answer.
+
+HTTP (JSON): ``GET /tags/<tag>?k=10``, ``GET /neighbors/<item>?k=10&by=ann|sid``,
+``POST /neighbors`` with ``{"vector": [...], "k": 10}``, ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import numpy as np
+
+from enrich.errors import EnrichError
+from enrich.recall_index import NeighborIndex, TagIndex
+from enrich.schemas import decode
+from enrich.settings import Settings
+from streams.kafka_tools import Record, TopicReader, read_to_end
+
+log = logging.getLogger(__name__)
+FEEDS = ("recall.tags", "recall.neighbors")
+
+
+class RecallIndexes:
+    def __init__(self) -> None:
+        self.tags = TagIndex()
+        self.neighbors = NeighborIndex()
+        self.applied = 0
+
+    def apply(self, rec: Record) -> None:
+        value = decode(rec.value)
+        if rec.topic == "recall.tags":
+            self.tags.apply_edge(value)
+        elif rec.topic == "recall.neighbors":
+            self.neighbors.apply(value)
+            self.tags.apply_enrichment(value["item_id"], int(value.get("enriched_at", 0)))
+        self.applied += 1
+
+    @classmethod
+    def caught_up(cls, settings: Settings, timeout_s: float = 120.0) -> RecallIndexes:
+        """Indexes of everything the feeds hold now."""
+        idx = cls()
+        for rec in read_to_end(settings, FEEDS, timeout_s):
+            idx.apply(rec)
+        return idx
+
+    def tag_query(self, tag: str, k: int) -> list[dict]:
+        return [asdict(h) for h in self.tags.query(tag, k)]
+
+    def neighbor_query(self, item: str, k: int, by: str = "ann") -> list[dict]:
+        if by not in ("ann", "sid"):
+            raise EnrichError(f"by={by!r}: expected 'ann' (vector index) or 'sid' (semantic-ID prefix)")
+        try:
+            hits = self.neighbors.by_item(item, k) if by == "ann" else self.neighbors.by_semantic_id(item, k)
+        except KeyError as exc:
+            raise EnrichError(str(exc.args[0])) from None
+        return [asdict(h) for h in hits]
+
+
+class RecallFeed(threading.Thread):
+    """Applies the feeds to ``indexes`` until stopped."""
+
+    def __init__(self, settings: Settings, indexes: RecallIndexes) -> None:
+        super().__init__(name="recall-feed", daemon=True)
+        self.indexes = indexes
+        self._reader = TopicReader(settings, FEEDS)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for rec in self._reader.poll(0.2):
+                    self.indexes.apply(rec)
+        finally:
+            self._reader.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(10)
+
+
+def _handler(indexes: RecallIndexes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _k(self, query: dict[str, list[str]]) -> int:
+            try:
+                k = int(query.get("k", ["10"])[0])
+            except ValueError:
+                raise EnrichError("k must be a whole number") from None
+            if not 1 <= k <= 1000:
+                raise EnrichError("k must be between 1 and 1000")
+            return k
+
+        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            url = urlparse(self.path)
+            q = parse_qs(url.query)
+            parts = [unquote(p) for p in url.path.strip("/").split("/", 1)]
+            try:
+                if parts == ["healthz"]:
+                    self._send(200, {"items": len(indexes.neighbors), "tagged_items": len(indexes.tags),
+                                     "records": indexes.applied})
+                elif parts[0] == "tags" and len(parts) == 2:
+                    self._send(200, indexes.tag_query(parts[1], self._k(q)))
+                elif parts[0] == "neighbors" and len(parts) == 2:
+                    self._send(200, indexes.neighbor_query(parts[1], self._k(q), q.get("by", ["ann"])[0]))
+                else:
+                    self._send(404, {"error": "unknown path; see GET /tags/<tag>, GET /neighbors/<item>"})
+            except EnrichError as exc:
+                self._send(400, {"error": str(exc)})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if urlparse(self.path).path.strip("/") != "neighbors":
+                self._send(404, {"error": "POST /neighbors with {\"vector\": [...], \"k\": 10}"})
+                return
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                vec = np.asarray(body["vector"], np.float32)
+                hits = indexes.neighbors.by_vector(vec, int(body.get("k", 10)))
+                self._send(200, [asdict(h) for h in hits])
+            except (KeyError, TypeError, ValueError) as exc:
+                self._send(400, {"error": f"expected {{\"vector\": [floats], \"k\": int}}: {exc}"})
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.debug("recall api: " + fmt, *args)
+
+    return Handler
+
+
+def serve(settings: Settings, port: int, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Feed the indexes live and answer queries until ``stop`` is set (or forever)."""
+    indexes = RecallIndexes()
+    feed = RecallFeed(settings, indexes)
+    feed.start()
+    server = ThreadingHTTPServer(("0.0.0.0", port), _handler(indexes))
+    threading.Thread(target=server.serve_forever, name="recall-api", daemon=True).start()
+    log.info("recall api on port %d, fed from %s", server.server_address[1], ", ".join(FEEDS))
+    if ready is not None:
+        ready.set()
+    try:
+        (stop or threading.Event()).wait()
+    finally:
+        server.shutdown()
+        feed.stop()
