@@ -10,6 +10,10 @@
   enrich models repository        write a Triton model repository (local or production)
   enrich codebook fit|eval        train / evaluate the semantic-ID codebook (RQ-VAE)
   enrich vocab load               publish tags to tags.vocab
+  enrich recall serve|tags|neighbors  reference recall indexes fed from recall.tags / recall.neighbors
+  enrich data debtags             build the Debian debtags dataset snapshot (real items, tags, relations)
+  enrich backfill                 replay items into a shadow deployment after a model change
+  enrich eval                     quality of the small presets on the debtags test split, with baselines
   enrich publish                  publish sample items to items.new
 """
 
@@ -102,12 +106,37 @@ def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_models(s: Settings, a: argparse.Namespace) -> int:
-    if a.action == "export":
+    if a.action == "export" and a.preset == "small" and not (a.embedder_checkpoint or a.tagger_checkpoint):
+        from triton_models.export_small import export_small
+
+        artifacts = {"embedder": a.fusion_gate, "tagger": a.tagger_artifact}
+        for role in a.roles or ("embedder", "tagger"):
+            r = export_small(role, (a.out or s.models_path) / role, artifacts[role], progress=_say)
+            _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
+    elif a.action == "train-tagger":
+        from enrich.debtags import SNAPSHOT_DIR, load_snapshot
+        from triton_models.export_small import DEFAULT_TAGGER
+        from triton_models.train_tagger import TrainConfig, train_tagger
+
+        data = a.dataset or SNAPSHOT_DIR
+        info = train_tagger(load_snapshot(data), a.out or DEFAULT_TAGGER,
+                            TrainConfig(max_minutes=a.minutes, max_steps=a.steps), dataset_version=data.name)
+        _say(json.dumps(info, indent=2))
+    elif a.action == "train-fusion":
+        from triton_models.export_small import DEFAULT_FUSION
+        from triton_models.train_fusion import train_fusion
+
+        if a.emoji is None:
+            raise EnrichError("train-fusion needs --emoji DIR: the unpacked npm package emoji-datasource-google "
+                              "(npm pack emoji-datasource-google && tar xzf emoji-datasource-google-*.tgz)")
+        _say(json.dumps(train_fusion(a.emoji, a.out or DEFAULT_FUSION), indent=2))
+    elif a.action == "export":
         from triton_models.export import export_model
 
         sources = {"embedder": a.embedder_checkpoint, "tagger": a.tagger_checkpoint}
+        preset = "tiny" if a.preset == "small" else a.preset  # only reached with a checkpoint for "small"
         for role in a.roles or ("embedder", "tagger"):
-            r = export_model(role, (a.out or s.models_path) / role, preset=a.preset, checkpoint=sources[role],
+            r = export_model(role, (a.out or s.models_path) / role, preset=preset, checkpoint=sources[role],
                              gate_path=a.fusion_gate if role == "embedder" else None, progress=_say)
             _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
     elif a.action == "bundle":
@@ -216,6 +245,91 @@ def cmd_publish(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def _ask_server(url: str, path: str) -> list[dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise EnrichError(f"{url}: {json.loads(exc.read()).get('error', exc.reason)}") from None
+    except OSError as exc:
+        raise EnrichError(f"cannot reach the recall server at {url} ({exc}); start it with `enrich recall serve`, "
+                          "or leave --server out to read the topics directly") from None
+
+
+def cmd_recall(s: Settings, a: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from streams.recall import RecallIndexes, serve
+
+    if a.action == "serve":
+        import signal
+        import threading
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        _say(f"recall api on http://0.0.0.0:{a.port} (GET /tags/<tag>, GET /neighbors/<item>, POST /neighbors)")
+        serve(s, a.port, stop=stop)
+        return 0
+    if a.target is None:
+        raise EnrichError(f"`enrich recall {a.action}` needs a {'tag' if a.action == 'tags' else 'item id'}")
+    if a.action == "tags":
+        path = f"/tags/{quote(a.target, safe='')}?k={a.k}"
+    else:
+        path = f"/neighbors/{quote(a.target, safe='')}?k={a.k}&by={a.by}"
+    if a.server:
+        hits = _ask_server(a.server, path)
+    else:
+        idx = RecallIndexes.caught_up(s)
+        hits = idx.tag_query(a.target, a.k) if a.action == "tags" else idx.neighbor_query(a.target, a.k, a.by)
+    if a.json:
+        _say(json.dumps(hits, indent=2))
+    elif not hits:
+        _say(f"no {'items tagged' if a.action == 'tags' else 'neighbours of'} {a.target!r}")
+    for h in hits if not a.json else []:
+        if a.action == "tags":
+            _say(f"{h['item_id']:<32} grade {h['grade']}  prob {h['prob']:.3f}  score {h['score']:.3f}")
+        else:
+            _say(f"{h['item_id']:<32} {'cosine' if a.by == 'ann' else 'shared prefix'} {h['score']:.3f}")
+    return 0
+
+
+def cmd_data(s: Settings, a: argparse.Namespace) -> int:
+    from enrich import debtags
+
+    lists = a.lists
+    if a.fetch:
+        lists = lists or s.state_dir / "apt-lists"
+        _say(f"apt-get update (English descriptions) into {lists}")
+        debtags.fetch_lists(lists)
+    if lists is None:
+        raise EnrichError("pass --fetch (runs apt-get update into a private lists dir) or --lists DIR "
+                          "(a dir with *_Packages and *_Translation-en indexes)")
+    manifest = debtags.build_from_lists(lists, a.out or debtags.SNAPSHOT_DIR)
+    _say(json.dumps(manifest, indent=2))
+    return 0
+
+
+def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
+    from streams.backfill import backfill
+
+    r = backfill(s, a.to_prefix, source=a.source, rate=a.rate, batch=a.batch, max_items=a.max_items,
+                 progress=not a.quiet)
+    left = r.total - r.already_done - r.copied
+    _say(f"copied {r.copied} records in {r.seconds:.1f}s ({r.already_done} done by earlier runs, "
+         f"{left} left of the {r.total} there were when this run began)")
+    return 0
+
+
+def cmd_eval(s: Settings, a: argparse.Namespace) -> int:
+    from streams.evaluate import run_eval
+
+    run_eval(s, limit=a.limit, top_n=a.top, out_json=a.out, say=_say, catalogue_limit=a.catalogue_limit)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="enrich", description="Multimodal streaming enrichment.",
                                 epilog="Settings come from ENRICH_* environment variables (see README).")
@@ -243,18 +357,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("action", choices=["create"])
     t.set_defaults(fn=cmd_topics)
     m = sub.add_parser("models", help="export models / build a Triton repository")
-    m.add_argument("action", choices=["export", "repository", "bundle"])
-    m.add_argument("--preset", default="tiny",
-                   help="random-weight preset: tiny, or qwen2-vl-7b / qwen2.5-vl-3b (real size, benchmarks only)")
+    m.add_argument("action", choices=["export", "repository", "bundle", "train-tagger", "train-fusion"])
+    m.add_argument("--preset", default="small",
+                   help="small (real MiniLM + EfficientNet-Lite0 weights, trained tagger and fusion gate), or "
+                        "random-weight Qwen-VL presets: tiny, qwen2-vl-7b / qwen2.5-vl-3b (real size, benchmarks)")
     m.add_argument("--role", dest="roles", action="append", choices=["embedder", "tagger"],
                    help="export only this model (repeatable; default: both)")
     m.add_argument("--embedder-checkpoint", type=Path, help="Hugging Face checkpoint dir of the embedder (Qwen2-VL)")
     m.add_argument("--tagger-checkpoint", type=Path, help="Hugging Face checkpoint dir of the tagger (Qwen2.5-VL)")
     m.add_argument("--fusion-gate", type=Path,
-                   help="trained late-fusion gate (.pt state dict) for the embedder; default: a fixed visual share")
+                   help="trained late-fusion gate for the embedder (small: the train-fusion artifact; Qwen presets: "
+                        "a .pt state dict; default: the shipped artifact / a fixed visual share)")
+    m.add_argument("--tagger-artifact", type=Path, help="small preset: the train-tagger artifact (default: shipped)")
+    m.add_argument("--dataset", type=Path, help="train-tagger: debtags snapshot dir (default: the shipped one)")
+    m.add_argument("--minutes", type=float, default=10.0, help="train-tagger: time budget")
+    m.add_argument("--steps", type=int, default=0, help="train-tagger: step limit (0: the time budget decides)")
+    m.add_argument("--emoji", type=Path, help="train-fusion: the unpacked emoji-datasource-google package dir")
     m.add_argument("--target", choices=["local", "production"],
                    help="Triton target (default: local for `repository`, production for `bundle`)")
-    m.add_argument("--out", type=Path)
+    m.add_argument("--out", type=Path, help="export/repository: directory; train-*: artifact path")
     m.set_defaults(fn=cmd_models)
     c = sub.add_parser("codebook", help="train (fit) or evaluate the semantic-ID codebook (RQ-VAE)")
     c.add_argument("action", choices=["fit", "eval"])
@@ -283,6 +404,38 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--malformed", action="store_true", help="also publish one malformed event of each kind")
     pb.add_argument("--fuzz", type=int, default=0, metavar="N", help="also publish N randomly malformed events")
     pb.set_defaults(fn=cmd_publish)
+    da = sub.add_parser("data", help="build the Debian debtags dataset snapshot")
+    da.add_argument("action", choices=["debtags"])
+    da.add_argument("--fetch", action="store_true", help="apt-get update into a private lists dir first")
+    da.add_argument("--lists", type=Path, help="apt lists dir holding *_Packages and *_Translation-en indexes")
+    da.add_argument("--out", type=Path, help="snapshot dir (default: the one shipped in enrich/data/)")
+    da.set_defaults(fn=cmd_data)
+    ev = sub.add_parser("eval", help="tagging and neighbour quality of the small presets on the debtags test split")
+    ev.add_argument("--limit", type=int, default=0, help="only the first N test items (0: all)")
+    ev.add_argument("--catalogue-limit", type=int, default=0,
+                    help="only the first N catalogue items (0: all; smaller numbers are for smoke runs)")
+    ev.add_argument("--top", type=int, default=3, help="tags the baselines predict per item")
+    ev.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_small.json"), help="results JSON")
+    ev.set_defaults(fn=cmd_eval)
+    bf = sub.add_parser("backfill", help="replay an input topic into a shadow deployment (rate-limited, resumable)")
+    bf.add_argument("--to-prefix", required=True, help="topic prefix of the shadow deployment, e.g. 'shadow-v2.'")
+    bf.add_argument("--source", default="items.new", help="topic to replay (under ENRICH_TOPIC_PREFIX)")
+    bf.add_argument("--rate", type=float, default=0.0, help="items per second at most (0: unlimited)")
+    bf.add_argument("--batch", type=int, default=500, help="records per acknowledged, committed step")
+    bf.add_argument("--max-items", type=int, default=0, help="stop after this many (0: to the end); rerun resumes")
+    bf.add_argument("--quiet", action="store_true", help="no progress bar")
+    bf.set_defaults(fn=cmd_backfill)
+    r = sub.add_parser("recall", help="reference recall indexes: serve them, or query tags / neighbours")
+    r.add_argument("action", choices=["serve", "tags", "neighbors"])
+    r.add_argument("target", nargs="?", help="the tag (tags) or the item id (neighbors)")
+    r.add_argument("--k", type=int, default=10, help="results to return")
+    r.add_argument("--by", choices=["ann", "sid"], default="ann",
+                   help="neighbors: the vector index (ann) or semantic-ID prefix matching (sid)")
+    r.add_argument("--server", help="ask a running `enrich recall serve` (e.g. http://127.0.0.1:8080) instead of "
+                                    "reading the topics")
+    r.add_argument("--port", type=int, default=8080, help="serve: HTTP port")
+    r.add_argument("--json", action="store_true", help="print the hits as JSON")
+    r.set_defaults(fn=cmd_recall)
     return p
 
 

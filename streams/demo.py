@@ -19,7 +19,7 @@ import numpy as np
 
 from enrich import samples
 from enrich.process import free_port, stop_pid
-from enrich.schemas import decode, encode, vector_from_bytes
+from enrich.schemas import VocabEntry, decode, encode, vector_from_bytes
 from enrich.settings import Settings
 from streams.kafka_tools import TopicReader, publish
 from streams.stack import ensure_codebook, ensure_models, start_stack
@@ -88,13 +88,12 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
     stack = start_stack(settings, progress=out)
     worker = None
     try:
-        vocab = samples.vocab_entries()
+        vocab, items, gold = demo_content(settings, n_items)
         publish(settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in vocab])
         out(f"published {len(vocab)} tags to tags.vocab")
         worker_log = settings.state_dir / "logs" / "worker.log"
         worker = start_worker(settings, worker_log)
         out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{settings.web_port}/metrics)")
-        items = samples.sample_items(n_items)
         bad = samples.malformed_events()
         t_pub = time.perf_counter()
         publish(settings, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items] +
@@ -106,7 +105,7 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
                                "items.dlq": len(bad)}, 180, lambda: worker.poll() is None)
         t_done = time.perf_counter()
         reader.close()
-        report(got, items, out)
+        report(got, items, out, gold)
         enriched = got.by_topic["items.enriched"]
         span = (max(r["enriched_at"] for r in enriched) - min(i["created_at"] for i in items)) / 1000
         out(f"\n{len(enriched)} items enriched, {got.count('recall.tags')} tag edges, "
@@ -122,7 +121,21 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
     return 0
 
 
-def report(got: Collected, items: list[dict], out: callable) -> None:
+def demo_content(settings: Settings, n_items: int) -> tuple[list[VocabEntry], list[dict], dict[str, list[str]]]:
+    """Vocabulary, items and (where known) gold tags: Debian packages of the debtags test split for the
+    small preset, generated samples for the tiny one."""
+    if settings.model_preset != "small":
+        return samples.vocab_entries(), samples.sample_items(n_items), {}
+    from enrich import debtags
+
+    all_items = debtags.load_snapshot()
+    test = [it for it in all_items if it.split == "test"]
+    picked = test[:: max(1, len(test) // n_items)][:n_items]
+    return (debtags.vocab_entries(debtags.tag_vocabulary(all_items)), [debtags.as_event(it) for it in picked],
+            {it.id: it.tags for it in picked})
+
+
+def report(got: Collected, items: list[dict], out: callable, gold: dict[str, list[str]]) -> None:
     titles = {i["id"]: i["title"] for i in items}
     neighbors = got.by_topic["recall.neighbors"]
     ids = [n["item_id"] for n in neighbors]
@@ -138,9 +151,11 @@ def report(got: Collected, items: list[dict], out: callable) -> None:
             top = np.argsort(-sims)[:3]
             near = "; ".join(f"{ids[j]} ({sims[j]:.3f})" for j in top)
         sid = "-".join(str(c) for c in r["semantic_id"])
-        out(f"{item_id:<14} {r['kind']:<10} {titles[item_id][:38]:<38} sid {sid:<8} tags: {tags}")
+        out(f"{item_id:<24} {r['kind']:<10} {titles[item_id][:40]:<40} sid {sid:<9} tags: {tags}")
+        if item_id in gold:
+            out(f"{'':<35} gold (debtags): {', '.join(gold[item_id])}")
         if near:
-            out(f"{'':<14} neighbours: {near}")
+            out(f"{'':<35} neighbours: {near}")
     out("\n== dead letters ==")
     for d in got.by_topic["items.dlq"]:
         out(f"{d['source_topic']}[{d['source_partition']}]@{d['source_offset']:<4} {d['stage']:<10} "

@@ -1,0 +1,176 @@
+"""The real small presets through the real stream, the recall commands fed from it, the demo and the evaluation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import msgpack
+import pytest
+
+from enrich import debtags
+from enrich.process import free_port, stop_pid
+from enrich.schemas import encode
+from streams.demo import on_free_ports, settings_env, start_worker
+from streams.kafka_tools import TopicReader, publish
+from streams.stack import start_stack
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def get_json(port: int, path: str) -> object:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s")
+
+
+def enriched_ids(settings, want: int, timeout_s: float = 180) -> dict[str, dict]:
+    from enrich.schemas import decode
+
+    reader = TopicReader(settings, ["items.enriched"])
+    got: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        for r in reader.poll(0.5):
+            v = decode(r.value)
+            got[v["item_id"]] = v
+    reader.close()
+    return got
+
+
+@pytest.fixture(scope="module")
+def small_stack(small_model_settings):
+    s = on_free_ports(small_model_settings).model_copy(update={"backend": "triton", "batch_size": 8})
+    stack = start_stack(s, progress=lambda _m: None)
+    yield s
+    stack.stop()
+
+
+def test_recall_commands_answer_from_the_live_feeds_and_follow_re_enrichment(small_stack, tmp_path):
+    s = small_stack.model_copy(update={"topic_prefix": f"r{time.time_ns()}.", "web_port": free_port(),
+                                       "group_id": f"g{time.time_ns()}"})
+    assert cli(s, "topics", "create").returncode == 0
+    items = debtags.load_snapshot()
+    vocab = debtags.vocab_entries(debtags.tag_vocabulary(items))
+    publish(s, "tags.vocab", [(e.tag.encode(), encode(e)) for e in vocab])
+    worker = start_worker(s, tmp_path / "worker.log")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streams.cli", "recall", "serve", "--port", str(port)],
+                              env=settings_env(s), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        picked = {it.id: it for it in items if it.id in ("0ad", "freeciv", "abcde", "flac", "lame",
+                                                          "vorbis-tools", "cdparanoia", "pingus")}
+        events = [debtags.as_event(it) for it in picked.values()]
+        publish(s, "items.new", [(e["id"].encode(), msgpack.packb(e, use_bin_type=True)) for e in events])
+        records = enriched_ids(s, len(events))
+        assert set(records) == set(picked), (tmp_path / "worker.log").read_text()[-3000:]
+
+        # tags: an item is found under each tag it was graded for, best grade first
+        some = next(r for r in records.values() if r["tags"])
+        tag = some["tags"][0]["tag"]
+        res = cli(s, "recall", "tags", tag, "--json")
+        assert res.returncode == 0, res.stderr
+        hits = json.loads(res.stdout)
+        assert some["item_id"] in [h["item_id"] for h in hits]
+        assert [h["grade"] for h in hits] == sorted((h["grade"] for h in hits), reverse=True)
+
+        # neighbours: the audio tools find each other before the games do
+        res = cli(s, "recall", "neighbors", "flac", "--k", "3", "--json")
+        assert res.returncode == 0, res.stderr
+        near = [h["item_id"] for h in json.loads(res.stdout)]
+        assert len(near) == 3 and "flac" not in near
+        assert set(near) <= {"lame", "vorbis-tools", "abcde", "cdparanoia"}
+        res = cli(s, "recall", "neighbors", "flac", "--by", "sid", "--json")
+        assert res.returncode == 0 and all(h["score"] >= 1 for h in json.loads(res.stdout))
+        res = cli(s, "recall", "neighbors", "no-such-item")
+        assert res.returncode == 1 and "not in the neighbour index" in res.stderr
+
+        # the server was fed live and agrees with the catch-up read
+        wait_for(lambda: get_json(port, "/healthz")["items"] == len(picked), 30, "the recall server catching up")
+        assert [h["item_id"] for h in get_json(port, f"/tags/{tag}?k=10")] == [h["item_id"] for h in hits]
+        res = cli(s, "recall", "tags", tag, "--server", f"http://127.0.0.1:{port}", "--json")
+        assert res.returncode == 0 and [h["item_id"] for h in json.loads(res.stdout)] == [h["item_id"] for h in hits]
+
+        # re-enrichment: flac comes back as a strategy game; its audio tags leave the index, the new ones arrive
+        before = {t["tag"] for t in records["flac"]["tags"]}
+        game = dict(debtags.as_event(picked["0ad"]), id="flac")
+        publish(s, "items.new", [(b"flac", msgpack.packb(game, use_bin_type=True))])
+
+        def moved() -> bool:
+            near = [h["item_id"] for h in get_json(port, "/neighbors/flac?k=1")]
+            return near == ["0ad"]
+
+        wait_for(moved, 60, "flac's new vector in the live index")
+        new = wait_for(lambda: _latest(s, "flac", records["flac"]["enriched_at"]), 30, "flac's new record")
+        now = {t["tag"] for t in new["tags"]}
+        assert now != before
+        for t in before | now:  # the live index holds exactly the new enrichment's edges
+            listed = "flac" in [h["item_id"] for h in get_json(port, f"/tags/{t}?k=50")]
+            assert listed == (t in now), t
+    finally:
+        stop_pid(server.pid, 10, server)
+        stop_pid(worker.pid, 30, worker)
+
+
+def _latest(settings, item: str, after: int) -> dict | None:
+    from enrich.schemas import decode
+
+    reader = TopicReader(settings, ["items.enriched"])
+    found = None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for r in reader.poll(0.5):
+            v = decode(r.value)
+            if v["item_id"] == item and v["enriched_at"] > after:
+                found = v
+    reader.close()
+    return found
+
+
+def test_demo_uses_the_small_presets_and_reads_sensibly(small_model_settings, tmp_path):
+    s = small_model_settings.model_copy(update={"state_dir": tmp_path})
+    env = settings_env(s) | {"ENRICH_MODEL_DIR": str(small_model_settings.models_path),
+                             "ENRICH_CODEBOOK": str(small_model_settings.codebook_path)}
+    res = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--items", "8"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "8 items enriched" in res.stdout and "8 dead letters" in res.stdout
+    assert "gold (debtags):" in res.stdout and "neighbours:" in res.stdout
+    assert "minilm-effnet-fusion-" in res.stdout and "minilm-cross-encoder-" in res.stdout
+
+
+def test_eval_command_reports_every_metric_beside_the_baselines(small_model_settings, tmp_path):
+    s = small_model_settings.model_copy(update={"state_dir": tmp_path})
+    env = settings_env(s) | {"ENRICH_MODEL_DIR": str(small_model_settings.models_path),
+                             "ENRICH_CODEBOOK": str(small_model_settings.codebook_path)}
+    out = tmp_path / "eval.json"
+    res = subprocess.run([sys.executable, "-m", "streams.cli", "eval", "--limit", "16", "--catalogue-limit", "400",
+                          "--out", str(out)], env=env, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["test_items"] == 16 and r["catalogue_items"] == 400
+    for name in ("tagger_grade>=1", "tagger_grade=2", "zero_shot_top3", "knn_propagation_top3"):
+        assert set(r["tagging"][name]) == {"precision", "recall", "f1"}
+        assert all(0 <= v <= 1 for v in r["tagging"][name].values())
+    assert r["tagger_pairs"]["pairs"] > 16 and 0 <= r["tagger_pairs"]["accuracy"] <= 1
+    for index in ("ann_index", "semantic_id_prefix"):
+        assert set(r["neighbours"][index]) == {"recall@10", "ndcg@10"}
+    assert r["throughput"]["items_per_s"] > 0
+    assert "kNN propagation" in res.stdout and "semantic-ID prefix" in res.stdout
