@@ -73,6 +73,10 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
         res = cli(fresh, "publish", "--items", "12", "--malformed")
         assert res.returncode == 0, res.stderr
         got = read_until(fresh, {"items.enriched": 12, "recall.neighbors": 12, "items.dlq": 8}, 120)
+        lag_series = f'enrich_consumer_lag{{partition="0",topic="{fresh.topic("items.new")}"}}'
+        deadline = time.monotonic() + 15  # lag is sampled every lag_interval_s, on a busy machine late
+        while lag_series not in http_get(fresh.web_port, "/metrics")[1] and time.monotonic() < deadline:
+            time.sleep(0.25)
         probes = {path: http_get(fresh.web_port, path) for path in ("/livez", "/readyz", "/metrics")}
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -104,7 +108,7 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
     page = probes["/metrics"][1]
     assert "enrich_items_enriched_total 12.0" in page
     assert 'enrich_model_request_seconds_count{backend="triton",model="embedder_text"}' in page
-    assert f'enrich_consumer_lag{{partition="0",topic="{fresh.topic("items.new")}"}}' in page
+    assert lag_series in page
     assert "enrich_paused_partitions 0.0" in page
 
 
