@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from enrich import metrics
+from enrich.captions import CaptionHasher, describe
+from enrich.cf_adapter import CfAdapter
 from enrich.errors import InvalidItem
 from enrich.models import Embedder, Tagger
 from enrich.preprocess import PreparedItem, prepare
@@ -72,6 +74,7 @@ class PipelineConfig:
     max_text_chars: int = 8_000
     limits: Limits = Limits()
     video: VideoSpec = VideoSpec()
+    captions: CaptionHasher | None = CaptionHasher()
 
 
 @contextmanager
@@ -93,7 +96,10 @@ def dead_letter(ev: RawEvent, err: InvalidItem, item_id: str | None = None) -> D
 
 class Pipeline:
     def __init__(self, embedder: Embedder, tagger: Tagger, vocabulary: TagVocabulary, quantizer: Quantizer,
-                 config: PipelineConfig = PipelineConfig()) -> None:
+                 config: PipelineConfig = PipelineConfig(), cf_adapter: CfAdapter | None = None) -> None:
+        if cf_adapter is not None:
+            cf_adapter.check_embedder(embedder.version, embedder.meta.hidden_size)
+        self.cf_adapter = cf_adapter
         self.embedder = embedder
         self.tagger = tagger
         self.vocabulary = vocabulary
@@ -103,7 +109,9 @@ class Pipeline:
 
     @property
     def versions(self) -> ModelVersions:
-        return ModelVersions(self.embedder.version, self.tagger.version, self.quantizer.version)
+        captions = self.config.captions
+        return ModelVersions(self.embedder.version, self.tagger.version, self.quantizer.version,
+                             self.cf_adapter.version if self.cf_adapter else "", captions.version if captions else "")
 
     def run(self, events: list[RawEvent]) -> list[Outcome]:
         """One outcome per event, in input order."""
@@ -141,23 +149,34 @@ class Pipeline:
             scores = self.tagger.score(items, candidates)
         with stage("semantic_id", timings):
             codes = self.quantizer.quantize(vectors)
+        cf_vectors: list[np.ndarray | None] = [None] * len(items)
+        if self.cf_adapter is not None:
+            with stage("cf", timings):
+                cf_vectors = list(self.cf_adapter.apply(vectors))
         versions = self.versions
         enriched_at = now_ms()
         out = []
-        for it, vec, sc, code in zip(items, vectors, scores, codes, strict=True):
+        for it, vec, sc, code, cf in zip(items, vectors, scores, codes, cf_vectors, strict=True):
             grades = sc.probs.argmax(axis=1) if len(sc.tags) else np.zeros(0, np.int64)
             kept = [TagGrade(t, int(g), float(p[g])) for t, g, p in zip(sc.tags, grades, sc.probs, strict=True)
                     if g >= self.config.min_grade]
             kept.sort(key=lambda tg: (-tg.grade, -tg.prob, tg.tag))
             sid = [int(c) for c in code]
             blob = vector_bytes(vec)
+            cf_blob = vector_bytes(cf) if cf is not None else None
             item = it.item
+            caption = features = None
+            if self.config.captions is not None:
+                caption = describe(item.kind, kept, len(item.images), item.video is not None)
+                features = self.config.captions.features(caption)
             record = EnrichedItem(item_id=item.id, kind=item.kind, created_at=item.created_at,
                                   enriched_at=enriched_at, tags=kept, embedding=blob, dim=len(vec),
-                                  semantic_id=sid, versions=versions)
+                                  semantic_id=sid, versions=versions, cf_embedding=cf_blob, caption=caption,
+                                  caption_features=features)
             edges = [TagRecall(tag=t.tag, item_id=item.id, grade=t.grade, prob=t.prob, created_at=item.created_at,
                                versions=versions, enriched_at=enriched_at) for t in kept]
             neighbor = NeighborRecord(item_id=item.id, semantic_id=sid, vector=blob, dim=len(vec),
-                                      created_at=item.created_at, versions=versions, enriched_at=enriched_at)
+                                      created_at=item.created_at, versions=versions, enriched_at=enriched_at,
+                                      cf_vector=cf_blob)
             out.append(Enriched(record, edges, neighbor))
         return out

@@ -97,9 +97,14 @@ class TagIndex:
 
 
 class NeighborIndex:
-    """Item vectors in an HNSW index (cosine) plus a semantic-ID prefix index; query by item or vector."""
+    """Item vectors in an HNSW index (cosine) plus a semantic-ID prefix index; query by item or vector.
 
-    def __init__(self, dim: int | None = None, connectivity: int = 16, expansion_search: int = 128) -> None:
+    ``vector_field`` picks which vector of a ``recall.neighbors`` record is indexed: ``vector``
+    (content) or ``cf_vector`` (through the CF adapter; records without one are skipped)."""
+
+    def __init__(self, dim: int | None = None, connectivity: int = 16, expansion_search: int = 128,
+                 vector_field: str = "vector") -> None:
+        self.vector_field = vector_field
         self._dim = dim
         self._conn, self._ef = connectivity, expansion_search
         self._index = None
@@ -124,9 +129,12 @@ class NeighborIndex:
                              "belong in different indexes")
 
     def apply(self, rec: dict) -> bool:
-        """A ``recall.neighbors`` record; False when an equal or newer enrichment is already in."""
+        """A ``recall.neighbors`` record; False when it has no such vector or an equal or newer
+        enrichment is already in."""
         item = rec["item_id"]
-        vec = vector_from_bytes(rec["vector"]).astype(np.float32)
+        if not rec.get(self.vector_field):
+            return False
+        vec = vector_from_bytes(rec[self.vector_field]).astype(np.float32)
         sid = tuple(int(c) for c in rec["semantic_id"])
         enriched_at = int(rec.get("enriched_at", 0))
         with self._lock:

@@ -62,6 +62,8 @@ class ModelVersions:
     embedder: str
     tagger: str
     codebook: str
+    cf_adapter: str = ""  # empty when no CF adapter is configured
+    captions: str = ""  # the caption features' recipe; empty when they are off
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class EnrichedItem:
     semantic_id: list[int]
     versions: ModelVersions
     schema: int = SCHEMA_VERSION
+    cf_embedding: bytes | None = None  # float32: the content vector through the CF adapter, when configured
+    caption: str | None = None  # a short description of the item (enrich/captions.py)
+    caption_features: list[int] | None = None  # the caption's hashed token ids, for ranking models
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class NeighborRecord:
     versions: ModelVersions
     schema: int = SCHEMA_VERSION
     enriched_at: int = 0  # the enrichment this record belongs to: a newer one replaces the item's entry
+    cf_vector: bytes | None = None  # float32, when a CF adapter is configured
 
 
 @dataclass(frozen=True)

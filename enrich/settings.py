@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enrich.cf_adapter import CF_ADAPTER_FILE
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENRICH_", extra="ignore")
@@ -48,6 +50,8 @@ class Settings(BaseSettings):
                               description="what the local stack exports: 'small' (real MiniLM/EfficientNet weights, "
                                           "trained tagger and fusion gate) or 'tiny' (random Qwen-VL, tests)")
     codebook: Path | None = Field(None, description="semantic ID codebook (default: <state_dir>/codebook.npz)")
+    cf_adapter: Path | None = Field(None, description="CF adapter artifact (default: <model_dir>/embedder/"
+                                                      "cf_adapter.npz when the export shipped one)")
     max_text_tokens: int = Field(256, ge=8)
     max_text_chars: int = Field(8000, ge=1)
     max_images: int = Field(8, ge=0)
@@ -57,6 +61,8 @@ class Settings(BaseSettings):
     video_strategy: str = Field("uniform", pattern="^(uniform|keyframes)$",
                                 description="'uniform' (evenly spaced in time) or 'keyframes' (spread over I-frames)")
     video_decode_s: float = Field(2.0, ge=0, description="decode budget per video; frames found by then are kept")
+    caption_buckets: int = Field(1 << 18, ge=0, description="caption feature ids are hashed into this many "
+                                                            "buckets; 0 turns caption features off")
     model_batch: int = Field(32, ge=1, description="max items per model call")
     seq_bucket: int = Field(1, ge=1, le=512, description="pad text-graph inputs to a multiple of this many tokens "
                                                          "so Triton's dynamic batcher can merge requests")
@@ -83,6 +89,13 @@ class Settings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return self.model_dir or self.state_dir / "models"
+
+    @property
+    def cf_adapter_path(self) -> Path | None:
+        if self.cf_adapter is not None:
+            return self.cf_adapter
+        shipped = self.models_path / "embedder" / CF_ADAPTER_FILE
+        return shipped if shipped.exists() else None
 
     @property
     def codebook_path(self) -> Path:

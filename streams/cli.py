@@ -122,6 +122,24 @@ def cmd_models(s: Settings, a: argparse.Namespace) -> int:
         info = train_tagger(load_snapshot(data), a.out or DEFAULT_TAGGER,
                             TrainConfig(max_minutes=a.minutes, max_steps=a.steps), dataset_version=data.name)
         _say(json.dumps(info, indent=2))
+    elif a.action == "train-cf":
+        from enrich.debtags import SNAPSHOT_DIR, load_snapshot
+        from streams.evaluate import embed_debtags
+        from streams.stack import ensure_models
+        from triton_models.train_cf import DEFAULT_CF, train_cf
+
+        s = s.model_copy(update={"model_preset": "small"})
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_models(s, progress=_say)
+        items = load_snapshot(a.dataset or SNAPSHOT_DIR)
+        vectors, embedder = embed_debtags(s, items, _say)
+        adapter = train_cf(items, vectors, embedder, epochs=a.epochs)
+        out = a.out or DEFAULT_CF
+        adapter.save(out)
+        out.with_suffix(".json").write_text(json.dumps(adapter.info | {"version": adapter.version}, indent=2,
+                                                       sort_keys=True) + "\n")
+        _say(json.dumps(adapter.info, indent=2))
+        _say(f"{adapter.version} -> {out}")
     elif a.action == "train-fusion":
         from triton_models.export_small import DEFAULT_FUSION
         from triton_models.train_fusion import train_fusion
@@ -357,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("action", choices=["create"])
     t.set_defaults(fn=cmd_topics)
     m = sub.add_parser("models", help="export models / build a Triton repository")
-    m.add_argument("action", choices=["export", "repository", "bundle", "train-tagger", "train-fusion"])
+    m.add_argument("action", choices=["export", "repository", "bundle", "train-tagger", "train-fusion", "train-cf"])
     m.add_argument("--preset", default="small",
                    help="small (real MiniLM + EfficientNet-Lite0 weights, trained tagger and fusion gate), or "
                         "random-weight Qwen-VL presets: tiny, qwen2-vl-7b / qwen2.5-vl-3b (real size, benchmarks)")
@@ -372,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dataset", type=Path, help="train-tagger: debtags snapshot dir (default: the shipped one)")
     m.add_argument("--minutes", type=float, default=10.0, help="train-tagger: time budget")
     m.add_argument("--steps", type=int, default=0, help="train-tagger: step limit (0: the time budget decides)")
+    m.add_argument("--epochs", type=int, default=20, help="train-cf: passes over the co-use pairs")
     m.add_argument("--emoji", type=Path, help="train-fusion: the unpacked emoji-datasource-google package dir")
     m.add_argument("--target", choices=["local", "production"],
                    help="Triton target (default: local for `repository`, production for `bundle`)")
@@ -429,8 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("action", choices=["serve", "tags", "neighbors"])
     r.add_argument("target", nargs="?", help="the tag (tags) or the item id (neighbors)")
     r.add_argument("--k", type=int, default=10, help="results to return")
-    r.add_argument("--by", choices=["ann", "sid"], default="ann",
-                   help="neighbors: the vector index (ann) or semantic-ID prefix matching (sid)")
+    r.add_argument("--by", choices=["ann", "cf", "sid"], default="ann",
+                   help="neighbors: the content-vector index (ann), the CF-tuned vector index (cf, when workers "
+                        "run a CF adapter) or semantic-ID prefix matching (sid)")
     r.add_argument("--server", help="ask a running `enrich recall serve` (e.g. http://127.0.0.1:8080) instead of "
                                     "reading the topics")
     r.add_argument("--port", type=int, default=8080, help="serve: HTTP port")

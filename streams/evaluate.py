@@ -120,6 +120,34 @@ def _tagger_pairs(settings: Settings, test: list[DebtagsItem], vecs: np.ndarray,
                                  if counts[g]}}
 
 
+def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
+                  say: Callable[[str], None] = print) -> tuple[np.ndarray, str]:
+    """Content vectors of ``items`` from the exported embedder, in-process (as a backfill would), and
+    the embedder's version; cached under the state dir per embedder version and item list, since
+    the whole snapshot takes minutes on a small CPU."""
+    import hashlib
+
+    from enrich.inference import OnnxRuntimeBackend
+    from enrich.models import load_models
+
+    backend = OnnxRuntimeBackend(settings.models_path)
+    try:
+        embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
+        digest = hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest()[:12]
+        cache = settings.state_dir / "vectors" / f"{embedder.version}-{debtags.SNAPSHOT_VERSION}-{digest}.npy"
+        if cache.exists():
+            say(f"content vectors of {len(items)} items from {cache}")
+            return np.load(cache), embedder.version
+        t0 = time.perf_counter()
+        vecs = embedder.embed_texts([f"{it.title}\n{it.text}" for it in items])
+        say(f"{len(items)} items embedded in-process in {time.perf_counter() - t0:.0f}s")
+    finally:
+        backend.close()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, vecs)
+    return vecs, embedder.version
+
+
 def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path | None = None,
              say: Callable[[str], None] = print, catalogue_limit: int = 0) -> dict:
     from enrich.inference import OnnxRuntimeBackend
@@ -142,13 +170,11 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
     say(f"dataset {debtags.SNAPSHOT_VERSION}: {len(catalogue)} catalogue items, {len(test)} test items, "
         f"{len(vocab)} tags")
 
+    cat_vecs, _ = embed_debtags(settings, catalogue, say)  # the backfill of the catalogue
     backend = OnnxRuntimeBackend(settings.models_path)
     embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
-    t0 = time.perf_counter()
-    cat_vecs = embedder.embed_texts([f"{it.title}\n{it.text}" for it in catalogue])
     tag_vecs = embedder.embed_texts([readable_tag(t) for t in vocab])
     backend.close()
-    say(f"catalogue embedded in-process in {time.perf_counter() - t0:.0f}s (the backfill)")
     book = SemanticIdCodebook.load(settings.codebook_path)
     indexes = RecallIndexes()
     cat_codes = book.quantize(cat_vecs)

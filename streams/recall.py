@@ -5,7 +5,7 @@ group: every replica builds the whole index) and applies each record as it arriv
 ``enrich recall serve`` runs it with the HTTP API; ``enrich recall tags|neighbors`` either ask
 a running server (``--server``) or read the topics to their end into fresh indexes and answer.
 
-HTTP (JSON): ``GET /tags/<tag>?k=10``, ``GET /neighbors/<item>?k=10&by=ann|sid``,
+HTTP (JSON): ``GET /tags/<tag>?k=10``, ``GET /neighbors/<item>?k=10&by=ann|cf|sid``,
 ``POST /neighbors`` with ``{"vector": [...], "k": 10}``, ``GET /healthz``.
 """
 
@@ -35,6 +35,7 @@ class RecallIndexes:
     def __init__(self) -> None:
         self.tags = TagIndex()
         self.neighbors = NeighborIndex()
+        self.cf_neighbors = NeighborIndex(vector_field="cf_vector")  # empty unless workers run a CF adapter
         self.applied = 0
 
     def apply(self, rec: Record) -> None:
@@ -43,6 +44,7 @@ class RecallIndexes:
             self.tags.apply_edge(value)
         elif rec.topic == "recall.neighbors":
             self.neighbors.apply(value)
+            self.cf_neighbors.apply(value)
             self.tags.apply_enrichment(value["item_id"], int(value.get("enriched_at", 0)))
         self.applied += 1
 
@@ -58,10 +60,14 @@ class RecallIndexes:
         return [asdict(h) for h in self.tags.query(tag, k)]
 
     def neighbor_query(self, item: str, k: int, by: str = "ann") -> list[dict]:
-        if by not in ("ann", "sid"):
-            raise EnrichError(f"by={by!r}: expected 'ann' (vector index) or 'sid' (semantic-ID prefix)")
+        if by not in ("ann", "sid", "cf"):
+            raise EnrichError(f"by={by!r}: expected 'ann' (content vectors), 'cf' (CF-tuned vectors) "
+                              "or 'sid' (semantic-ID prefix)")
         try:
-            hits = self.neighbors.by_item(item, k) if by == "ann" else self.neighbors.by_semantic_id(item, k)
+            if by == "sid":
+                hits = self.neighbors.by_semantic_id(item, k)
+            else:
+                hits = (self.neighbors if by == "ann" else self.cf_neighbors).by_item(item, k)
         except KeyError as exc:
             raise EnrichError(str(exc.args[0])) from None
         return [asdict(h) for h in hits]

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 
 from enrich import metrics
+from enrich.captions import CaptionHasher
+from enrich.cf_adapter import CfAdapter
 from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError, ModelRejected
 from enrich.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
 from enrich.models import load_models
@@ -38,9 +40,12 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                             limits=Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes,
                                           max_video_bytes=settings.max_video_bytes),
                             video=VideoSpec(frames=settings.video_frames, strategy=settings.video_strategy,
-                                            max_seconds=settings.video_decode_s))
+                                            max_seconds=settings.video_decode_s),
+                            captions=CaptionHasher(settings.caption_buckets) if settings.caption_buckets else None)
+    cf_path = settings.cf_adapter_path
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts),
-                    SemanticIdCodebook.load(settings.codebook_path), config)
+                    SemanticIdCodebook.load(settings.codebook_path), config,
+                    cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None)
 
 
 class Enrichment:

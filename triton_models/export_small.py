@@ -16,6 +16,7 @@ padded batches the export never saw.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,4 +131,24 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
                      image_size=IMAGE_SIZE if role == "embedder" else 0, max_tokens=max_tokens)
     meta.write(out_dir / "meta.json")
     progress(f"parity ok: {diffs}")
+    if role == "embedder":
+        _ship_cf_adapter(meta.version, out_dir, progress)
     return ExportResult(out_dir, meta, diffs)
+
+
+def _ship_cf_adapter(embedder_version: str, out_dir: Path, progress: Callable[[str], None]) -> None:
+    """The shipped CF adapter goes beside the embedder it was trained on (and so into bundles);
+    after any other embedder it would be meaningless, so it is left out."""
+    from enrich.cf_adapter import CF_ADAPTER_FILE, CfAdapter
+    from triton_models.train_cf import DEFAULT_CF
+
+    target = out_dir / CF_ADAPTER_FILE
+    target.unlink(missing_ok=True)
+    if not DEFAULT_CF.exists():
+        return
+    adapter = CfAdapter.load(DEFAULT_CF)
+    if adapter.embedder != embedder_version:
+        progress(f"not shipping {adapter.version}: trained on {adapter.embedder}, this is {embedder_version}")
+        return
+    shutil.copyfile(DEFAULT_CF, target)
+    progress(f"CF adapter {adapter.version} -> {target}")
