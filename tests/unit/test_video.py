@@ -93,11 +93,13 @@ def test_video_field_is_validated_at_decode() -> None:
     assert e.value.reason == "video_too_large"
 
 
-def test_video_items_are_enriched_as_multi_image_items_and_bad_ones_dead_lettered(model_settings) -> None:
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_video_items_are_enriched_as_multi_image_items_and_bad_ones_dead_lettered(preset, request) -> None:
     from enrich.inference import OnnxRuntimeBackend
     from streams.services import make_pipeline
 
-    pipeline = make_pipeline(model_settings, OnnxRuntimeBackend(model_settings.models_path))
+    settings = request.getfixturevalue("model_settings" if preset == "tiny" else "small_model_settings")
+    pipeline = make_pipeline(settings, OnnxRuntimeBackend(settings.models_path))
     events = [RawEvent(b"v", video_event("good", make_video()), SourceRef("items.new", 0, 0)),
               RawEvent(b"b", video_event("bad", b"not a video"), SourceRef("items.new", 0, 1))]
     good, bad = pipeline.run(events)
@@ -108,3 +110,4 @@ def test_video_items_are_enriched_as_multi_image_items_and_bad_ones_dead_lettere
         {"schema": SCHEMA_VERSION, "id": "t", "kind": "article", "title": "a clip", "text": "colours",
          "created_at": now_ms()}, use_bin_type=True), SourceRef("items.new", 0, 2))])[0]
     assert good.record.embedding != text_only.record.embedding
+    assert good.record.caption.startswith("video, video")
