@@ -335,9 +335,9 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
 
     r = backfill(s, a.to_prefix, source=a.source, rate=a.rate, batch=a.batch, max_items=a.max_items,
                  progress=not a.quiet)
-    left = r.total - r.already_done - r.copied
-    _say(f"copied {r.copied} records in {r.seconds:.1f}s ({r.already_done} done by earlier runs, "
-         f"{left} left of the {r.total} there were when this run began)")
+    done = "up to the end the topic had when this run began" if not a.max_items or r.copied < a.max_items else \
+        "stopped at --max-items; rerun to resume"
+    _say(f"copied {r.copied} records in {r.seconds:.1f}s ({r.already_done} copied by earlier runs; {done})")
     return 0
 
 
@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dataset", type=Path, help="train-tagger: debtags snapshot dir (default: the shipped one)")
     m.add_argument("--minutes", type=float, default=10.0, help="train-tagger: time budget")
     m.add_argument("--steps", type=int, default=0, help="train-tagger: step limit (0: the time budget decides)")
-    m.add_argument("--epochs", type=int, default=20, help="train-cf: passes over the co-use pairs")
+    m.add_argument("--epochs", type=int, default=5, help="train-cf: passes over the pairs (5: best on validation)")
     m.add_argument("--emoji", type=Path, help="train-fusion: the unpacked emoji-datasource-google package dir")
     m.add_argument("--target", choices=["local", "production"],
                    help="Triton target (default: local for `repository`, production for `bundle`)")

@@ -135,31 +135,44 @@ def demo_content(settings: Settings, n_items: int) -> tuple[list[VocabEntry], li
             {it.id: it.tags for it in picked})
 
 
+def _nearest(vecs: np.ndarray, k: int, ids: list[str], n: int = 3) -> str:
+    """Item ``k``'s nearest among the items before it."""
+    sims = vecs[:k] @ vecs[k]
+    return "; ".join(f"{ids[j]} ({sims[j]:.3f})" for j in np.argsort(-sims)[:n])
+
+
 def report(got: Collected, items: list[dict], out: callable, gold: dict[str, list[str]]) -> None:
     titles = {i["id"]: i["title"] for i in items}
     neighbors = got.by_topic["recall.neighbors"]
     ids = [n["item_id"] for n in neighbors]
     vecs = np.stack([vector_from_bytes(n["vector"]) for n in neighbors])
+    cf_vecs = (np.stack([vector_from_bytes(n["cf_vector"]) for n in neighbors])
+               if neighbors and all(n.get("cf_vector") for n in neighbors) else None)
     out("\n== enriched items (tags: grade/prob; semantic id; nearest neighbours among earlier items) ==")
     by_id = {r["item_id"]: r for r in got.by_topic["items.enriched"]}
     for k, item_id in enumerate(ids):
         r = by_id[item_id]
         tags = ", ".join(f"{t['tag']} {t['grade']}/{t['prob']:.2f}" for t in r["tags"][:4]) or "(none >= grade 1)"
-        near = ""
+        near = cf_near = ""
         if k:
-            sims = vecs[:k] @ vecs[k]
-            top = np.argsort(-sims)[:3]
-            near = "; ".join(f"{ids[j]} ({sims[j]:.3f})" for j in top)
+            near = _nearest(vecs, k, ids)
+            if cf_vecs is not None:
+                cf_near = _nearest(cf_vecs, k, ids)
         sid = "-".join(str(c) for c in r["semantic_id"])
         out(f"{item_id:<24} {r['kind']:<10} {titles[item_id][:40]:<40} sid {sid:<9} tags: {tags}")
         if item_id in gold:
             out(f"{'':<35} gold (debtags): {', '.join(gold[item_id])}")
         if near:
             out(f"{'':<35} neighbours: {near}")
+        if cf_near:
+            out(f"{'':<35} CF-tuned neighbours: {cf_near}")
+        if r.get("caption"):
+            out(f"{'':<35} caption: {r['caption'][:90]} -> {len(r['caption_features'])} feature ids")
     out("\n== dead letters ==")
     for d in got.by_topic["items.dlq"]:
         out(f"{d['source_topic']}[{d['source_partition']}]@{d['source_offset']:<4} {d['stage']:<10} "
             f"{d['reason']:<18} {d['detail'][:70]}")
     versions = got.by_topic["items.enriched"][0]["versions"]
     out(f"\nmodel versions: embedder {versions['embedder']}, tagger {versions['tagger']}, "
-        f"codebook {versions['codebook']}")
+        f"codebook {versions['codebook']}, CF adapter {versions.get('cf_adapter') or 'none'}, "
+        f"captions {versions.get('captions') or 'off'}")

@@ -47,8 +47,8 @@ def _overlap_at(a: np.ndarray, b: np.ndarray, rows: list[int], k: int) -> float:
     return float(np.mean(out))
 
 
-def train_cf(items: Sequence[DebtagsItem], vectors: np.ndarray, embedder: str, epochs: int = 20, batch: int = 256,
-             lr: float = 1e-3, temperature: float = 0.05, hard: int = 4, reg: float = 1e-3, seed: int = 0,
+def train_cf(items: Sequence[DebtagsItem], vectors: np.ndarray, embedder: str, epochs: int = 5, batch: int = 256,
+             lr: float = 1e-3, temperature: float = 0.05, hard: int = 8, reg: float = 1e-3, seed: int = 0,
              k: int = 10, progress: bool = True) -> CfAdapter:
     from tqdm import tqdm
 
@@ -67,7 +67,11 @@ def train_cf(items: Sequence[DebtagsItem], vectors: np.ndarray, embedder: str, e
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)
     near = np.argsort(-sims, axis=1)[:, :hard * 4]
-    hard_neg = np.array([[j for j in row if j not in related[i]][:hard] for i, row in enumerate(near)])
+    hard_neg = np.zeros((len(items), hard), np.int64)
+    for i, row in enumerate(near):
+        if sum(j not in related[i] for j in row) < hard:  # an item with many related neighbours: look further
+            row = np.argsort(-sims[i])
+        hard_neg[i] = [j for j in row if j not in related[i]][:hard]
     w = torch.zeros(x.shape[1], x.shape[1], requires_grad=True)
     opt = torch.optim.Adam([w], lr=lr)
 
@@ -90,16 +94,23 @@ def train_cf(items: Sequence[DebtagsItem], vectors: np.ndarray, embedder: str, e
     weight = w.detach().numpy()
     adapter = CfAdapter(weight, "", {})
     cf_vecs = adapter.apply(vectors)
-    test = [i for i, it in enumerate(items) if it.split == "test" and related[i]]
-    gold = [related[i] for i in test]
+    queries = {split: [i for i, it in enumerate(items) if it.split == split and related[i]]
+               for split in ("val", "test")}
+
+    def recall(split: str, space: np.ndarray) -> float:
+        q = queries[split]
+        return round(_recall_at(space[q], space, [related[i] for i in q], k, q), 4) if q else 0.0
+
+    test = queries["test"]
     info = {
         "version": CF_ARTIFACT_VERSION, "embedder": embedder, "train_pairs": int(len(pairs)),
-        "held_out_queries": len(test),
-        "epochs": epochs, "temperature": temperature, "hard_negatives": hard, "reg": reg,
-        f"recall@{k}": {"content": round(_recall_at(vectors[test], vectors, gold, k, test), 4),
-                        "cf_tuned": round(_recall_at(cf_vecs[test], cf_vecs, gold, k, test), 4)},
-        f"content_neighbour_retention@{k}": round(_overlap_at(vectors, cf_vecs, test[:500], k), 4),
-        "mean_cosine_to_content": round(float((vectors[test] * cf_vecs[test]).sum(1).mean()), 4),
+        "held_out_queries": len(test), "validation_queries": len(queries["val"]),
+        "epochs": epochs, "lr": lr, "temperature": temperature, "hard_negatives": hard, "reg": reg,
+        f"recall@{k}": {"content": recall("test", vectors), "cf_tuned": recall("test", cf_vecs)},
+        f"validation_recall@{k}": {"content": recall("val", vectors),
+                                   "cf_tuned": recall("val", cf_vecs)},
+        f"content_neighbour_retention@{k}": round(_overlap_at(vectors, cf_vecs, test[:500], k), 4) if test else 0.0,
+        "mean_cosine_to_content": round(float((vectors[test] * cf_vecs[test]).sum(1).mean()), 4) if test else 0.0,
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     digest = hashlib.sha256(weight.astype(np.float16).tobytes()).hexdigest()[:12]
