@@ -28,6 +28,7 @@ from pathlib import Path
 
 from enrich.errors import EnrichError
 from enrich.schemas import SCHEMA_VERSION, VocabEntry, now_ms
+from enrich.tag_prototypes import TagPrototypes
 
 SNAPSHOT_VERSION = "debtags-bookworm-v1"
 SNAPSHOT_DIR = Path(__file__).parent / "data" / SNAPSHOT_VERSION
@@ -190,8 +191,12 @@ def tag_vocabulary(items: Iterable[DebtagsItem]) -> list[str]:
     return sorted({t for it in items for t in it.tags})
 
 
-def vocab_entries(tags: Iterable[str]) -> list[VocabEntry]:
-    return [VocabEntry(tag=t, facet=facet(t), updated_at=now_ms()) for t in tags]
+def vocab_entries(tags: Iterable[str], prototypes: TagPrototypes | None = None) -> list[VocabEntry]:
+    """The tags as ``tags.vocab`` entries, with their prototypes where ``prototypes`` has one."""
+    learned = prototypes.vector_bytes() if prototypes is not None else {}
+    embedder = prototypes.embedder if prototypes is not None else ""
+    return [VocabEntry(tag=t, facet=facet(t), updated_at=now_ms(), prototype=learned.get(t),
+                       prototype_embedder=embedder if t in learned else "") for t in tags]
 
 
 def as_event(it: DebtagsItem, created_at: int | None = None) -> dict:

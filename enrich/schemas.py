@@ -141,6 +141,8 @@ class VocabEntry:
     deleted: bool = False
     updated_at: int = 0
     schema: int = SCHEMA_VERSION
+    prototype: bytes | None = None  # float32: the tag's candidate vector learned from labelled items
+    prototype_embedder: str = ""  # the embedder version whose space the prototype is in
 
 
 def encode(record: Any) -> bytes:
@@ -228,10 +230,15 @@ def decode_vocab(raw: bytes) -> VocabEntry:
     tag = _field(obj, "tag", str)
     if not tag.strip() or len(tag) > 200:
         raise InvalidItem("bad_tag", "'tag' must be 1..200 characters")
+    prototype = _field(obj, "prototype", bytes, required=False) or None
+    if prototype is not None and (len(prototype) % 4 or not prototype):
+        raise InvalidItem("wrong_type", "'prototype' must be float32 bytes")
     return VocabEntry(tag=tag.strip(), facet=_field(obj, "facet", str, required=False) or "",
                       description=_field(obj, "description", str, required=False) or "",
                       deleted=bool(_field(obj, "deleted", bool, required=False)),
-                      updated_at=_field(obj, "updated_at", int, required=False) or 0)
+                      updated_at=_field(obj, "updated_at", int, required=False) or 0,
+                      prototype=prototype,
+                      prototype_embedder=_field(obj, "prototype_embedder", str, required=False) or "")
 
 
 def decode(raw: bytes) -> dict[str, Any]:

@@ -41,10 +41,14 @@ class VocabSnapshot:
 
 
 class TagVocabulary:
-    """Thread-safe: updated by the vocabulary feed, read by the pipeline thread."""
+    """Thread-safe: updated by the vocabulary feed, read by the pipeline thread.
 
-    def __init__(self, embed_texts: Callable[[Sequence[str]], np.ndarray]) -> None:
+    A tag's vector is its prototype when the entry carries one made by ``embedder`` (this
+    worker's embedder version; see ``enrich/tag_prototypes.py``), else its embedded name."""
+
+    def __init__(self, embed_texts: Callable[[Sequence[str]], np.ndarray], embedder: str = "") -> None:
         self._embed = embed_texts
+        self.embedder = embedder
         self._lock = threading.Lock()
         self._entries: dict[str, VocabEntry] = {}
         self._vectors: dict[str, np.ndarray] = {}
@@ -61,7 +65,8 @@ class TagVocabulary:
             else:
                 old = self._entries.get(entry.tag)
                 self._entries[entry.tag] = entry
-                if old is None or old.description != entry.description:
+                if old is None or (old.description, old.prototype, old.prototype_embedder) != (
+                        entry.description, entry.prototype, entry.prototype_embedder):
                     self._pending.add(entry.tag)
             self._dirty = True
 
@@ -73,8 +78,11 @@ class TagVocabulary:
         """Embed pending tags (outside the lock) and return a consistent view."""
         with self._lock:
             pending = sorted(self._pending)
-            texts = [self._text(self._entries[t]) for t in pending]
-        vecs = self._embed(texts) if pending else np.zeros((0, 0), np.float32)
+            learned = {t: self._prototype(self._entries[t]) for t in pending}
+            to_embed = [t for t in pending if learned[t] is None]
+            texts = [self._text(self._entries[t]) for t in to_embed]
+        embedded = dict(zip(to_embed, self._embed(texts), strict=True)) if to_embed else {}
+        vecs = [learned[t] if learned[t] is not None else embedded[t] for t in pending]
         with self._lock:
             for tag, v in zip(pending, vecs, strict=True):
                 if tag in self._entries:
@@ -86,6 +94,12 @@ class TagVocabulary:
                 self._snapshot = VocabSnapshot(tags, matrix)
                 self._dirty = False
             return self._snapshot
+
+    def _prototype(self, e: VocabEntry) -> np.ndarray | None:
+        if not e.prototype or not self.embedder or e.prototype_embedder != self.embedder:
+            return None
+        v = np.frombuffer(e.prototype, dtype="<f4").astype(np.float32)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
 
     @staticmethod
     def _text(e: VocabEntry) -> str:

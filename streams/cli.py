@@ -227,12 +227,39 @@ def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def _build_prototypes(s: Settings, out: Path | None) -> int:
+    """Tag prototypes from the debtags train split, in the exported small embedder's space."""
+    from enrich import debtags
+    from enrich.tag_prototypes import TagPrototypes
+    from streams.evaluate import embed_debtags
+    from streams.stack import ensure_models
+    from triton_models.export_small import DEFAULT_PROTOTYPES
+
+    s = s.model_copy(update={"model_preset": "small"})
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_models(s, progress=_say)
+    train = [it for it in debtags.load_snapshot() if it.split == "train"]  # never the evaluated items
+    vectors, embedder = embed_debtags(s, train, _say)
+    protos = TagPrototypes.compute([it.tags for it in train], vectors, embedder)
+    protos.save(out or DEFAULT_PROTOTYPES)
+    _say(f"{protos.version}: {protos.info} in the space of {embedder} -> {out or DEFAULT_PROTOTYPES}")
+    return 0
+
+
 def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
     from enrich import samples
     from enrich.schemas import VocabEntry, encode, now_ms
     from streams.kafka_tools import publish
 
-    if a.file:
+    if a.action == "prototypes":
+        return _build_prototypes(s, a.out)
+    if a.file and a.debtags:
+        raise EnrichError("--file and --debtags name two vocabularies: pick one")
+    if a.debtags:
+        from streams.stack import debtags_vocabulary
+
+        entries = debtags_vocabulary(s)
+    elif a.file:
         try:
             rows = json.loads(Path(a.file).read_text())
             entries = [VocabEntry(tag=r["tag"], facet=r.get("facet", ""), description=r.get("description", ""),
@@ -413,9 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", type=Path, help="also write the evaluation as JSON (eval)")
     c.add_argument("--verbose", action="store_true", help="print every epoch's metrics as JSON (fit)")
     c.set_defaults(fn=cmd_codebook)
-    v = sub.add_parser("vocab", help="publish tags to tags.vocab")
-    v.add_argument("action", choices=["load"])
-    v.add_argument("--file", help="JSON list of {tag, facet, description} (default: the sample vocabulary)")
+    v = sub.add_parser("vocab", help="publish tags to tags.vocab, or build tag prototypes")
+    v.add_argument("action", choices=["load", "prototypes"])
+    v.add_argument("--file", help="load: JSON list of {tag, facet, description} (default: the sample vocabulary)")
+    v.add_argument("--debtags", action="store_true",
+                   help="load: the debtags vocabulary with the shipped prototypes (for the exported embedder)")
+    v.add_argument("--out", type=Path, help="prototypes: artifact to write (default: the shipped one)")
     v.set_defaults(fn=cmd_vocab)
     pb = sub.add_parser("publish", help="publish sample items to items.new")
     pb.add_argument("--items", type=int, default=30)

@@ -22,7 +22,7 @@ from enrich.process import free_port, stop_pid
 from enrich.schemas import VocabEntry, decode, encode, vector_from_bytes
 from enrich.settings import Settings
 from streams.kafka_tools import TopicReader, publish
-from streams.stack import ensure_codebook, ensure_models, start_stack
+from streams.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 
 OUTPUTS = ("items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
 
@@ -131,8 +131,7 @@ def demo_content(settings: Settings, n_items: int) -> tuple[list[VocabEntry], li
     all_items = debtags.load_snapshot()
     test = [it for it in all_items if it.split == "test"]
     picked = test[:: max(1, len(test) // n_items)][:n_items]
-    return (debtags.vocab_entries(debtags.tag_vocabulary(all_items)), [debtags.as_event(it) for it in picked],
-            {it.id: it.tags for it in picked})
+    return debtags_vocabulary(settings), [debtags.as_event(it) for it in picked], {it.id: it.tags for it in picked}
 
 
 def _nearest(vecs: np.ndarray, k: int, ids: list[str], n: int = 3) -> str:

@@ -29,16 +29,16 @@ import msgpack
 import numpy as np
 
 from enrich import debtags
+from enrich.cf_adapter import CfAdapter
 from enrich.debtags import DebtagsItem
 from enrich.process import stop_pid
-from enrich.recall_index import NeighborIndex
 from enrich.schemas import decode, encode, vector_from_bytes
 from enrich.settings import Settings
 from enrich.tags import readable_tag
 from streams.demo import on_free_ports, start_worker
 from streams.kafka_tools import TopicReader, publish
 from streams.recall import RecallIndexes
-from streams.stack import ensure_codebook, ensure_models, start_stack
+from streams.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 
 K = 10
 
@@ -133,8 +133,16 @@ def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
     backend = OnnxRuntimeBackend(settings.models_path)
     try:
         embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
-        digest = hashlib.sha256("\n".join(it.id for it in items).encode()).hexdigest()[:12]
-        cache = settings.state_dir / "vectors" / f"{embedder.version}-{debtags.SNAPSHOT_VERSION}-{digest}.npy"
+        ids = [it.id for it in items]
+        cached = settings.state_dir / "vectors" / f"{embedder.version}-{debtags.SNAPSHOT_VERSION}"
+        whole = cached / "all.npz"  # the whole snapshot, when some run embedded it: any subset is a slice
+        cache = cached / f"{hashlib.sha256(chr(10).join(ids).encode()).hexdigest()[:12]}.npy"
+        if whole.exists():
+            with np.load(whole) as z:
+                row = {i: n for n, i in enumerate(z["ids"])}
+                if all(i in row for i in ids):
+                    say(f"content vectors of {len(items)} items from {whole}")
+                    return z["vectors"][[row[i] for i in ids]], embedder.version
         if cache.exists():
             say(f"content vectors of {len(items)} items from {cache}")
             return np.load(cache), embedder.version
@@ -144,7 +152,10 @@ def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
     finally:
         backend.close()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, vecs)
+    if len(ids) == len(debtags.load_snapshot()):
+        np.savez(whole, ids=np.array(ids), vectors=vecs)
+    else:
+        np.save(cache, vecs)
     return vecs, embedder.version
 
 
@@ -178,15 +189,24 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
     book = SemanticIdCodebook.load(settings.codebook_path)
     indexes = RecallIndexes()
     cat_codes = book.quantize(cat_vecs)
-    for it, vec, code in zip(catalogue, cat_vecs, cat_codes, strict=True):
-        indexes.neighbors.apply({"item_id": it.id, "vector": vec.astype(np.float32).tobytes(),
-                                 "semantic_id": [int(c) for c in code], "enriched_at": 0})
+    cf_path = settings.cf_adapter_path  # the workers' CF adapter: the catalogue gets the same CF vectors
+    cat_cf = CfAdapter.load(cf_path).apply(cat_vecs) if cf_path is not None else [None] * len(catalogue)
+    for it, vec, code, cf in zip(catalogue, cat_vecs, cat_codes, cat_cf, strict=True):
+        record = {"item_id": it.id, "vector": vec.astype(np.float32).tobytes(),
+                  "semantic_id": [int(c) for c in code], "enriched_at": 0,
+                  "cf_vector": cf.astype(np.float32).tobytes() if cf is not None else None}
+        indexes.neighbors.apply(record)
+        indexes.cf_neighbors.apply(record)
 
     settings = on_free_ports(settings)
     stack = start_stack(settings, progress=say)
     worker = None
     try:
-        entries = debtags.vocab_entries(vocab)
+        entries = debtags_vocabulary(settings)
+        # what the workers rank candidates by: the prototype where an entry has one, else the name
+        cand_vecs = np.stack([vector_from_bytes(e.prototype) if e.prototype else tag_vecs[vocab.index(e.tag)]
+                              for e in entries])
+        assert [e.tag for e in entries] == vocab
         publish(settings, "tags.vocab", [(e.tag.encode(), encode(e)) for e in entries])
         worker = start_worker(settings, settings.state_dir / "logs" / "eval-worker.log")
         reader = TopicReader(settings, ("items.enriched", "recall.tags", "recall.neighbors"))
@@ -232,10 +252,13 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
             "tagger_over_knn_candidates_grade=2": prf(knn_strong, gold),
             "zero_shot_recall@5": prf([set(z[:5]) for z in zero], gold)["recall"],
             f"candidate_recall@{settings.candidate_tags}": prf(
+                [set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, settings.candidate_tags)], gold)["recall"],
+            f"name_candidate_recall@{settings.candidate_tags}": prf(
                 [set(z) for z in top_tags(vecs @ tag_vecs.T, vocab, settings.candidate_tags)], gold)["recall"],
+            f"prototype_top{top_n}": prf([set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, top_n)], gold),
         },
         "tagger_pairs": _tagger_pairs(settings, test, vecs, tag_vecs, vocab),
-        "neighbours": _neighbours(indexes.neighbors, test, items),
+        "neighbours": _neighbours(indexes, test, items),
         "throughput": {"items": len(test), "seconds": round(stream_s, 2),
                        "items_per_s": round(len(test) / stream_s, 2)},
         "wall_s": round(time.perf_counter() - t_start, 1),
@@ -268,14 +291,19 @@ def _wait(reader: TopicReader, indexes: RecallIndexes, want: set[str], records: 
                     pending_nb.discard(decode(rec.value)["item_id"])
 
 
-def _neighbours(index: NeighborIndex, test: list[DebtagsItem], items: list[DebtagsItem]) -> dict:
+def _neighbours(indexes: RecallIndexes, test: list[DebtagsItem], items: list[DebtagsItem]) -> dict:
     known = {it.id for it in items}
     queries = [it for it in test if set(it.related) & known]
     gold = [set(it.related) & known for it in queries]
+    index = indexes.neighbors
     ann = [[h.item_id for h in index.by_item(it.id, K)] for it in queries]
     sid = [[h.item_id for h in index.by_semantic_id(it.id, K)] for it in queries]
-    return {"queries": len(queries), "mean_gold_related": round(float(np.mean([len(g) for g in gold])), 2),
-            "ann_index": recall_ndcg(ann, gold), "semantic_id_prefix": recall_ndcg(sid, gold)}
+    out = {"queries": len(queries), "mean_gold_related": round(float(np.mean([len(g) for g in gold])), 2),
+           "ann_index": recall_ndcg(ann, gold), "semantic_id_prefix": recall_ndcg(sid, gold)}
+    if len(indexes.cf_neighbors):
+        cf = [[h.item_id for h in indexes.cf_neighbors.by_item(it.id, K)] for it in queries]
+        out["cf_ann_index"] = recall_ndcg(cf, gold)
+    return out
 
 
 def format_report(r: dict) -> str:
@@ -283,13 +311,15 @@ def format_report(r: dict) -> str:
     rows = [("tagger (stream), grade >= 1", t["tagger_grade>=1"]), ("tagger (stream), grade = 2", t["tagger_grade=2"]),
             (f"zero-shot cosine, top {r['baseline_top_n']}", t[f"zero_shot_top{r['baseline_top_n']}"]),
             (f"kNN propagation, top {r['baseline_top_n']}", t[f"knn_propagation_top{r['baseline_top_n']}"]),
+            (f"prototype cosine, top {r['baseline_top_n']}", t[f"prototype_top{r['baseline_top_n']}"]),
             ("tagger over kNN candidates, = 2 *", t["tagger_over_knn_candidates_grade=2"])]
     lines = [f"\n== tags vs gold debtags ({r['test_items']} test items, {r['tags']} tags) ==",
              f"{'':<34}{'precision':>10}{'recall':>10}{'F1':>8}"]
     lines += [f"{name:<34}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}" for name, m in rows]
     m = r["candidate_tags"]
-    lines.append(f"zero-shot recall@5 {t['zero_shot_recall@5']:.3f}; candidate recall@{m} "
-                 f"{t[f'candidate_recall@{m}']:.3f} (the top {m} zero-shot tags are what the tagger grades)")
+    lines.append(f"zero-shot recall@5 {t['zero_shot_recall@5']:.3f}; candidate recall@{m}: "
+                 f"{t[f'candidate_recall@{m}']:.3f} with the workers' tag vectors (prototypes where shipped), "
+                 f"{t[f'name_candidate_recall@{m}']:.3f} with tag names")
     lines.append(f"* offline: the same tagger graph grading the top {m} kNN-propagated tags instead")
     tp = r["tagger_pairs"]
     lines.append(f"\n== tagger on {tp['pairs']} held-out (item, tag) pairs ==\n3-class accuracy {tp['accuracy']:.3f} "
@@ -297,7 +327,10 @@ def format_report(r: dict) -> str:
     nb = r["neighbours"]
     lines.append(f"\n== neighbours vs gold related packages ({nb['queries']} queries, "
                  f"{nb['mean_gold_related']} related each) ==")
-    for name, key in (("ANN index (usearch HNSW)", "ann_index"), ("semantic-ID prefix", "semantic_id_prefix")):
+    for name, key in (("ANN index (usearch HNSW)", "ann_index"), ("ANN over CF-tuned vectors", "cf_ann_index"),
+                      ("semantic-ID prefix", "semantic_id_prefix")):
+        if key not in nb:
+            continue
         lines.append(f"{name:<34}recall@10 {nb[key]['recall@10']:.3f}   nDCG@10 {nb[key]['ndcg@10']:.3f}")
     th = r["throughput"]
     lines.append(f"\nthroughput: {th['items']} items in {th['seconds']}s through the stream "

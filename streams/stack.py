@@ -17,6 +17,7 @@ import numpy as np
 
 from enrich.errors import EnrichError
 from enrich.process import stop_pid
+from enrich.schemas import VocabEntry
 from enrich.settings import Settings
 from streams.kafka_tools import create_topics
 from streams.local_broker import LocalBroker
@@ -70,6 +71,24 @@ def debtags_sample_texts() -> list[str]:
     items = load_snapshot()
     train = [it for it in items if it.split == "train"][:CODEBOOK_SAMPLE]
     return [f"{it.title}\n{it.text}" for it in train] + [readable_tag(t) for t in tag_vocabulary(items)]
+
+
+def debtags_vocabulary(settings: Settings) -> list[VocabEntry]:
+    """The debtags as vocabulary entries, with the shipped tag prototypes when they were made by the
+    exported embedder (else the workers embed the tag names)."""
+    from enrich import debtags
+    from enrich.model_meta import ModelMeta
+    from enrich.tag_prototypes import TagPrototypes
+    from triton_models.export_small import DEFAULT_PROTOTYPES
+
+    tags = debtags.tag_vocabulary(debtags.load_snapshot())
+    prototypes = TagPrototypes.load(DEFAULT_PROTOTYPES) if DEFAULT_PROTOTYPES.exists() else None
+    embedder = ModelMeta.read(settings.models_path / "embedder" / "meta.json").version
+    if prototypes is not None and prototypes.embedder != embedder:
+        log.warning("tag prototypes were made by %s, the embedder is %s: the workers will embed tag names",
+                    prototypes.embedder, embedder)
+        prototypes = None
+    return debtags.vocab_entries(tags, prototypes)
 
 
 def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:

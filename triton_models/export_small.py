@@ -46,6 +46,7 @@ EMBEDDER_NAME = "minilm-effnet-fusion"
 TAGGER_NAME = "minilm-cross-encoder"
 DEFAULT_FUSION = ARTIFACTS / "fusion-effnet-minilm-emoji-v1.pt"
 DEFAULT_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v1.pt"
+DEFAULT_PROTOTYPES = ARTIFACTS / "tag-prototypes-debtags-v1.npz"
 EMBEDDER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on (and truncates to) 256 word pieces
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from enrich import debtags
 from enrich.process import free_port, stop_pid
-from enrich.schemas import encode
 from streams.demo import on_free_ports, settings_env, start_worker
 from streams.kafka_tools import TopicReader, publish
 from streams.stack import start_stack
@@ -68,8 +67,8 @@ def test_recall_commands_answer_from_the_live_feeds_and_follow_re_enrichment(sma
                                        "group_id": f"g{time.time_ns()}"})
     assert cli(s, "topics", "create").returncode == 0
     items = debtags.load_snapshot()
-    vocab = debtags.vocab_entries(debtags.tag_vocabulary(items))
-    publish(s, "tags.vocab", [(e.tag.encode(), encode(e)) for e in vocab])
+    res = cli(s, "vocab", "load", "--debtags")
+    assert res.returncode == 0 and f"published {len(debtags.tag_vocabulary(items))} tags" in res.stdout, res.stderr
     worker = start_worker(s, tmp_path / "worker.log")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "streams.cli", "recall", "serve", "--port", str(port)],
@@ -99,6 +98,11 @@ def test_recall_commands_answer_from_the_live_feeds_and_follow_re_enrichment(sma
         assert set(near) <= {"lame", "vorbis-tools", "abcde", "cdparanoia"}
         res = cli(s, "recall", "neighbors", "flac", "--by", "sid", "--json")
         assert res.returncode == 0 and all(h["score"] >= 1 for h in json.loads(res.stdout))
+        # the shipped CF adapter is served: CF-tuned vectors have their own index
+        assert records["flac"]["versions"]["cf_adapter"].startswith("cf-adapter-debtags-v1-")
+        res = cli(s, "recall", "neighbors", "flac", "--by", "cf", "--k", "3", "--json")
+        assert res.returncode == 0 and len(json.loads(res.stdout)) == 3, res.stderr
+        assert records["flac"]["caption_features"] and records["flac"]["caption"].startswith("article, text only")
         res = cli(s, "recall", "neighbors", "no-such-item")
         assert res.returncode == 1 and "not in the neighbour index" in res.stderr
 
@@ -166,11 +170,12 @@ def test_eval_command_reports_every_metric_beside_the_baselines(small_model_sett
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["test_items"] == 16 and r["catalogue_items"] == 400
-    for name in ("tagger_grade>=1", "tagger_grade=2", "zero_shot_top3", "knn_propagation_top3"):
+    for name in ("tagger_grade>=1", "tagger_grade=2", "zero_shot_top3", "knn_propagation_top3", "prototype_top3",
+                 "tagger_over_knn_candidates_grade=2"):
         assert set(r["tagging"][name]) == {"precision", "recall", "f1"}
         assert all(0 <= v <= 1 for v in r["tagging"][name].values())
     assert r["tagger_pairs"]["pairs"] > 16 and 0 <= r["tagger_pairs"]["accuracy"] <= 1
-    for index in ("ann_index", "semantic_id_prefix"):
+    for index in ("ann_index", "cf_ann_index", "semantic_id_prefix"):
         assert set(r["neighbours"][index]) == {"recall@10", "ndcg@10"}
     assert r["throughput"]["items_per_s"] > 0
     assert "kNN propagation" in res.stdout and "semantic-ID prefix" in res.stdout
