@@ -43,7 +43,7 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                                             max_seconds=settings.video_decode_s),
                             captions=CaptionHasher(settings.caption_buckets) if settings.caption_buckets else None)
     cf_path = settings.cf_adapter_path
-    return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts),
+    return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version),
                     SemanticIdCodebook.load(settings.codebook_path), config,
                     cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None)
 
