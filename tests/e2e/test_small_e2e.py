@@ -10,6 +10,7 @@ import urllib.request
 
 import msgpack
 import pytest
+from cli_runs import cli, run_demo
 
 from enrich import debtags
 from enrich.process import free_port, stop_pid
@@ -18,11 +19,6 @@ from streams.kafka_tools import TopicReader, publish
 from streams.stack import start_stack
 
 pytestmark = pytest.mark.e2e
-
-
-def cli(settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def get_json(port: int, path: str) -> object:
@@ -149,15 +145,9 @@ def _latest(settings, item: str, after: int) -> dict | None:
 
 
 def test_demo_uses_the_small_presets_and_reads_sensibly(small_model_settings, tmp_path):
-    s = small_model_settings.model_copy(update={"state_dir": tmp_path})
-    env = settings_env(s) | {"ENRICH_MODEL_DIR": str(small_model_settings.models_path),
-                             "ENRICH_CODEBOOK": str(small_model_settings.codebook_path)}
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--items", "8"], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "8 items enriched" in res.stdout and "8 dead letters" in res.stdout
-    assert "gold (debtags):" in res.stdout and "neighbours:" in res.stdout
-    assert "minilm-effnet-fusion-" in res.stdout and "minilm-cross-encoder-" in res.stdout
+    out = run_demo(small_model_settings, tmp_path)
+    assert "gold (debtags):" in out and "neighbours:" in out and "CF-tuned neighbours:" in out
+    assert "minilm-effnet-fusion-" in out and "minilm-cross-encoder-" in out and "feature ids" in out
 
 
 def test_eval_command_reports_every_metric_beside_the_baselines(small_model_settings, tmp_path):

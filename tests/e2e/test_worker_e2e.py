@@ -14,19 +14,15 @@ from collections import Counter
 
 import msgpack
 import pytest
+from cli_runs import cli, run_demo
 
 from enrich import samples
 from enrich.process import free_port
 from enrich.schemas import decode
-from streams.demo import settings_env, start_worker
+from streams.demo import start_worker
 from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
-
-
-def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
@@ -198,15 +194,8 @@ def test_worker_survives_fuzzed_input(fresh, tmp_path):
 
 
 def test_demo_command_prints_enriched_output(model_settings, tmp_path):
-    s = model_settings.model_copy(update={"state_dir": tmp_path})
-    # reuse the exported models and codebook instead of exporting again
-    env = settings_env(s) | {"ENRICH_MODEL_DIR": str(model_settings.models_path),
-                             "ENRICH_CODEBOOK": str(model_settings.codebook_path)}
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--items", "8"], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "8 items enriched" in res.stdout and "8 dead letters" in res.stdout
-    assert "image_undecodable" in res.stdout and "neighbours:" in res.stdout and "stack stopped" in res.stdout
+    out = run_demo(model_settings, tmp_path)
+    assert "image_undecodable" in out and "neighbours:" in out and "stack stopped" in out
 
 
 def test_cli_explains_bad_settings():
