@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from enrich.settings import Settings
@@ -24,3 +26,15 @@ def run_demo(exported: Settings, state_dir: Path, items: int = 8) -> str:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert f"{items} items enriched" in res.stdout and "8 dead letters" in res.stdout
     return res.stdout
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, log_path: Path | None = None) -> object:
+    """The predicate's first truthy value, polled; fails with ``what`` (and the log's tail) after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s" +
+                         (f"\n{log_path.read_text()[-3000:]}" if log_path else ""))

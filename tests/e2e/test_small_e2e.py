@@ -10,7 +10,7 @@ import urllib.request
 
 import msgpack
 import pytest
-from cli_runs import cli, run_demo
+from cli_runs import cli, run_demo, wait_for
 
 from enrich import debtags
 from enrich.process import free_port, stop_pid
@@ -24,16 +24,6 @@ pytestmark = pytest.mark.e2e
 def get_json(port: int, path: str) -> object:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return json.loads(r.read())
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s")
 
 
 def enriched_ids(settings, want: int, timeout_s: float = 180) -> dict[str, dict]:

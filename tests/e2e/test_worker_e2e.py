@@ -14,7 +14,7 @@ from collections import Counter
 
 import msgpack
 import pytest
-from cli_runs import cli, run_demo
+from cli_runs import cli, run_demo, wait_for
 
 from enrich import samples
 from enrich.process import free_port
@@ -203,17 +203,6 @@ def test_cli_explains_bad_settings():
     res = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "create"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "batch_size" in res.stderr and "ENRICH_" in res.stderr
-
-
-def wait_for(predicate, timeout_s: float, what: str, log_path=None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s" +
-                         (f"\n{log_path.read_text()[-3000:]}" if log_path else ""))
 
 
 def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
