@@ -38,3 +38,45 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, log_p
         time.sleep(0.3)
     raise AssertionError(f"{what} not seen within {timeout_s:.0f}s" +
                          (f"\n{log_path.read_text()[-3000:]}" if log_path else ""))
+
+
+def re_enrich_in_shadow(live: Settings, tmp_path: Path, n_items: int, vocab_args: tuple[str, ...] = ()) -> dict:
+    """The rollout of a new codebook as the README describes it: a shadow prefix with its own group and a
+    new codebook, ``enrich backfill`` of the live input into it, a shadow worker, and the shadow's audit.
+    ``live`` holds ``n_items`` items in ``items.new``; returns the shadow's enriched records by item id."""
+    import signal
+
+    from enrich.process import free_port
+    from enrich.schemas import decode
+    from streams.demo import start_worker
+    from streams.kafka_tools import TopicReader
+
+    shadow = live.model_copy(update={"topic_prefix": f"shadow.{live.topic_prefix}", "web_port": free_port(),
+                                     "group_id": f"shadow-{live.group_id}", "codebook": tmp_path / "codebook-v2.npz"})
+    res = cli(shadow, "codebook", "fit", "--levels", "2", "--codes", "8", "--epochs", "5",
+              "--out", str(tmp_path / "codebook-v2.npz"), timeout=300)
+    assert res.returncode == 0, res.stderr
+    for args in (("topics", "create"), ("vocab", "load", *vocab_args)):
+        res = cli(shadow, *args)
+        assert res.returncode == 0, res.stderr
+    res = cli(live, "backfill", "--to-prefix", shadow.topic_prefix, "--rate", "50", "--batch", "4", "--quiet")
+    assert res.returncode == 0 and f"copied {n_items} records" in res.stdout, res.stdout + res.stderr
+    worker = start_worker(shadow, tmp_path / "shadow.log")
+    enriched: dict[str, dict] = {}
+    try:
+        reader = TopicReader(shadow, ["items.enriched"])
+        deadline = time.monotonic() + 180
+        while len(enriched) < n_items and time.monotonic() < deadline:
+            enriched |= {r.key.decode(): decode(r.value) for r in reader.poll(0.5)}
+        reader.close()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, (tmp_path / "shadow.log").read_text()[-3000:]
+    assert all(r["versions"]["codebook"].startswith("rqvae-L2K8-") and len(r["semantic_id"]) == 3
+               for r in enriched.values())
+    res = cli(shadow, "audit")
+    assert res.returncode == 0 and f"enriched {n_items}, dead-lettered 0" in res.stdout, res.stdout + res.stderr
+    again = cli(live, "backfill", "--to-prefix", shadow.topic_prefix, "--quiet")
+    assert again.returncode == 0 and "copied 0 records" in again.stdout, again.stdout + again.stderr
+    assert f"{n_items} copied by earlier runs" in again.stdout
+    return enriched

@@ -10,7 +10,7 @@ import urllib.request
 
 import msgpack
 import pytest
-from cli_runs import cli, run_demo, wait_for
+from cli_runs import cli, re_enrich_in_shadow, run_demo, wait_for
 
 from enrich import debtags
 from enrich.process import free_port, stop_pid
@@ -159,3 +159,15 @@ def test_eval_command_reports_every_metric_beside_the_baselines(small_model_sett
         assert set(r["neighbours"][index]) == {"recall@10", "ndcg@10"}
     assert r["throughput"]["items_per_s"] > 0
     assert "kNN propagation" in res.stdout and "semantic-ID prefix" in res.stdout
+
+
+def test_backfill_re_enriches_real_packages_in_a_shadow_deployment(small_stack, tmp_path):
+    live = small_stack.model_copy(update={"topic_prefix": f"b{time.time_ns()}.", "group_id": f"g{time.time_ns()}"})
+    assert cli(live, "topics", "create").returncode == 0
+    picked = [it for it in debtags.load_snapshot() if it.split == "test"][:6]
+    publish(live, "items.new", [(it.id.encode(), msgpack.packb(debtags.as_event(it), use_bin_type=True))
+                                for it in picked])
+    enriched = re_enrich_in_shadow(live, tmp_path, len(picked), vocab_args=("--debtags",))
+    assert set(enriched) == {it.id for it in picked}
+    assert all(r["versions"]["cf_adapter"] and r["cf_embedding"] for r in enriched.values())
+    assert sum(bool(r["tags"]) for r in enriched.values()) >= 4  # real packages get real tags

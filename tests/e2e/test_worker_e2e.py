@@ -14,7 +14,7 @@ from collections import Counter
 
 import msgpack
 import pytest
-from cli_runs import cli, run_demo, wait_for
+from cli_runs import cli, re_enrich_in_shadow, run_demo, wait_for
 
 from enrich import samples
 from enrich.process import free_port
@@ -320,32 +320,7 @@ def test_chaos_restarts_scale_out_and_in_lose_nothing(fresh, tmp_path, request):
 
 
 def test_backfill_re_enriches_into_a_shadow_deployment_with_the_new_codebook(fresh, tmp_path):
-    """The rollout of a new codebook: backfill the live input into a shadow prefix, whose worker
-    (own group, new codebook) writes every item again, stamped with the new version."""
-    shadow = fresh.model_copy(update={"topic_prefix": f"shadow.{fresh.topic_prefix}",
-                                      "group_id": f"shadow-{fresh.group_id}", "web_port": free_port(),
-                                      "codebook": tmp_path / "codebook-v2.npz"})
-    res = cli(shadow, "codebook", "fit", "--levels", "2", "--codes", "8", "--epochs", "5",
-              "--out", str(tmp_path / "codebook-v2.npz"))
-    assert res.returncode == 0, res.stderr
-    for args in (("topics", "create"), ("vocab", "load")):
-        res = cli(shadow, *args)
-        assert res.returncode == 0, res.stderr
     res = cli(fresh, "publish", "--items", "10")
     assert res.returncode == 0, res.stderr
-    res = cli(fresh, "backfill", "--to-prefix", shadow.topic_prefix, "--rate", "50", "--batch", "4", "--quiet")
-    assert res.returncode == 0 and "copied 10 records" in res.stdout, res.stdout + res.stderr
-    worker = start_worker(shadow, tmp_path / "shadow.log")
-    try:
-        got = read_until(shadow, {"items.enriched": 10}, 120, topics=["items.enriched"])
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(60) == 0, (tmp_path / "shadow.log").read_text()[-3000:]
-    enriched = {k.decode(): v for k, v in got["items.enriched"]}
+    enriched = re_enrich_in_shadow(fresh, tmp_path, 10)
     assert set(enriched) == {i["id"] for i in samples.sample_items(10)}
-    assert all(r["versions"]["codebook"].startswith("rqvae-L2K8-") and len(r["semantic_id"]) == 3
-               for r in enriched.values())
-    res = cli(shadow, "audit")
-    assert res.returncode == 0 and "enriched 10, dead-lettered 0" in res.stdout, res.stdout + res.stderr
-    again = cli(fresh, "backfill", "--to-prefix", shadow.topic_prefix, "--quiet")
-    assert again.returncode == 0 and "copied 0 records" in again.stdout and "10 copied by earlier runs" in again.stdout
