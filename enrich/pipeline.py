@@ -1,6 +1,7 @@
 """The enrichment pipeline: raw input events in, output records out.
 
-decode + validate -> preprocess -> embed -> candidates -> tag -> semantic id.
+decode + validate -> preprocess -> embed -> candidates -> tag (and, with a tag prior,
+the neighbour-vote decision) -> semantic id.
 Bad input becomes a ``DeadLetter`` and never stops the batch; an unavailable
 backend raises ``BackendUnavailable`` for the whole batch so the caller can
 retry it (nothing is half-published).
@@ -35,6 +36,7 @@ from enrich.schemas import (
     vector_bytes,
 )
 from enrich.semantic_ids import Quantizer
+from enrich.tag_prior import TagPrior, decide, with_votes
 from enrich.tags import TagVocabulary
 from enrich.video import VideoSpec
 
@@ -96,10 +98,14 @@ def dead_letter(ev: RawEvent, err: InvalidItem, item_id: str | None = None) -> D
 
 class Pipeline:
     def __init__(self, embedder: Embedder, tagger: Tagger, vocabulary: TagVocabulary, quantizer: Quantizer,
-                 config: PipelineConfig = PipelineConfig(), cf_adapter: CfAdapter | None = None) -> None:
+                 config: PipelineConfig = PipelineConfig(), cf_adapter: CfAdapter | None = None,
+                 tag_prior: TagPrior | None = None) -> None:
         if cf_adapter is not None:
             cf_adapter.check_embedder(embedder.version, embedder.meta.hidden_size)
+        if tag_prior is not None:
+            tag_prior.check(embedder.version, embedder.meta.hidden_size, tagger.version)
         self.cf_adapter = cf_adapter
+        self.tag_prior = tag_prior
         self.embedder = embedder
         self.tagger = tagger
         self.vocabulary = vocabulary
@@ -111,7 +117,8 @@ class Pipeline:
     def versions(self) -> ModelVersions:
         captions = self.config.captions
         return ModelVersions(self.embedder.version, self.tagger.version, self.quantizer.version,
-                             self.cf_adapter.version if self.cf_adapter else "", captions.version if captions else "")
+                             self.cf_adapter.version if self.cf_adapter else "", captions.version if captions else "",
+                             self.tag_prior.version if self.tag_prior else "")
 
     def run(self, events: list[RawEvent]) -> list[Outcome]:
         """One outcome per event, in input order."""
@@ -145,8 +152,18 @@ class Pipeline:
         with stage("candidates", timings):
             vocab = self.vocabulary.snapshot()
             candidates = vocab.candidates(vectors, self.config.candidate_tags)
+            view = None
+            if self.tag_prior is not None:
+                candidates, view = with_votes(self.tag_prior, vocab, vectors, self.config.candidate_tags, candidates)
         with stage("tag", timings):
             scores = self.tagger.score(items, candidates)
+            graded = []
+            for i, sc in enumerate(scores):
+                if view is None or self.tag_prior is None or not len(sc.tags):
+                    grades = sc.probs.argmax(axis=1) if len(sc.tags) else np.zeros(0, np.int64)
+                    graded.append((grades, np.array([p[g] for g, p in zip(grades, sc.probs, strict=True)])))
+                else:
+                    graded.append(decide(self.tag_prior.head, sc.probs, view.features(i, sc.probs, sc.tags)))
         with stage("semantic_id", timings):
             codes = self.quantizer.quantize(vectors)
         cf_vectors: list[np.ndarray | None] = [None] * len(items)
@@ -156,9 +173,9 @@ class Pipeline:
         versions = self.versions
         enriched_at = now_ms()
         out = []
-        for it, vec, sc, code, cf in zip(items, vectors, scores, codes, cf_vectors, strict=True):
-            grades = sc.probs.argmax(axis=1) if len(sc.tags) else np.zeros(0, np.int64)
-            kept = [TagGrade(t, int(g), float(p[g])) for t, g, p in zip(sc.tags, grades, sc.probs, strict=True)
+        for it, vec, sc, (grades, probs), code, cf in zip(items, vectors, scores, graded, codes, cf_vectors,
+                                                          strict=True):
+            kept = [TagGrade(t, int(g), float(p)) for t, g, p in zip(sc.tags, grades, probs, strict=True)
                     if g >= self.config.min_grade]
             kept.sort(key=lambda tg: (-tg.grade, -tg.prob, tg.tag))
             sid = [int(c) for c in code]

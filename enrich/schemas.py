@@ -64,6 +64,7 @@ class ModelVersions:
     codebook: str
     cf_adapter: str = ""  # empty when no CF adapter is configured
     captions: str = ""  # the caption features' recipe; empty when they are off
+    tag_prior: str = ""  # the neighbour-vote prior's version; empty when none is configured
 
 
 @dataclass(frozen=True)

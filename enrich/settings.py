@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enrich.cf_adapter import CF_ADAPTER_FILE
+from enrich.tag_prior import TAG_PRIOR_FILE
 
 
 class Settings(BaseSettings):
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
     codebook: Path | None = Field(None, description="semantic ID codebook (default: <state_dir>/codebook.npz)")
     cf_adapter: Path | None = Field(None, description="CF adapter artifact (default: <model_dir>/embedder/"
                                                       "cf_adapter.npz when the export shipped one)")
+    tag_prior: str = Field("", description="neighbour-vote tag prior artifact: a path, 'off', or empty for "
+                                           "<model_dir>/tagger/tag_prior.npz when the export shipped one")
     max_text_tokens: int = Field(256, ge=8)
     max_text_chars: int = Field(8000, ge=1)
     max_images: int = Field(8, ge=0)
@@ -95,6 +98,15 @@ class Settings(BaseSettings):
         if self.cf_adapter is not None:
             return self.cf_adapter
         shipped = self.models_path / "embedder" / CF_ADAPTER_FILE
+        return shipped if shipped.exists() else None
+
+    @property
+    def tag_prior_path(self) -> Path | None:
+        if self.tag_prior == "off":
+            return None
+        if self.tag_prior:
+            return Path(self.tag_prior)
+        shipped = self.models_path / "tagger" / TAG_PRIOR_FILE
         return shipped if shipped.exists() else None
 
     @property

@@ -29,10 +29,17 @@ class VocabSnapshot:
     tags: list[str]
     matrix: np.ndarray  # [T, D] unit vectors
 
-    def candidates(self, vectors: np.ndarray, top_m: int) -> list[list[str]]:
+    def similarities(self, vectors: np.ndarray) -> np.ndarray:
+        """[B, T] cosines between items and the tags' vectors."""
+        if not self.tags:
+            return np.zeros((len(vectors), 0), np.float32)
+        return vectors @ self.matrix.T
+
+    def candidates(self, vectors: np.ndarray, top_m: int, sims: np.ndarray | None = None) -> list[list[str]]:
+        """Each item's top-M tags by ``sims`` ([B, T], default: the cosines)."""
         if not self.tags or top_m <= 0:
             return [[] for _ in range(len(vectors))]
-        sims = vectors @ self.matrix.T
+        sims = self.similarities(vectors) if sims is None else sims
         m = min(top_m, len(self.tags))
         top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
         order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]

@@ -246,6 +246,44 @@ def _build_prototypes(s: Settings, out: Path | None) -> int:
     return 0
 
 
+def _build_tag_prior(s: Settings, out: Path | None) -> int:
+    """The neighbour-vote tag prior: train-split exemplars, a decision head fitted on the validation split."""
+    from enrich import debtags
+    from enrich.inference import OnnxRuntimeBackend
+    from enrich.models import load_models
+    from enrich.tags import TagVocabulary
+    from streams.evaluate import embed_debtags
+    from streams.stack import debtags_vocabulary, ensure_models
+    from triton_models.export_small import ship_tag_prior
+    from triton_models.train_tag_prior import DEFAULT_TAG_PRIOR, fit_tag_prior
+
+    s = s.model_copy(update={"model_preset": "small"})
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_models(s, progress=_say)
+    items = debtags.load_snapshot()
+    train = [it for it in items if it.split == "train"]
+    val = [it for it in items if it.split == "val"]  # never the evaluated (test) items
+    train_vecs, _ = embed_debtags(s, train, _say)
+    val_vecs, _ = embed_debtags(s, val, _say)
+    backend = OnnxRuntimeBackend(s.models_path)
+    try:
+        embedder, tagger = load_models(s.models_path, backend, s.max_text_tokens, s.model_batch)
+        vocabulary = TagVocabulary(embedder.embed_texts, embedder.version)
+        for entry in debtags_vocabulary(s):  # the vectors the workers rank candidates by
+            vocabulary.apply(entry)
+        prior = fit_tag_prior(train, train_vecs, val, val_vecs, embedder, tagger, vocabulary.snapshot(),
+                              s.candidate_tags, s.max_text_chars, _say)
+    finally:
+        backend.close()
+    target = out or DEFAULT_TAG_PRIOR
+    prior.save(target)
+    target.with_suffix(".json").write_text(json.dumps({"version": prior.version} | prior.info, indent=2) + "\n")
+    _say(f"{prior.version} ({len(train)} exemplars) -> {target}")
+    if target == DEFAULT_TAG_PRIOR:
+        ship_tag_prior(s.models_path, _say)
+    return 0
+
+
 def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
     from enrich import samples
     from enrich.schemas import VocabEntry, encode, now_ms
@@ -253,6 +291,8 @@ def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
 
     if a.action == "prototypes":
         return _build_prototypes(s, a.out)
+    if a.action == "prior":
+        return _build_tag_prior(s, a.out)
     if a.file and a.debtags:
         raise EnrichError("--file and --debtags name two vocabularies: pick one")
     if a.debtags:
@@ -440,12 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", type=Path, help="also write the evaluation as JSON (eval)")
     c.add_argument("--verbose", action="store_true", help="print every epoch's metrics as JSON (fit)")
     c.set_defaults(fn=cmd_codebook)
-    v = sub.add_parser("vocab", help="publish tags to tags.vocab, or build tag prototypes")
-    v.add_argument("action", choices=["load", "prototypes"])
+    v = sub.add_parser("vocab", help="publish tags to tags.vocab, or build tag prototypes or the tag prior")
+    v.add_argument("action", choices=["load", "prototypes", "prior"])
     v.add_argument("--file", help="load: JSON list of {tag, facet, description} (default: the sample vocabulary)")
     v.add_argument("--debtags", action="store_true",
                    help="load: the debtags vocabulary with the shipped prototypes (for the exported embedder)")
-    v.add_argument("--out", type=Path, help="prototypes: artifact to write (default: the shipped one)")
+    v.add_argument("--out", type=Path, help="prototypes, prior: artifact to write (default: the shipped one)")
     v.set_defaults(fn=cmd_vocab)
     pb = sub.add_parser("publish", help="publish sample items to items.new")
     pb.add_argument("--items", type=int, default=30)

@@ -174,4 +174,4 @@ def report(got: Collected, items: list[dict], out: callable, gold: dict[str, lis
     versions = got.by_topic["items.enriched"][0]["versions"]
     out(f"\nmodel versions: embedder {versions['embedder']}, tagger {versions['tagger']}, "
         f"codebook {versions['codebook']}, CF adapter {versions.get('cf_adapter') or 'none'}, "
-        f"captions {versions.get('captions') or 'off'}")
+        f"tag prior {versions.get('tag_prior') or 'none'}, captions {versions.get('captions') or 'off'}")

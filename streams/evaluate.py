@@ -97,6 +97,21 @@ def _grade(settings: Settings, texts: Sequence[str], candidates: Sequence[Sequen
     return [sc.probs.argmax(axis=1) for sc in scores]
 
 
+def _votes_alone(settings: Settings, vecs: np.ndarray, vocab: list[str]) -> tuple[dict, list[set[str]]] | None:
+    """The workers' tag prior (if they run one): its fit figures, and the tags whose neighbour votes alone
+    reach the threshold fitted for them on validation (the ablation that shows what the tagger adds)."""
+    from enrich.tag_prior import TagPrior
+
+    path = settings.tag_prior_path
+    if path is None:
+        return None
+    prior = TagPrior.load(path)
+    t = prior.info["votes_alone_threshold"]
+    votes = prior.votes(vecs, vocab)
+    return ({"version": prior.version} | prior.info,
+            [{vocab[j] for j in np.nonzero(row >= t)[0]} for row in votes])
+
+
 def _tagger_pairs(settings: Settings, test: list[DebtagsItem], vecs: np.ndarray, tag_vecs: np.ndarray,
                   vocab: list[str]) -> dict:
     """3-class accuracy of the tagger on held-out pairs built like the training pairs."""
@@ -234,12 +249,7 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
     pred_strong = [{t["tag"] for t in records[it.id]["tags"] if t["grade"] == 2} for it in test]
     zero = top_tags(vecs @ tag_vecs.T, vocab, max(top_n, 5))
     knn = knn_tags(vecs, cat_vecs, [it.tags for it in catalogue], vocab, top_n)
-    # The tagger over kNN-propagated candidates instead of zero-shot ones (offline, same graph): what a
-    # neighbour-based candidate source in the worker would give.
-    knn_cands = knn_tags(vecs, cat_vecs, [it.tags for it in catalogue], vocab, settings.candidate_tags)
-    knn_grades = _grade(settings, [f"{it.title}\n{it.text}" for it in test], knn_cands)
-    knn_strong = [{t for t, g in zip(c, gs, strict=True) if g == 2}
-                  for c, gs in zip(knn_cands, knn_grades, strict=True)]
+    prior = _votes_alone(settings, vecs, vocab)
     report = {
         "dataset": debtags.SNAPSHOT_VERSION, "test_items": len(test), "catalogue_items": len(catalogue),
         "tags": len(vocab), "versions": records[test[0].id]["versions"],
@@ -249,7 +259,6 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
             "tagger_grade=2": prf(pred_strong, gold),
             f"zero_shot_top{top_n}": prf([set(z[:top_n]) for z in zero], gold),
             f"knn_propagation_top{top_n}": prf([set(k) for k in knn], gold),
-            "tagger_over_knn_candidates_grade=2": prf(knn_strong, gold),
             "zero_shot_recall@5": prf([set(z[:5]) for z in zero], gold)["recall"],
             f"candidate_recall@{settings.candidate_tags}": prf(
                 [set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, settings.candidate_tags)], gold)["recall"],
@@ -257,12 +266,15 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
                 [set(z) for z in top_tags(vecs @ tag_vecs.T, vocab, settings.candidate_tags)], gold)["recall"],
             f"prototype_top{top_n}": prf([set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, top_n)], gold),
         },
+        "tag_prior": prior and prior[0],
         "tagger_pairs": _tagger_pairs(settings, test, vecs, tag_vecs, vocab),
         "neighbours": _neighbours(indexes, test, items),
         "throughput": {"items": len(test), "seconds": round(stream_s, 2),
                        "items_per_s": round(len(test) / stream_s, 2)},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
+    if prior:
+        report["tagging"]["neighbour_votes_alone"] = prf(prior[1], gold)
     if out_json is not None:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -311,8 +323,9 @@ def format_report(r: dict) -> str:
     rows = [("tagger (stream), grade >= 1", t["tagger_grade>=1"]), ("tagger (stream), grade = 2", t["tagger_grade=2"]),
             (f"zero-shot cosine, top {r['baseline_top_n']}", t[f"zero_shot_top{r['baseline_top_n']}"]),
             (f"kNN propagation, top {r['baseline_top_n']}", t[f"knn_propagation_top{r['baseline_top_n']}"]),
-            (f"prototype cosine, top {r['baseline_top_n']}", t[f"prototype_top{r['baseline_top_n']}"]),
-            ("tagger over kNN candidates, = 2 *", t["tagger_over_knn_candidates_grade=2"])]
+            (f"prototype cosine, top {r['baseline_top_n']}", t[f"prototype_top{r['baseline_top_n']}"])]
+    if "neighbour_votes_alone" in t:
+        rows.append(("neighbour votes alone *", t["neighbour_votes_alone"]))
     lines = [f"\n== tags vs gold debtags ({r['test_items']} test items, {r['tags']} tags) ==",
              f"{'':<34}{'precision':>10}{'recall':>10}{'F1':>8}"]
     lines += [f"{name:<34}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}" for name, m in rows]
@@ -320,7 +333,12 @@ def format_report(r: dict) -> str:
     lines.append(f"zero-shot recall@5 {t['zero_shot_recall@5']:.3f}; candidate recall@{m}: "
                  f"{t[f'candidate_recall@{m}']:.3f} with the workers' tag vectors (prototypes where shipped), "
                  f"{t[f'name_candidate_recall@{m}']:.3f} with tag names")
-    lines.append(f"* offline: the same tagger graph grading the top {m} kNN-propagated tags instead")
+    if r.get("tag_prior"):
+        pr = r["tag_prior"]
+        lines.append(f"workers' tag prior {pr['version']}: {pr['exemplars']} exemplars, decision threshold "
+                     f"{pr['threshold']} (validation F1 {pr['validation_f1']})")
+        lines.append(f"* the prior's exemplar votes >= {pr['votes_alone_threshold']} (fitted on validation), "
+                     "no tagger: what the tagger adds is the gap to the stream's grade-2 row")
     tp = r["tagger_pairs"]
     lines.append(f"\n== tagger on {tp['pairs']} held-out (item, tag) pairs ==\n3-class accuracy {tp['accuracy']:.3f} "
                  f"(majority class {tp['majority_class_accuracy']:.3f}); recall per grade {tp['per_grade_recall']}")

@@ -17,6 +17,7 @@ from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, dead_le
 from enrich.schemas import DeadLetter, Limits, decode_item
 from enrich.semantic_ids import SemanticIdCodebook
 from enrich.settings import Settings
+from enrich.tag_prior import TagPrior
 from enrich.tags import TagVocabulary
 from enrich.video import VideoSpec
 from streams.vocab_feed import VocabularyFeed
@@ -42,10 +43,11 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                             video=VideoSpec(frames=settings.video_frames, strategy=settings.video_strategy,
                                             max_seconds=settings.video_decode_s),
                             captions=CaptionHasher(settings.caption_buckets) if settings.caption_buckets else None)
-    cf_path = settings.cf_adapter_path
+    cf_path, prior_path = settings.cf_adapter_path, settings.tag_prior_path
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version),
                     SemanticIdCodebook.load(settings.codebook_path), config,
-                    cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None)
+                    cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None,
+                    tag_prior=TagPrior.load(prior_path) if prior_path is not None else None)
 
 
 class Enrichment:

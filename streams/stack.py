@@ -61,6 +61,10 @@ def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
             export_model(role, out, preset=preset, progress=progress)
         if role == "embedder" and settings.codebook_path.exists():
             settings.codebook_path.unlink()
+    if preset == "small":
+        from triton_models.export_small import ship_tag_prior
+
+        ship_tag_prior(settings.models_path, progress)
 
 
 def debtags_sample_texts() -> list[str]:

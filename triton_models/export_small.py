@@ -137,6 +137,30 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
     return ExportResult(out_dir, meta, diffs)
 
 
+def ship_tag_prior(models_path: Path, progress: Callable[[str], None]) -> None:
+    """The shipped tag prior goes beside the tagger when both exported models are the ones it was built
+    with: its exemplars live in the embedder's space and its head reads the tagger's grades."""
+    from enrich.model_meta import ModelMeta
+    from enrich.tag_prior import TAG_PRIOR_FILE, TagPrior
+    from triton_models.train_tag_prior import DEFAULT_TAG_PRIOR
+
+    target = models_path / "tagger" / TAG_PRIOR_FILE
+    if not DEFAULT_TAG_PRIOR.exists():
+        target.unlink(missing_ok=True)
+        return
+    prior = TagPrior.load(DEFAULT_TAG_PRIOR)
+    versions = {role: ModelMeta.read(models_path / role / "meta.json").version for role in ("embedder", "tagger")}
+    if (prior.embedder, prior.tagger) != (versions["embedder"], versions["tagger"]):
+        if target.exists() or prior.tagger == versions["tagger"]:
+            progress(f"not shipping {prior.version}: built for {prior.embedder} + {prior.tagger}, "
+                     f"the export is {versions['embedder']} + {versions['tagger']}")
+        target.unlink(missing_ok=True)
+        return
+    if not target.exists() or target.read_bytes() != DEFAULT_TAG_PRIOR.read_bytes():
+        shutil.copyfile(DEFAULT_TAG_PRIOR, target)
+        progress(f"tag prior {prior.version} -> {target}")
+
+
 def _ship_cf_adapter(embedder_version: str, out_dir: Path, progress: Callable[[str], None]) -> None:
     """The shipped CF adapter goes beside the embedder it was trained on (and so into bundles);
     after any other embedder it would be meaningless, so it is left out."""

@@ -151,13 +151,14 @@ def test_eval_command_reports_every_metric_beside_the_baselines(small_model_sett
     r = json.loads(out.read_text())
     assert r["test_items"] == 16 and r["catalogue_items"] == 400
     for name in ("tagger_grade>=1", "tagger_grade=2", "zero_shot_top3", "knn_propagation_top3", "prototype_top3",
-                 "tagger_over_knn_candidates_grade=2"):
+                 "neighbour_votes_alone"):
         assert set(r["tagging"][name]) == {"precision", "recall", "f1"}
         assert all(0 <= v <= 1 for v in r["tagging"][name].values())
     assert r["tagger_pairs"]["pairs"] > 16 and 0 <= r["tagger_pairs"]["accuracy"] <= 1
     for index in ("ann_index", "cf_ann_index", "semantic_id_prefix"):
         assert set(r["neighbours"][index]) == {"recall@10", "ndcg@10"}
     assert r["throughput"]["items_per_s"] > 0
+    assert r["tag_prior"]["version"] == r["versions"]["tag_prior"]  # the workers ran the shipped prior
     assert "kNN propagation" in res.stdout and "semantic-ID prefix" in res.stdout
 
 

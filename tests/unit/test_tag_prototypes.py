@@ -34,9 +34,9 @@ def test_vocab_entries_carry_prototypes_over_the_wire():
         decode_vocab(encode(VocabEntry("use::editing", prototype=b"abc")))
 
 
-def test_the_shipped_artifacts_belong_to_the_exported_small_embedder(small_model_settings):
-    """The CF adapter and the prototypes are bound to the embedder version they were made with: a
-    change to the small embedder must come with retrained artifacts, or they silently stop shipping."""
+def test_the_shipped_artifacts_belong_to_the_exported_small_models(small_model_settings):
+    """The CF adapter, the prototypes and the tag prior are bound to the model versions they were made
+    with: a change to the small models must come with rebuilt artifacts, or they silently stop shipping."""
     from enrich.cf_adapter import CF_ADAPTER_FILE, CfAdapter
     from enrich.model_meta import ModelMeta
     from streams.stack import debtags_vocabulary
@@ -47,3 +47,11 @@ def test_the_shipped_artifacts_belong_to_the_exported_small_embedder(small_model
     entries = debtags_vocabulary(small_model_settings)
     with_proto = [e for e in entries if e.prototype]
     assert len(with_proto) >= 0.95 * len(entries) and {e.prototype_embedder for e in with_proto} == {embedder}
+    from enrich.tag_prior import TagPrior
+
+    tagger = ModelMeta.read(small_model_settings.models_path / "tagger" / "meta.json").version
+    prior_path = small_model_settings.tag_prior_path
+    assert prior_path is not None and prior_path.parent == small_model_settings.models_path / "tagger"
+    prior = TagPrior.load(prior_path)
+    assert (prior.embedder, prior.tagger) == (embedder, tagger)
+    assert len(prior.vectors) == prior.info["exemplars"] and 0 < prior.head.threshold < 1

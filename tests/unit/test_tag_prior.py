@@ -1,0 +1,150 @@
+"""The neighbour-vote tag prior: votes, candidates, the decision head, the artifact and the pipeline."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from enrich import samples
+from enrich.errors import ModelConfigError
+from enrich.pipeline import Enriched, RawEvent, SourceRef
+from enrich.tag_prior import DecisionHead, TagPrior, decide, with_votes
+from enrich.tags import VocabSnapshot
+from streams.services import make_backend, make_pipeline
+
+
+def _unit(rows) -> np.ndarray:
+    v = np.asarray(rows, np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _prior(k: int = 2, head: DecisionHead | None = None, info: dict | None = None) -> TagPrior:
+    vecs = _unit([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0, 1]])
+    tags = [["audio", "sound"], ["audio"], ["games"], ["mail"]]
+    p = TagPrior.from_items(tags, vecs, head or DecisionHead.unfitted(), info or {"embedder": "e", "tagger": "t"})
+    return TagPrior(p.tags, p.vectors, p.item_tags, p.head, p.info, k=k)
+
+
+def test_votes_are_similarity_weighted_shares_of_the_k_nearest_exemplars():
+    prior = _prior(k=2)
+    q = _unit([[1, 0.05, 0]])
+    votes = prior.votes(q, ["audio", "sound", "games", "mail", "unknown"])
+    s = q @ prior.vectors.T
+    w0, w1 = s[0, 0], s[0, 1]  # the two nearest exemplars
+    np.testing.assert_allclose(votes[0], [1.0, w0 / (w0 + w1), 0, 0, 0], rtol=1e-5)
+
+
+def test_neighbour_votes_add_candidates_from_the_live_vocabulary_only():
+    prior = _prior(k=2)
+    # The vocabulary's vectors point elsewhere: by cosine alone "games" is the item's candidate.
+    vocab = VocabSnapshot(["audio", "games", "mail"], _unit([[0, 0, 1], [1, 0, 0], [0, 1, 0]]))
+    q = _unit([[1, 0.05, 0]])
+    base = vocab.candidates(q, 1)
+    assert base == [["games"]]
+    merged, view = with_votes(prior, vocab, q, 1, base)
+    assert merged == [["games", "audio"]]  # "sound" is voted for but retired from the vocabulary
+    feats = view.features(0, np.full((2, 3), 1 / 3, np.float32), merged[0])
+    np.testing.assert_allclose(feats[:, 3], [0.0, 1.0], atol=1e-6)  # the votes
+    np.testing.assert_allclose(feats[:, 4], (q @ vocab.matrix.T)[0, [1, 0]], atol=1e-6)  # the cosines
+
+
+def test_the_head_learns_which_feature_carries_the_tag_and_decides_grades():
+    rng = np.random.default_rng(0)
+    n = 2000
+    probs = rng.dirichlet(np.ones(3), size=n).astype(np.float32)
+    votes = rng.uniform(0, 1, n).astype(np.float32)
+    cos = rng.uniform(0, 1, n).astype(np.float32)
+    carried = votes + rng.normal(0, 0.1, n) > 0.6  # only the vote matters
+    feats = np.column_stack([probs, votes, cos])
+    head = DecisionHead.fit(feats, carried).with_threshold(0.5)
+    assert head.weights[3] > 5 * np.abs(np.delete(head.weights, 3)).max()
+    assert ((head.score(feats) >= 0.5) == carried).mean() > 0.9
+    p = np.array([[0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.9, 0.05, 0.05]], np.float32)
+    grades, prob = decide(head, p, np.column_stack([p, [0.0, 1.0, 0.0], [0.5, 0.5, 0.5]]))
+    # the tagger's 2 without neighbour support is capped at 1; the vote makes the second a 2
+    assert grades.tolist() == [1, 2, 0]
+    np.testing.assert_allclose(prob[[0, 2]], [0.9, 0.9], atol=1e-6)
+    assert prob[1] >= 0.5
+
+
+def test_the_artifact_round_trips_and_refuses_other_models(tmp_path):
+    prior = _prior(head=DecisionHead.unfitted().with_threshold(0.3))
+    prior.save(tmp_path / "p.npz")
+    loaded = TagPrior.load(tmp_path / "p.npz")
+    assert loaded.version == prior.version and loaded.version.startswith("tag-prior-")
+    assert loaded.tags == prior.tags and [t.tolist() for t in loaded.item_tags] == [t.tolist() for t in prior.item_tags]
+    assert np.abs(loaded.vectors - prior.vectors).max() < 0.01 and loaded.head.threshold == 0.3 and loaded.k == 2
+    loaded.check("e", 3, "t")
+    with pytest.raises(ModelConfigError, match="rebuild it"):
+        loaded.check("other-embedder", 3, "t")
+    with pytest.raises(ModelConfigError, match="fitted on the grades of t"):
+        loaded.check("e", 3, "other-tagger")
+    with pytest.raises(ModelConfigError, match="enrich vocab prior"):
+        TagPrior.load(tmp_path / "missing.npz")
+
+
+def test_the_pipeline_grades_neighbour_voted_tags_and_stamps_the_prior(model_settings, tmp_path):
+    base = make_pipeline(model_settings, make_backend(model_settings))
+    items = samples.sample_items(6)
+    events = [RawEvent(None, msgpack.packb(i), SourceRef("items.new", 0, n)) for n, i in enumerate(items)]
+    for e in samples.vocab_entries():
+        base.vocabulary.apply(e)
+    plain = base.run(events)
+    vecs = np.stack([np.frombuffer(o.record.embedding, np.float32) for o in plain])
+    vocab_tags = [e.tag for e in samples.vocab_entries()]
+    # Each item's exemplar is itself, carrying a tag its cosine candidates never offer.
+    far = [[t for t in vocab_tags if t not in {g.tag for g in o.record.tags}][-1] for o in plain]
+    always = DecisionHead(np.array([0, 0, 0, 10, 0], np.float32), -5.0, np.zeros(5, np.float32),
+                          np.ones(5, np.float32), 0.5)  # grade 2 exactly when the vote is above one half
+    prior = TagPrior.from_items([[t] for t in far], vecs, always,
+                                {"embedder": base.embedder.version, "tagger": base.tagger.version})
+    prior = TagPrior(prior.tags, prior.vectors, prior.item_tags, prior.head, prior.info, k=1)
+    prior.save(tmp_path / "prior.npz")
+    p = make_pipeline(model_settings.model_copy(update={"tag_prior": str(tmp_path / "prior.npz"),
+                                                        "candidate_tags": 2}), make_backend(model_settings))
+    for e in samples.vocab_entries():
+        p.vocabulary.apply(e)
+    out = p.run(events)
+    assert all(isinstance(o, Enriched) for o in out)
+    for o, tag in zip(out, far, strict=True):
+        strong = {g.tag for g in o.record.tags if g.grade == 2}
+        assert strong == {tag}, (o.record.item_id, o.record.tags)
+        assert o.record.versions.tag_prior == TagPrior.load(tmp_path / "prior.npz").version
+        assert {e.tag for e in o.tag_edges} == {g.tag for g in o.record.tags}
+    assert plain[0].record.versions.tag_prior == ""
+    off = make_pipeline(model_settings.model_copy(update={"tag_prior": "off"}), make_backend(model_settings))
+    assert off.tag_prior is None
+    bad = TagPrior(prior.tags, prior.vectors, prior.item_tags, prior.head, {"embedder": "x", "tagger": "y"})
+    bad.save(tmp_path / "bad.npz")
+    with pytest.raises(ModelConfigError, match="ENRICH_TAG_PRIOR=off"):
+        make_pipeline(model_settings.model_copy(update={"tag_prior": str(tmp_path / "bad.npz")}),
+                      make_backend(model_settings))
+
+
+def test_the_export_ships_the_prior_only_beside_the_models_it_was_built_for(model_settings, tmp_path, monkeypatch):
+    import shutil
+
+    import triton_models.train_tag_prior as builder
+    from enrich.model_meta import ModelMeta
+    from enrich.tag_prior import TAG_PRIOR_FILE
+    from triton_models.export_small import ship_tag_prior
+
+    models = tmp_path / "models"
+    for role in ("embedder", "tagger"):
+        (models / role).mkdir(parents=True)
+        shutil.copy(model_settings.models_path / role / "meta.json", models / role / "meta.json")
+    target = models / "tagger" / TAG_PRIOR_FILE
+    said: list[str] = []
+    ship_tag_prior(models, said.append)  # the shipped debtags prior: built for the small models, not these
+    assert not target.exists()
+    versions = {role: ModelMeta.read(models / role / "meta.json").version for role in ("embedder", "tagger")}
+    mine = _prior(info={"embedder": versions["embedder"], "tagger": versions["tagger"]})
+    mine.save(tmp_path / "mine.npz")
+    monkeypatch.setattr(builder, "DEFAULT_TAG_PRIOR", tmp_path / "mine.npz")
+    ship_tag_prior(models, said.append)
+    assert TagPrior.load(target).version == mine.version
+    other = _prior(info={"embedder": versions["embedder"], "tagger": "another-tagger"})
+    other.save(tmp_path / "mine.npz")
+    ship_tag_prior(models, said.append)
+    assert not target.exists() and "not shipping" in said[-1]
