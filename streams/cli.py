@@ -107,12 +107,15 @@ def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
 
 def cmd_models(s: Settings, a: argparse.Namespace) -> int:
     if a.action == "export" and a.preset == "small" and not (a.embedder_checkpoint or a.tagger_checkpoint):
-        from triton_models.export_small import export_small
+        from triton_models.export_small import export_small, ship_tag_prior
 
         artifacts = {"embedder": a.fusion_gate, "tagger": a.tagger_artifact}
         for role in a.roles or ("embedder", "tagger"):
             r = export_small(role, (a.out or s.models_path) / role, artifacts[role], progress=_say)
             _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
+        out = a.out or s.models_path
+        if all((out / role / "meta.json").exists() for role in ("embedder", "tagger")):
+            ship_tag_prior(out, _say)  # the prior fits one embedder + tagger pair: ship or withdraw it
     elif a.action == "train-tagger":
         from enrich.debtags import SNAPSHOT_DIR, load_snapshot
         from triton_models.export_small import DEFAULT_TAGGER

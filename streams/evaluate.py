@@ -11,7 +11,7 @@ One run, on a private local stack (broker + Triton + a worker subprocess):
    and kNN propagation (similarity-weighted tag votes of the 10 nearest catalogue items,
    top N), N = ``--top`` (3: the mean gold count is 3.2);
 4. the tagger alone: 3-class accuracy on held-out (item, tag) pairs built like the training
-   pairs (gold, zero-shot hard candidates, a random tag);
+   pairs (gold, hard candidates from neighbour votes and zero-shot, a random tag);
 5. neighbours: recall@10 and nDCG@10 against gold related packages for the ANN index and
    for semantic-ID prefix matching;
 6. throughput: test items per second from the first publish to the last output read back.
@@ -113,12 +113,16 @@ def _votes_alone(settings: Settings, vecs: np.ndarray, vocab: list[str]) -> tupl
 
 
 def _tagger_pairs(settings: Settings, test: list[DebtagsItem], vecs: np.ndarray, tag_vecs: np.ndarray,
-                  vocab: list[str]) -> dict:
-    """3-class accuracy of the tagger on held-out pairs built like the training pairs."""
-    from triton_models.train_tagger import make_pairs
+                  vocab: list[str], catalogue: list[DebtagsItem], cat_vecs: np.ndarray) -> dict:
+    """3-class accuracy of the tagger on held-out pairs built like the training pairs (hard negatives from
+    the catalogue neighbours' votes and from the zero-shot retriever)."""
+    from triton_models.train_tagger import TrainConfig, make_pairs, neighbour_candidates
 
-    cands = top_tags(vecs @ tag_vecs.T, vocab, 16)
-    pairs = make_pairs(test, vocab, cands, seed=1234)
+    cfg = TrainConfig()
+    near = neighbour_candidates(vecs, cat_vecs, [it.tags for it in catalogue], cfg.neighbour_candidates)
+    zero = top_tags(vecs @ tag_vecs.T, vocab, cfg.hard_candidates)
+    cands = [list(dict.fromkeys([*n, *z])) for n, z in zip(near, zero, strict=True)]
+    pairs = make_pairs(test, vocab, cands, seed=1234, hard_per_item=cfg.hard_per_item)
     by_text: dict[str, list[int]] = {}
     for i, p in enumerate(pairs):
         by_text.setdefault(p.text, []).append(i)
@@ -267,7 +271,7 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
             f"prototype_top{top_n}": prf([set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, top_n)], gold),
         },
         "tag_prior": prior and prior[0],
-        "tagger_pairs": _tagger_pairs(settings, test, vecs, tag_vecs, vocab),
+        "tagger_pairs": _tagger_pairs(settings, test, vecs, tag_vecs, vocab, catalogue, cat_vecs),
         "neighbours": _neighbours(indexes, test, items),
         "throughput": {"items": len(test), "seconds": round(stream_s, 2),
                        "items_per_s": round(len(test) / stream_s, 2)},

@@ -32,6 +32,13 @@ def expected_model_name(preset: str, role: str) -> str:
     return {"embedder": EMBEDDER_NAME, "tagger": TAGGER_NAME}[role] if preset == SMALL_PRESET else preset
 
 
+def expected_source(preset: str, role: str) -> str:
+    """The digest of the shipped artifact a small export is made from ("" for the random-weight presets)."""
+    from triton_models.export_small import SMALL_PRESET, artifact_digest, default_artifact
+
+    return artifact_digest(default_artifact(role)) if preset == SMALL_PRESET else ""
+
+
 def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
     """Export ``settings.model_preset`` unless a current export of it is already there.
 
@@ -45,9 +52,11 @@ def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
         out = settings.models_path / role
         if (out / "meta.json").exists() and (out / "text.onnx").exists():
             try:
-                if ModelMeta.read(out / "meta.json").name == expected_model_name(preset, role):
+                meta = ModelMeta.read(out / "meta.json")
+                if meta.name == expected_model_name(preset, role) and meta.source == expected_source(preset, role):
                     continue
-                progress(f"{out} holds another preset than {preset!r}; exporting again")
+                progress(f"{out} holds another preset than {preset!r}, or was exported from another artifact "
+                         "than the shipped one; exporting again")
             except ModelConfigError as exc:
                 progress(f"{exc}; exporting again")
         progress(f"exporting the {preset} {role} to {out}")

@@ -15,6 +15,7 @@ padded batches the export never saw.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -45,7 +46,7 @@ SMALL_PRESET = "small"
 EMBEDDER_NAME = "minilm-effnet-fusion"
 TAGGER_NAME = "minilm-cross-encoder"
 DEFAULT_FUSION = ARTIFACTS / "fusion-effnet-minilm-emoji-v1.pt"
-DEFAULT_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v1.pt"
+DEFAULT_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v2.pt"
 DEFAULT_PROTOTYPES = ARTIFACTS / "tag-prototypes-debtags-v1.npz"
 EMBEDDER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on (and truncates to) 256 word pieces
 
@@ -83,17 +84,28 @@ def _check(path: Path, module: nn.Module, cases: list[dict[str, np.ndarray]], to
     return worst
 
 
+def default_artifact(role: str) -> Path:
+    return {"embedder": DEFAULT_FUSION, "tagger": DEFAULT_TAGGER}[role]
+
+
+def artifact_digest(path: Path) -> str:
+    """What an export records of the artifact it was made from, so a state dir exported from an older
+    shipped artifact is noticed and exported again."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def export_small(role: str, out_dir: Path, artifact: Path | None = None,
                  progress: Callable[[str], None] = log.info) -> ExportResult:
     """Export the small ``role`` from the package weights and its trained artifact."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    artifact = artifact if artifact is not None else default_artifact(role)
     for stale in ("vision.onnx", "text.onnx"):
         (out_dir / stale).unlink(missing_ok=True)
     minilm_tokenizer().save_pretrained(str(out_dir / "tokenizer"))
     diffs: dict[str, float] = {}
     max_tokens = EMBEDDER_MAX_TOKENS
     if role == "embedder":
-        head, _ = load_fusion_head(artifact if artifact is not None else DEFAULT_FUSION)
+        head, _ = load_fusion_head(artifact)
         vision = FusionEmbedderVision(EfficientNetLite0.pretrained(), head).eval()
         text: nn.Module = FusionEmbedderText(load_minilm(), head).eval()
         name, arch, out_name = EMBEDDER_NAME, "minilm_effnet_fusion", "embeddings"
@@ -108,7 +120,7 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
         axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                 "image_embeds": {0: "batch"}, "has_image": {0: "batch"}, out_name: {0: "batch"}}
     elif role == "tagger":
-        model, info = load_tagger(artifact if artifact is not None else DEFAULT_TAGGER)
+        model, info = load_tagger(artifact)
         # Rows as long as in training: longer ones would be text the head never learned from.
         max_tokens = int(info.get("max_tokens", max_tokens))
         text = model.merge_lora().eval()
@@ -129,7 +141,8 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
                      tokenizer="hf", special={"pad": int(tok.pad_token_id), "eos": int(tok.sep_token_id),
                                               "vision_start": -1, "vision_end": -1, "image_pad": -1},
                      vision=None, contract=GRAPH_CONTRACT, family="encoder",
-                     image_size=IMAGE_SIZE if role == "embedder" else 0, max_tokens=max_tokens)
+                     image_size=IMAGE_SIZE if role == "embedder" else 0, max_tokens=max_tokens,
+                     source=artifact_digest(artifact))
     meta.write(out_dir / "meta.json")
     progress(f"parity ok: {diffs}")
     if role == "embedder":

@@ -32,7 +32,7 @@ from triton_models.small_models import (
 )
 
 log = logging.getLogger(__name__)
-TAGGER_ARTIFACT_VERSION = "tagger-minilm-debtags-v1"
+TAGGER_ARTIFACT_VERSION = "tagger-minilm-debtags-v2"
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ class TrainConfig:
     batch: int = 32
     max_tokens: int = 80
     lr: float = 1e-3
-    hard_candidates: int = 16
+    hard_candidates: int = 8  # zero-shot candidates in the hard-negative pool
+    neighbour_candidates: int = 8  # neighbour-voted candidates in the pool
+    hard_per_item: int = 6
     seed: int = 0
 
 
@@ -64,15 +66,37 @@ def item_text(it: DebtagsItem) -> str:
     return f"{it.title}\n{it.text}"
 
 
-def zero_shot_candidates(items: Sequence[DebtagsItem], vocab: list[str], top: int, progress: bool = False,
-                         ) -> list[list[str]]:
-    """The zero-shot retriever: cosine between MiniLM item and tag-name vectors, top ``top`` tags."""
+def minilm_vectors(items: Sequence[DebtagsItem], vocab: list[str], progress: bool = False,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM vectors of the items and of the tag names."""
     bert, tok = load_minilm(), minilm_tokenizer()
     tag_vecs = embed_texts(bert, tok, [readable_tag(t) for t in vocab])
     item_vecs = embed_texts(bert, tok, [item_text(it) for it in items], progress=progress)
-    sims = (item_vecs @ tag_vecs.T).numpy()
-    order = np.argsort(-sims, axis=1)[:, :top]
+    return item_vecs.numpy(), tag_vecs.numpy()
+
+
+def zero_shot_candidates(item_vecs: np.ndarray, tag_vecs: np.ndarray, vocab: list[str], top: int) -> list[list[str]]:
+    """The zero-shot retriever: cosine between item and tag-name vectors, top ``top`` tags."""
+    order = np.argsort(-(item_vecs @ tag_vecs.T), axis=1)[:, :top]
     return [[vocab[j] for j in row] for row in order]
+
+
+def neighbour_candidates(item_vecs: np.ndarray, exemplar_vecs: np.ndarray, exemplar_tags: Sequence[Sequence[str]],
+                         top: int, k: int = 10, same: bool = False) -> list[list[str]]:
+    """The tags the ``k`` nearest exemplars vote for (similarity-weighted), top ``top``: what the workers'
+    tag prior adds to the candidates. ``same``: the items are the exemplars, so each skips itself."""
+    sims = item_vecs @ exemplar_vecs.T
+    if same:
+        np.fill_diagonal(sims, -np.inf)
+    near = np.argsort(-sims, axis=1)[:, :k]
+    out = []
+    for i, row in enumerate(near):
+        votes: dict[str, float] = {}
+        for j in row:
+            for t in exemplar_tags[j]:
+                votes[t] = votes.get(t, 0.0) + max(float(sims[i, j]), 0.0)
+        out.append(sorted(votes, key=lambda t: (-votes[t], t))[:top])
+    return out
 
 
 def make_pairs(items: Sequence[DebtagsItem], vocab: list[str], candidates: Sequence[Sequence[str]],
@@ -121,9 +145,18 @@ def train_tagger(items: Sequence[DebtagsItem], out: Path, cfg: TrainConfig = Tra
     train = [it for it in items if it.split == "train"]
     val = [it for it in items if it.split == "val"]
     t0 = time.perf_counter()
-    cands = zero_shot_candidates(train + val, vocab, cfg.hard_candidates, progress=progress)
-    train_pairs = make_pairs(train, vocab, cands[:len(train)], cfg.seed)
-    val_pairs = make_pairs(val, vocab, cands[len(train):], cfg.seed + 1)
+    item_vecs, tag_vecs = minilm_vectors(train + val, vocab, progress=progress)
+    zero = zero_shot_candidates(item_vecs, tag_vecs, vocab, cfg.hard_candidates)
+    # Hard negatives from both of the workers' candidate sources: what the tag prior's neighbours vote
+    # for (the tagger has to tell a family's tags from this item's) and what the tag vectors are near.
+    train_vecs = item_vecs[:len(train)]
+    near = (neighbour_candidates(train_vecs, train_vecs, [it.tags for it in train], cfg.neighbour_candidates,
+                                 same=True)
+            + neighbour_candidates(item_vecs[len(train):], train_vecs, [it.tags for it in train],
+                                   cfg.neighbour_candidates))
+    cands = [list(dict.fromkeys([*n, *z])) for n, z in zip(near, zero, strict=True)]
+    train_pairs = make_pairs(train, vocab, cands[:len(train)], cfg.seed, cfg.hard_per_item)
+    val_pairs = make_pairs(val, vocab, cands[len(train):], cfg.seed + 1, cfg.hard_per_item)
     log.info("%d training pairs, %d validation pairs (%.0fs to mine)", len(train_pairs), len(val_pairs),
              time.perf_counter() - t0)
     tok = minilm_tokenizer()
