@@ -68,19 +68,6 @@ def top_tags(sims: np.ndarray, vocab: list[str], n: int) -> list[list[str]]:
     return [[vocab[j] for j in row] for row in order]
 
 
-def knn_tags(query: np.ndarray, catalogue: np.ndarray, cat_tags: list[list[str]], vocab: list[str], n: int,
-             k: int = K) -> list[list[str]]:
-    col = {t: j for j, t in enumerate(vocab)}
-    sims = query @ catalogue.T
-    near = np.argsort(-sims, axis=1)[:, :k]
-    votes = np.zeros((len(query), len(vocab)))
-    for i, row in enumerate(near):
-        for j in row:
-            for t in cat_tags[j]:
-                votes[i, col[t]] += max(float(sims[i, j]), 0.0)
-    return top_tags(votes, vocab, n)
-
-
 def _grade(settings: Settings, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
     """Grades (0/1/2) of each text's candidate tags by the exported tagger (in-process ONNX Runtime, same graph)."""
     from enrich.inference import OnnxRuntimeBackend
@@ -252,7 +239,9 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
     pred_any = [{t["tag"] for t in records[it.id]["tags"] if t["grade"] >= 1} for it in test]
     pred_strong = [{t["tag"] for t in records[it.id]["tags"] if t["grade"] == 2} for it in test]
     zero = top_tags(vecs @ tag_vecs.T, vocab, max(top_n, 5))
-    knn = knn_tags(vecs, cat_vecs, [it.tags for it in catalogue], vocab, top_n)
+    from triton_models.train_tagger import neighbour_candidates  # the one kNN tag vote of the project
+
+    knn = neighbour_candidates(vecs, cat_vecs, [it.tags for it in catalogue], top_n, k=K)
     prior = _votes_alone(settings, vecs, vocab)
     report = {
         "dataset": debtags.SNAPSHOT_VERSION, "test_items": len(test), "catalogue_items": len(catalogue),
