@@ -37,6 +37,11 @@ class _EncoderModel:
     def version(self) -> str:
         return self.meta.version
 
+    @property
+    def image_pixels(self) -> int:
+        """The most pixels of one image this model can use: the centre square, cut from at most 2:1."""
+        return 2 * self.meta.image_size ** 2
+
     def _encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         enc = self.tokenizer(list(first), list(second) if second is not None else None, padding=True,
                              truncation="only_first" if second is not None else True,
@@ -92,6 +97,8 @@ class EncoderEmbedder(_EncoderModel):
 
 class EncoderTagger(_EncoderModel):
     """Grades (item, tag) pairs with a text cross-encoder; images do not reach it."""
+
+    image_pixels = 0
 
     def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
         pairs = [(i, t) for i, tags in enumerate(candidates) for t in tags]

@@ -7,15 +7,14 @@ here in numpy so the exported graphs stay static in structure.
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from enrich.errors import InvalidItem
+from enrich.media import flatten_alpha
 
 # OpenAI CLIP normalisation, used by the Qwen2-VL family.
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -56,27 +55,6 @@ class PatchedImage:
         """Tokens the image occupies in the text sequence after spatial merging."""
         t, h, w = self.grid
         return t * h * w // 4
-
-
-def decode_image(data: bytes, max_bytes: int, max_side: int = 8192) -> Image.Image:
-    """Decode image bytes into an RGB image or raise ``InvalidItem``."""
-    if len(data) > max_bytes:
-        raise InvalidItem("image_too_large", f"{len(data)} bytes > limit {max_bytes}", stage="preprocess")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if max(img.size) > max_side:
-                raise InvalidItem("image_too_large", f"{img.size[0]}x{img.size[1]} px > {max_side} px side",
-                                  stage="preprocess")
-            img.load()
-    except InvalidItem:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidItem("image_undecodable", f"{type(exc).__name__}: {exc}", stage="preprocess") from exc
-    if min(img.size) < 1:
-        raise InvalidItem("image_undecodable", "empty image", stage="preprocess")
-    return img.convert("RGB")
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -210,16 +188,19 @@ def build_vision_batch(images: list[PatchedImage], spec: VisionSpec) -> VisionBa
 def square_pixels(images: list[Image.Image], size: int) -> np.ndarray:
     """[N, 3, size, size] in [-1, 1] for the encoder family's image tower.
 
-    Shorter side to ``size``, centre crop; transparent pixels are composited on white
-    (emoji and logos are drawn for light backgrounds).
+    Shorter side to ``size``, centre crop; transparent pixels are composited on white like the
+    serving decoder does (``enrich.media.flatten_alpha``), so training sees what serving sees.
     """
     out = np.zeros((len(images), 3, size, size), np.float32)
     for i, img in enumerate(images):
-        if img.mode in ("RGBA", "LA", "P"):
-            rgba = img.convert("RGBA")
-            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        img = img.convert("RGB")
+        img = flatten_alpha(img)
         w, h = img.size
+        if max(w, h) > 2 * min(w, h):
+            # only the centre square survives the crop: cut a long strip before scaling, not after
+            keep = 2 * min(w, h)
+            img = img.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else
+                           (0, (h - keep) // 2, w, (h - keep) // 2 + keep))
+            w, h = img.size
         scale = size / min(w, h)
         img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
         w, h = img.size

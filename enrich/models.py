@@ -44,6 +44,11 @@ class _TwoGraphModel:
     def version(self) -> str:
         return self.meta.version
 
+    @property
+    def image_pixels(self) -> int:
+        """The most pixels of one image this model can use (its resize rule's bound)."""
+        return self.meta.vision.max_pixels
+
     def _image_embeds(self, images: Sequence[Sequence[PatchedImage]]) -> list[np.ndarray]:
         """One vision call for all images of a batch; returns per-item token embeddings."""
         flat = [img for per_item in images for img in per_item]

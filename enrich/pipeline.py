@@ -9,6 +9,7 @@ retry it (nothing is half-published).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ import numpy as np
 from enrich import metrics
 from enrich.captions import CaptionHasher, describe
 from enrich.cf_adapter import CfAdapter
-from enrich.errors import InvalidItem
+from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError
+from enrich.media import MediaBudget
+from enrich.media_sandbox import MediaDecoder, SandboxSpec
 from enrich.models import Embedder, Tagger
 from enrich.preprocess import PreparedItem, prepare
 from enrich.schemas import (
@@ -41,6 +44,7 @@ from enrich.tags import TagVocabulary
 from enrich.video import VideoSpec
 
 log = logging.getLogger(__name__)
+INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,12 @@ class PipelineConfig:
     limits: Limits = Limits()
     video: VideoSpec = VideoSpec()
     captions: CaptionHasher | None = CaptionHasher()
+    media: MediaBudget = MediaBudget()
+    sandbox: SandboxSpec = SandboxSpec()
+    # Decoded pixels one model round holds: a batch whose images pass it is enriched in several rounds,
+    # so the host memory of a batch is bounded whatever its items carry.
+    max_batch_pixels: int = 16 * 1024 * 1024
+    max_message_bytes: int = 1_000_000  # the broker's limit on one record (dead letters are cut to fit)
 
 
 @contextmanager
@@ -85,15 +95,34 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     try:
         yield
     finally:
-        dt = time.perf_counter() - t0
-        timings[name] = timings.get(name, 0.0) + dt
-        metrics.STAGE_SECONDS.labels(name).observe(dt)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
-def dead_letter(ev: RawEvent, err: InvalidItem, item_id: str | None = None) -> DeadLetter:
-    return DeadLetter(reason=err.reason, stage=err.stage, detail=err.detail, source_topic=ev.source.topic,
-                      source_partition=ev.source.partition, source_offset=ev.source.offset, original=ev.value,
-                      key=ev.key, failed_at=now_ms(), item_id=item_id)
+# Room kept in a dead letter for the record's own fields and Kafka's record overhead.
+_DLQ_HEADROOM = 1024
+MAX_DLQ_KEY_BYTES = 1024
+MAX_DLQ_DETAIL_CHARS = 2000
+
+
+def dead_letter(ev: RawEvent, err: InvalidItem, item_id: str | None = None,
+                max_message_bytes: int = 1_000_000) -> DeadLetter:
+    """The event's dead letter, cut to fit ``max_message_bytes``: an original that would not fit is
+    truncated (``original_truncated``), and its full length and SHA-256 always travel with it."""
+    key = ev.key if ev.key is None or len(ev.key) <= MAX_DLQ_KEY_BYTES else ev.key[:MAX_DLQ_KEY_BYTES]
+    detail = err.detail if len(err.detail) <= MAX_DLQ_DETAIL_CHARS else err.detail[:MAX_DLQ_DETAIL_CHARS] + "..."
+    room = max_message_bytes - _DLQ_HEADROOM - 2 * len(key or b"") - len(detail.encode()) - len(
+        (item_id or "").encode()) - len(ev.source.topic.encode())
+    original = ev.value if len(ev.value) <= room else ev.value[:max(0, room)]
+    return DeadLetter(reason=err.reason, stage=err.stage, detail=detail, source_topic=ev.source.topic,
+                      source_partition=ev.source.partition, source_offset=ev.source.offset, original=original,
+                      key=key, failed_at=now_ms(), item_id=item_id, original_bytes=len(ev.value),
+                      original_sha256=hashlib.sha256(ev.value).hexdigest(),
+                      original_truncated=len(original) < len(ev.value), key_truncated=key != ev.key)
+
+
+def internal_error(exc: Exception, stage_name: str) -> InvalidItem:
+    """A failure on one item that no rule foresaw: the item is dead-lettered, the partition goes on."""
+    return InvalidItem(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", stage=stage_name)
 
 
 class Pipeline:
@@ -111,6 +140,7 @@ class Pipeline:
         self.vocabulary = vocabulary
         self.quantizer = quantizer
         self.config = config
+        self.decoder = MediaDecoder(config.media, config.video, config.sandbox)
         self.last_timings: dict[str, float] = {}
 
     @property
@@ -120,31 +150,80 @@ class Pipeline:
                              self.cf_adapter.version if self.cf_adapter else "", captions.version if captions else "",
                              self.tag_prior.version if self.tag_prior else "")
 
+    def close(self) -> None:
+        self.decoder.close()
+
     def run(self, events: list[RawEvent]) -> list[Outcome]:
-        """One outcome per event, in input order."""
+        """One outcome per event, in input order. No item can fail the batch: whatever goes wrong with one
+        item becomes its dead letter; only an unavailable backend or a deployment fault raises."""
         timings: dict[str, float] = {}
         outcomes: list[Outcome | None] = [None] * len(events)
-        prepared: list[tuple[int, PreparedItem]] = []
-        with stage("decode", timings):
-            items = []
-            for i, ev in enumerate(events):
-                try:
-                    items.append((i, decode_item(ev.value, self.config.limits)))
-                except InvalidItem as err:
-                    outcomes[i] = dead_letter(ev, err)
-        with stage("preprocess", timings):
-            for i, item in items:
-                try:
-                    prepared.append((i, prepare(item, self.config.limits.max_image_bytes,
-                                                self.config.max_text_chars, self.config.video)))
-                except InvalidItem as err:
-                    outcomes[i] = dead_letter(events[i], err, item.id)
-        if prepared:
-            results = self._enrich([p for _, p in prepared], timings)
-            for (i, _), enriched in zip(prepared, results, strict=True):
-                outcomes[i] = enriched
+        group: list[tuple[int, PreparedItem]] = []
+        pixels = 0
+        for i, ev in enumerate(events):
+            prepared = self._prepare(i, ev, outcomes, timings)
+            if prepared is None:
+                continue
+            if group and pixels + prepared.pixels > self.config.max_batch_pixels:
+                self._enrich_group(group, events, outcomes, timings)
+                group, pixels = [], 0
+            group.append((i, prepared))
+            pixels += prepared.pixels
+        if group:
+            self._enrich_group(group, events, outcomes, timings)
+        for name, seconds in timings.items():
+            metrics.STAGE_SECONDS.labels(name).observe(seconds)
         self.last_timings = timings
         return [o for o in outcomes if o is not None]
+
+    def _dead(self, ev: RawEvent, err: InvalidItem, item_id: str | None) -> DeadLetter:
+        return dead_letter(ev, err, item_id, self.config.max_message_bytes)
+
+    def _prepare(self, i: int, ev: RawEvent, outcomes: list[Outcome | None],
+                 timings: dict[str, float]) -> PreparedItem | None:
+        item_id = None
+        step = "decode"
+        try:
+            with stage("decode", timings):
+                item = decode_item(ev.value, self.config.limits)
+            item_id, step = item.id, "preprocess"
+            with stage("preprocess", timings):
+                return prepare(item, self.config.max_text_chars, self.decoder)
+        except InvalidItem as err:
+            outcomes[i] = self._dead(ev, err, item_id)
+        except (BackendUnavailable, ModelConfigError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the guarantee: one item never stops the partition
+            log.exception("item at %s[%d]@%d failed in %s; dead-lettered as %s", ev.source.topic,
+                          ev.source.partition, ev.source.offset, step, INTERNAL_ERROR)
+            outcomes[i] = self._dead(ev, internal_error(exc, step), item_id)
+        return None
+
+    def _enrich_group(self, group: list[tuple[int, PreparedItem]], events: list[RawEvent],
+                      outcomes: list[Outcome | None], timings: dict[str, float]) -> None:
+        """Enrich ``group``; when it fails for a reason that is not the backend's or the deployment's,
+        halve it until the failing items stand alone (log2 of the batch in extra rounds per bad item)."""
+        try:
+            results = self._enrich([p for _, p in group], timings)
+        except (BackendUnavailable, ModelConfigError):  # ModelRejected too: isolated with retries upstream
+            raise
+        except Exception as exc:  # noqa: BLE001 - see run()
+            if len(group) > 1:
+                mid = len(group) // 2
+                self._enrich_group(group[:mid], events, outcomes, timings)
+                self._enrich_group(group[mid:], events, outcomes, timings)
+                return
+            i, p = group[0]
+            if isinstance(exc, InvalidItem):
+                err = exc
+            else:
+                log.exception("item %r failed alone in the model stage; dead-lettered as %s", p.item.id,
+                              INTERNAL_ERROR)
+                err = internal_error(exc, "model")
+            outcomes[i] = self._dead(events[i], err, p.item.id)
+            return
+        for (i, _), enriched in zip(group, results, strict=True):
+            outcomes[i] = enriched
 
     def _enrich(self, items: list[PreparedItem], timings: dict[str, float]) -> list[Enriched]:
         with stage("embed", timings):

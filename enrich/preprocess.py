@@ -1,7 +1,7 @@
-"""Preprocessing: text normalisation and truncation, image decoding.
+"""Preprocessing: text normalisation and truncation, media decoding.
 
-Images are decoded once per item; each model then patches them with its own
-``VisionSpec`` (the embedder and tagger may use different resolutions).
+Images are decoded once per item (within the media budget, see ``enrich/media.py``); each model
+then patches them with its own ``VisionSpec`` (the embedder and tagger may use different resolutions).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from enrich.errors import InvalidItem
-from enrich.images import PatchedImage, VisionSpec, decode_image, patchify
+from enrich.images import PatchedImage, VisionSpec, patchify
+from enrich.media_sandbox import MediaDecoder, SandboxSpec
 from enrich.schemas import Item
-from enrich.video import VideoSpec, keyframes
 
 _SPACE = re.compile(r"\s+")
 
@@ -34,18 +34,24 @@ class PreparedItem:
     images: list[Image.Image]
     _patched: dict[VisionSpec, list[PatchedImage]] = field(default_factory=dict)
 
+    @property
+    def pixels(self) -> int:
+        return sum(img.width * img.height for img in self.images)
+
     def patched(self, spec: VisionSpec) -> list[PatchedImage]:
         if spec not in self._patched:
             self._patched[spec] = [patchify(img, spec) for img in self.images]
         return self._patched[spec]
 
 
-def prepare(item: Item, max_image_bytes: int, max_text_chars: int, video: VideoSpec = VideoSpec()) -> PreparedItem:
+# Trusted callers (tools, training, tests on items made here) decode in their own thread.
+INLINE_DECODER = MediaDecoder(sandbox=SandboxSpec(isolated=False))
+
+
+def prepare(item: Item, max_text_chars: int, decoder: MediaDecoder = INLINE_DECODER) -> PreparedItem:
     title, body = normalise_text(item.title), normalise_text(item.text)
     text = f"{title}\n{body}" if title and body else title or body
-    images = [decode_image(b, max_image_bytes) for b in item.images]
-    if item.video:
-        images += keyframes(item.video, video)
+    images = decoder.decode(item.images, item.video)
     if not text and not images:
         raise InvalidItem("empty_content", "no text left after normalisation and no images", stage="preprocess")
     return PreparedItem(item=item, text=text[:max_text_chars], images=images)

@@ -174,9 +174,14 @@ class NeighborIndex:
                 raise KeyError(f"item {item!r} is not in the neighbour index") from None
 
     def by_vector(self, vec: np.ndarray, k: int = 10, exclude: str | None = None) -> list[NeighborHit]:
+        vec = np.asarray(vec, np.float32)
+        if not 1 <= k <= 1000:
+            raise ValueError("k must be between 1 and 1000")
         with self._lock:
             if self._index is None or not len(self._key):
                 return []
+            if vec.shape != (self._dim,) or not np.isfinite(vec).all():
+                raise ValueError(f"the vector must be {self._dim} finite floats, got shape {vec.shape}")
             want = min(len(self._key), k + (1 if exclude else 0))
             found = self._index.search(np.asarray(vec, np.float32), want)
             hits = [NeighborHit(self._item[int(key)], 1.0 - float(dist))

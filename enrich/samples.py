@@ -149,7 +149,9 @@ def fuzz_events(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
 
     def bad_image() -> tuple[str, bytes]:
         png = draw_image(rnd.randrange(1000))
-        data = rnd.choice([png[: rnd.randrange(8, len(png) // 2)], rnd.randbytes(300), b"GIF89a" + rnd.randbytes(50)])
+        if rnd.random() < 0.25:  # no allowed format's signature: refused before any decoder sees it
+            return "image_format_not_allowed", item(kind="image_post", images=[b"\x00" + rnd.randbytes(300)])
+        data = rnd.choice([png[: rnd.randrange(8, len(png) // 2)], b"GIF89a" + rnd.randbytes(50)])
         return "image_undecodable", item(kind="image_post", images=[data])
 
     def schema() -> tuple[str, bytes]:

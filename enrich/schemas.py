@@ -20,6 +20,10 @@ from enrich.errors import InvalidItem
 SCHEMA_VERSION = 1
 ITEM_KINDS = frozenset({"article", "answer", "image_post", "video", "short_text"})
 MAX_ID_LEN = 256
+# created_at / published_at: epoch ms from 2000-01-01 to a day past this worker's clock (skew); beyond
+# that a time is an error that would rank first in every recency-decayed index or break latency metrics.
+MIN_TIME_MS = 946_684_800_000
+MAX_FUTURE_MS = 24 * 3600 * 1000
 
 
 def now_ms() -> int:
@@ -130,6 +134,12 @@ class DeadLetter:
     failed_at: int
     item_id: str | None = None
     schema: int = SCHEMA_VERSION
+    # A dead letter always fits the broker's message limit: an original that would not is cut short
+    # (original_truncated), and its full length and SHA-256 say what it was.
+    original_bytes: int = 0
+    original_sha256: str = ""
+    original_truncated: bool = False
+    key_truncated: bool = False  # keys beyond 1 KiB keep their first KiB
 
 
 @dataclass(frozen=True)
@@ -192,12 +202,20 @@ def _field(obj: dict[str, Any], name: str, types: type | tuple[type, ...], requi
     return value
 
 
+def _time(value: int, name: str) -> int:
+    latest = now_ms() + MAX_FUTURE_MS
+    if not MIN_TIME_MS <= value <= latest:
+        raise InvalidItem("bad_timestamp", f"'{name}' is {value}: epoch milliseconds between {MIN_TIME_MS} "
+                          f"(2000-01-01) and {latest} (a day from now) expected")
+    return value
+
+
 def decode_item(raw: bytes, limits: Limits = Limits()) -> Item:
     """Decode and validate an ``items.new`` record or raise ``InvalidItem`` with a specific reason."""
     obj = _unpack(raw)
     item_id = _field(obj, "id", str)
-    if not item_id or len(item_id) > MAX_ID_LEN or not item_id.isprintable():
-        raise InvalidItem("bad_id", f"'id' must be 1..{MAX_ID_LEN} printable characters")
+    if not item_id.strip() or len(item_id) > MAX_ID_LEN or not item_id.isprintable():
+        raise InvalidItem("bad_id", f"'id' must be 1..{MAX_ID_LEN} printable characters, not all blank")
     kind = _field(obj, "kind", str)
     if kind not in ITEM_KINDS:
         raise InvalidItem("unknown_kind", f"kind {kind!r} is not one of {sorted(ITEM_KINDS)}")
@@ -207,8 +225,10 @@ def decode_item(raw: bytes, limits: Limits = Limits()) -> Item:
         raise InvalidItem("field_too_large", f"'title' has {len(title)} chars > {limits.max_title_chars}")
     if len(text) > limits.max_text_chars:
         raise InvalidItem("field_too_large", f"'text' has {len(text)} chars > {limits.max_text_chars}")
-    created_at = _field(obj, "created_at", int)
+    created_at = _time(_field(obj, "created_at", int), "created_at")
     published_at = _field(obj, "published_at", int, required=False)
+    if published_at is not None:
+        _time(published_at, "published_at")
     images = _field(obj, "images", list, required=False) or []
     if len(images) > limits.max_images:
         raise InvalidItem("too_many_images", f"{len(images)} images > limit {limits.max_images}")

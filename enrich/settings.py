@@ -64,6 +64,25 @@ class Settings(BaseSettings):
     video_strategy: str = Field("uniform", pattern="^(uniform|keyframes)$",
                                 description="'uniform' (evenly spaced in time) or 'keyframes' (spread over I-frames)")
     video_decode_s: float = Field(2.0, ge=0, description="decode budget per video; frames found by then are kept")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="per image or video frame, read from its header "
+                                                                 "before decoding (beyond: DLQ image_pixel_budget)")
+    max_item_pixels: int = Field(32 * 1024 * 1024, ge=1, description="an item's image headers summed (beyond: "
+                                                                     "DLQ item_pixel_budget)")
+    image_work_pixels: int = Field(1024 * 1024, ge=1024, description="images are reduced to at most this many "
+                                                                     "pixels while decoded (less when the models "
+                                                                     "use less)")
+    max_batch_pixels: int = Field(16 * 1024 * 1024, ge=1, description="decoded pixels one model round holds; a "
+                                                                      "batch beyond it is enriched in rounds")
+    decode_isolation: bool = Field(True, description="decode media in child processes bounded in time and memory "
+                                                     "(off: in the worker's own thread, unbounded)")
+    decode_workers: int = Field(2, ge=1, le=16, description="media decoder processes (one per batch in flight)")
+    decode_timeout_s: float = Field(5.0, gt=0, description="wall time to decode one item's media; the decoder is "
+                                                           "killed beyond it (DLQ media_decode_timeout)")
+    decode_memory_mb: int = Field(1024, ge=384, description="address-space limit of a decoder process (beyond: "
+                                                            "DLQ media_memory_budget)")
+    max_message_bytes: int = Field(1_000_000, ge=64 * 1024, description="largest record the broker takes; dead "
+                                                                        "letters are cut to fit, checked against "
+                                                                        "items.dlq's max.message.bytes at start")
     caption_buckets: int = Field(1 << 18, ge=0, description="caption feature ids are hashed into this many "
                                                             "buckets; 0 turns caption features off")
     model_batch: int = Field(32, ge=1, description="max items per model call")
@@ -79,9 +98,19 @@ class Settings(BaseSettings):
 
     # Worker
     web_port: int = Field(6066, description="worker HTTP port: /livez, /readyz, /metrics")
+    web_faust_pages: bool = Field(False, description="also serve Faust's /router and /table pages (they expose "
+                                                     "table contents; keep off outside debugging)")
     log_json: bool = False
     log_level: str = "info"
     lag_interval_s: float = Field(5.0, gt=0, description="how often consumer lag and paused partitions are measured")
+
+    # Recall API (enrich recall serve)
+    recall_bind: str = Field("127.0.0.1", description="address the recall API listens on; 0.0.0.0 to serve "
+                                                      "other hosts (set ENRICH_RECALL_TOKEN then)")
+    recall_token: SecretStr = Field(SecretStr(""), description="bearer token the recall API requires; empty: none")
+    recall_max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body the recall API reads")
+    recall_timeout_s: float = Field(10.0, gt=0, description="the recall API drops a request that sends nothing "
+                                                            "for this long")
 
     # Local stack
     broker_port: int = 9092

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from enrich.errors import InvalidItem
 from enrich.schemas import VocabEntry
 
 
@@ -53,9 +54,10 @@ class TagVocabulary:
     A tag's vector is its prototype when the entry carries one made by ``embedder`` (this
     worker's embedder version; see ``enrich/tag_prototypes.py``), else its embedded name."""
 
-    def __init__(self, embed_texts: Callable[[Sequence[str]], np.ndarray], embedder: str = "") -> None:
+    def __init__(self, embed_texts: Callable[[Sequence[str]], np.ndarray], embedder: str = "", dim: int = 0) -> None:
         self._embed = embed_texts
         self.embedder = embedder
+        self.dim = dim  # the embedder's width: a prototype of another length is refused (0: not checked)
         self._lock = threading.Lock()
         self._entries: dict[str, VocabEntry] = {}
         self._vectors: dict[str, np.ndarray] = {}
@@ -63,7 +65,20 @@ class TagVocabulary:
         self._snapshot = VocabSnapshot([], np.zeros((0, 0), np.float32))
         self._dirty = False
 
+    def check(self, entry: VocabEntry) -> None:
+        """Raise ``InvalidItem`` for an entry that must never reach the vocabulary."""
+        if entry.deleted or not entry.prototype or entry.prototype_embedder != self.embedder:
+            return  # a prototype of another embedder is never used, whatever its shape
+        if self.dim and len(entry.prototype) != 4 * self.dim:
+            raise InvalidItem("bad_prototype", f"prototype of {entry.tag!r} has {len(entry.prototype) // 4} floats; "
+                              f"embedder {self.embedder} has {self.dim}")
+        v = np.frombuffer(entry.prototype, dtype="<f4")
+        if not np.isfinite(v).all() or not float(np.abs(v).max(initial=0.0)) > 0:
+            raise InvalidItem("bad_prototype", f"prototype of {entry.tag!r} is not a finite non-zero vector")
+
     def apply(self, entry: VocabEntry) -> None:
+        """Add, change or retire a tag; an entry ``check`` refuses raises and changes nothing."""
+        self.check(entry)
         with self._lock:
             if entry.deleted:
                 self._entries.pop(entry.tag, None)

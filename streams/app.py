@@ -19,8 +19,9 @@ import msgpack
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from enrich import metrics
-from enrich.pipeline import Enriched, RawEvent, SourceRef
-from enrich.schemas import encode, now_ms
+from enrich.errors import InvalidItem
+from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
+from enrich.schemas import DeadLetter, encode, now_ms
 from enrich.semantic_ids import collision_key
 from enrich.settings import Settings
 from streams.collision_digits import DigitStore, encode_digits
@@ -61,6 +62,20 @@ def coded_payload(o: Enriched) -> bytes:
     return msgpack.packb([asdict(o.record), asdict(o.neighbor), [encode(e) for e in o.tag_edges]], use_bin_type=True)
 
 
+def decode_coded(raw: bytes | None) -> tuple[dict[str, Any], dict[str, Any], list[bytes]]:
+    """An ``items.coded`` record, or ``InvalidItem`` when it is not one this worker wrote."""
+    try:
+        record, neighbor, edges = msgpack.unpackb(raw or b"", raw=False)
+        if not (isinstance(record, dict) and isinstance(neighbor, dict) and isinstance(edges, list)
+                and isinstance(record["item_id"], str) and isinstance(record["created_at"], int)
+                and isinstance(record["semantic_id"], list) and all(isinstance(e, bytes) for e in edges)):
+            raise TypeError("unexpected shape")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidItem("bad_coded_record", f"not an items.coded record: {type(exc).__name__}: {exc}",
+                          stage="semantic_id") from None
+    return record, neighbor, edges
+
+
 def _repack(record: dict[str, Any], semantic_id: list[int]) -> bytes:
     return msgpack.packb(record | {"semantic_id": semantic_id}, use_bin_type=True)
 
@@ -83,6 +98,11 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         broker_commit_interval=1.0,
         web_port=settings.web_port,
         web_host="0.0.0.0",
+        # Faust's /router and /table pages show table contents and routing to anyone who can reach the port
+        web_router_enabled=settings.web_faust_pages,
+        web_tables_enabled=settings.web_faust_pages,
+        # a dead letter is cut to ENRICH_MAX_MESSAGE_BYTES; the producer must take that much and a little more
+        producer_max_request_size=settings.max_message_bytes + 64 * 1024,
         stream_buffer_maxsize=max(64, settings.batch_size * 4),
         # Faust would wait for every fetched event to be acked before stopping, forever while the model
         # backend is down; the agent drains its batches in flight itself, bounded by ENRICH_DRAIN_S.
@@ -181,9 +201,15 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
             outputs: list[tuple[str, bytes, bytes]] = []
             created: list[int] = []
             changed: dict[tuple[int, bytes], bytes] = {}
+            dead: list[DeadLetter] = []
             for e in events:
-                record, neighbor, edges = msgpack.unpackb(e.message.value)
                 partition, key = e.message.partition, e.message.key
+                try:
+                    record, neighbor, edges = decode_coded(e.message.value)
+                except InvalidItem as err:  # someone else wrote to the internal topic: keep it, skip it
+                    dead.append(dead_letter(RawEvent(key, e.message.value or b"", SourceRef(
+                        e.message.topic, partition, e.message.offset)), err, None, settings.max_message_bytes))
+                    continue
                 await digits.ensure_loaded(partition)
                 digit, assigned = digits.assign(partition, key, record["item_id"])
                 if assigned is not None:
@@ -200,6 +226,9 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
                 log.info("rebalance during a digit batch; leaving its %d events to the new owner", len(events))
                 continue
             futures = [await topics[t].send(key=k, value=v) for t, k, v in outputs]
+            for d in dead:
+                futures.append(await topics["items.dlq"].send(key=d.key, value=encode(d)))
+                metrics.DLQ.labels(d.reason, d.stage).inc()
             # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
             for (partition, key), value in changed.items():
                 futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))

@@ -358,7 +358,7 @@ def cmd_recall(s: Settings, a: argparse.Namespace) -> int:
 
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        _say(f"recall api on http://0.0.0.0:{a.port} (GET /tags/<tag>, GET /neighbors/<item>, POST /neighbors)")
+        _say(f"recall api on http://{s.recall_bind}:{a.port} (GET /tags/<tag>, GET /neighbors/<item>, POST /neighbors)")
         serve(s, a.port, stop=stop)
         return 0
     if a.target is None:

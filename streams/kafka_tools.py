@@ -3,6 +3,7 @@ topic creation, publishing, and reading topics back (CLI, demo, tests)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from enrich.settings import COMPACTED, TOPICS, Settings
+
+log = logging.getLogger(__name__)
 
 
 class KafkaToolError(RuntimeError):
@@ -60,6 +63,29 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
         raise KafkaToolError(f"{settings.topic('sid.digits')} has {digits} partitions but "
                              f"{settings.topic('items.coded')} has {coded}; they must match (each items.coded "
                              "partition keeps its collision digits in the sid.digits partition of the same number)")
+    check_message_limit(settings, admin, timeout_s)
+
+
+def check_message_limit(settings: Settings, admin: AdminClient | None = None, timeout_s: float = 10.0) -> int | None:
+    """``items.dlq``'s ``max.message.bytes`` as the broker reports it; raises when it is below the size
+    the worker cuts dead letters to (``ENRICH_MAX_MESSAGE_BYTES``). None when the broker cannot say."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    admin = admin or AdminClient(settings.kafka_client_config())
+    topic = settings.topic("items.dlq")
+    try:
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)], request_timeout=timeout_s)
+        configs = next(iter(futures.values())).result(timeout=timeout_s)
+        limit = int(configs["max.message.bytes"].value)
+    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        log.warning("cannot read max.message.bytes of %s (%s); assuming ENRICH_MAX_MESSAGE_BYTES=%d fits",
+                    topic, exc, settings.max_message_bytes)
+        return None
+    if limit < settings.max_message_bytes:
+        raise KafkaToolError(f"{topic} takes records of at most {limit} bytes (max.message.bytes) but dead "
+                             f"letters are cut to ENRICH_MAX_MESSAGE_BYTES={settings.max_message_bytes}; "
+                             f"set ENRICH_MAX_MESSAGE_BYTES={limit} or raise the topic's max.message.bytes")
+    return limit
 
 
 def producer(settings: Settings) -> Producer:

@@ -11,6 +11,7 @@ HTTP (JSON): ``GET /tags/<tag>?k=10``, ``GET /neighbors/<item>?k=10&by=ann|cf|si
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -95,15 +96,55 @@ class RecallFeed(threading.Thread):
         self.join(10)
 
 
-def _handler(indexes: RecallIndexes) -> type[BaseHTTPRequestHandler]:
+class _Refused(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _handler(indexes: RecallIndexes, settings: Settings) -> type[BaseHTTPRequestHandler]:
+    token = settings.recall_token.get_secret_value()
+    max_body = settings.recall_max_body_bytes
+
     class Handler(BaseHTTPRequestHandler):
+        # A socket timeout on every read: a client that sends nothing (or lies about its body) is dropped.
+        timeout = settings.recall_timeout_s
+
         def _send(self, code: int, body: Any) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="recall"')
             self.end_headers()
             self.wfile.write(data)
+
+        def _authorised(self) -> bool:
+            if not token:
+                return True
+            given = self.headers.get("Authorization", "")
+            if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return True
+            self._send(401, {"error": "a bearer token is required (Authorization: Bearer <ENRICH_RECALL_TOKEN>)"})
+            return False
+
+        def _body(self) -> bytes:
+            raw = self.headers.get("Content-Length")
+            if raw is None:
+                raise _Refused(411, "Content-Length is required")
+            try:
+                n = int(raw)
+            except ValueError:
+                raise _Refused(400, f"Content-Length {raw[:40]!r} is not a number") from None
+            if n < 0:
+                raise _Refused(400, "Content-Length is negative")
+            if n > max_body:
+                raise _Refused(413, f"body of {n} bytes > {max_body} (ENRICH_RECALL_MAX_BODY_BYTES)")
+            data = self.rfile.read(n)
+            if len(data) < n:
+                raise _Refused(400, f"body ended after {len(data)} of {n} bytes")
+            return data
 
         def _k(self, query: dict[str, list[str]]) -> int:
             try:
@@ -115,6 +156,8 @@ def _handler(indexes: RecallIndexes) -> type[BaseHTTPRequestHandler]:
             return k
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            if not self._authorised():
+                return
             url = urlparse(self.path)
             q = parse_qs(url.query)
             parts = [unquote(p) for p in url.path.strip("/").split("/", 1)]
@@ -132,14 +175,19 @@ def _handler(indexes: RecallIndexes) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": str(exc)})
 
         def do_POST(self) -> None:  # noqa: N802
+            if not self._authorised():
+                return
             if urlparse(self.path).path.strip("/") != "neighbors":
                 self._send(404, {"error": "POST /neighbors with {\"vector\": [...], \"k\": 10}"})
                 return
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                body = json.loads(self._body() or b"{}")
                 vec = np.asarray(body["vector"], np.float32)
                 hits = indexes.neighbors.by_vector(vec, int(body.get("k", 10)))
                 self._send(200, [asdict(h) for h in hits])
+            except _Refused as exc:
+                self.close_connection = True
+                self._send(exc.code, {"error": str(exc)})
             except (KeyError, TypeError, ValueError) as exc:
                 self._send(400, {"error": f"expected {{\"vector\": [floats], \"k\": int}}: {exc}"})
 
@@ -155,9 +203,11 @@ def serve(settings: Settings, port: int, ready: threading.Event | None = None,
     indexes = RecallIndexes()
     feed = RecallFeed(settings, indexes)
     feed.start()
-    server = ThreadingHTTPServer(("0.0.0.0", port), _handler(indexes))
+    server = ThreadingHTTPServer((settings.recall_bind, port), _handler(indexes, settings))
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="recall-api", daemon=True).start()
-    log.info("recall api on port %d, fed from %s", server.server_address[1], ", ".join(FEEDS))
+    log.info("recall api on %s:%d (token %s), fed from %s", settings.recall_bind, server.server_address[1],
+             "required" if settings.recall_token.get_secret_value() else "off", ", ".join(FEEDS))
     if ready is not None:
         ready.set()
     try:

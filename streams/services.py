@@ -12,6 +12,8 @@ from enrich.captions import CaptionHasher
 from enrich.cf_adapter import CfAdapter
 from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError, ModelRejected
 from enrich.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
+from enrich.media import MediaBudget
+from enrich.media_sandbox import SandboxSpec
 from enrich.models import load_models
 from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, dead_letter
 from enrich.schemas import DeadLetter, Limits, decode_item
@@ -33,18 +35,31 @@ def make_backend(settings: Settings) -> InferenceBackend:
     return TritonBackend(settings.triton_url, settings.triton_timeout_s)
 
 
+def limits(settings: Settings) -> Limits:
+    return Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes,
+                  max_video_bytes=settings.max_video_bytes)
+
+
 def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
     embedder, tagger = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
                                    settings.seq_bucket)
+    # No decoded image keeps more pixels than the models can use.
+    work_pixels = min(settings.image_work_pixels, max(embedder.image_pixels, tagger.image_pixels, 1024))
     config = PipelineConfig(candidate_tags=settings.candidate_tags, min_grade=settings.min_grade,
                             max_text_chars=settings.max_text_chars,
-                            limits=Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes,
-                                          max_video_bytes=settings.max_video_bytes),
+                            limits=limits(settings),
                             video=VideoSpec(frames=settings.video_frames, strategy=settings.video_strategy,
                                             max_seconds=settings.video_decode_s),
-                            captions=CaptionHasher(settings.caption_buckets) if settings.caption_buckets else None)
+                            captions=CaptionHasher(settings.caption_buckets) if settings.caption_buckets else None,
+                            media=MediaBudget(max_image_pixels=settings.max_image_pixels,
+                                              max_item_pixels=settings.max_item_pixels, work_pixels=work_pixels),
+                            sandbox=SandboxSpec(workers=settings.decode_workers, timeout_s=settings.decode_timeout_s,
+                                                memory_mb=settings.decode_memory_mb,
+                                                isolated=settings.decode_isolation),
+                            max_batch_pixels=settings.max_batch_pixels,
+                            max_message_bytes=settings.max_message_bytes)
     cf_path, prior_path = settings.cf_adapter_path, settings.tag_prior_path
-    return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version),
+    return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version, embedder.meta.hidden_size),
                     SemanticIdCodebook.load(settings.codebook_path), config,
                     cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None,
                     tag_prior=TagPrior.load(prior_path) if prior_path is not None else None)
@@ -68,6 +83,7 @@ class Enrichment:
 
     def stop(self) -> None:
         self.feed.stop()
+        self.pipeline.close()
         self.backend.close()
 
     async def run(self, events: list[RawEvent]) -> list[Outcome]:
@@ -95,11 +111,11 @@ class Enrichment:
                 failure = exc
         assert failure is not None
         try:
-            item_id: str | None = decode_item(event.value).id
+            item_id: str | None = decode_item(event.value, limits(self.settings)).id
         except InvalidItem:
             item_id = None
         err = InvalidItem(MODEL_REJECTED, str(failure), stage="model")
-        return [dead_letter(event, err, item_id)]
+        return [dead_letter(event, err, item_id, self.settings.max_message_bytes)]
 
     async def _run_batch(self, events: list[RawEvent]) -> list[Outcome]:
         loop = asyncio.get_running_loop()

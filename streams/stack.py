@@ -121,7 +121,7 @@ def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
     if settings.model_preset == "small":
         vecs = [embedder.embed_texts(debtags_sample_texts())]
     else:
-        items = [prepare(decode_item(msgpack.packb(i)), settings.max_image_bytes, settings.max_text_chars)
+        items = [prepare(decode_item(msgpack.packb(i)), settings.max_text_chars)
                  for i in samples.sample_items(n_items, seed=7)]
         vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
     backend.close()

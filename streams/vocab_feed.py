@@ -23,6 +23,17 @@ from streams.kafka_tools import CatchUp
 log = logging.getLogger(__name__)
 
 
+def tombstone(key: bytes | None) -> VocabEntry:
+    """The deletion a null value on ``key`` means."""
+    try:
+        tag = (key or b"").decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InvalidItem("bad_tag", f"tombstone key is not UTF-8 ({(key or b'')[:32].hex()})") from None
+    if not tag:
+        raise InvalidItem("bad_tag", "tombstone without a key")
+    return VocabEntry(tag=tag, deleted=True)
+
+
 class VocabularyFeed:
     def __init__(self, settings: Settings, vocabulary: TagVocabulary) -> None:
         self._settings = settings
@@ -37,6 +48,20 @@ class VocabularyFeed:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
+        """One record of the topic; a bad one is logged, counted and skipped, never applied."""
+        try:
+            self._vocab.apply(tombstone(key) if value is None else decode_vocab(value))
+        except InvalidItem as err:
+            reason = err.reason
+            log.warning("skipping bad tags.vocab record at %d@%d: %s", partition, offset, err)
+        except Exception as exc:  # noqa: BLE001 - the feed must outlive any record
+            reason = "internal_error"
+            log.exception("skipping tags.vocab record at %d@%d that failed: %s", partition, offset, exc)
+        else:
+            return
+        metrics.VOCAB_REJECTED.labels(reason).inc()
 
     def _run(self) -> None:
         topic = self._settings.topic("tags.vocab")
@@ -64,13 +89,7 @@ class VocabularyFeed:
                         log.warning("vocab feed error: %s", m.error().str())
                         time.sleep(0.5)
                     continue
-                try:
-                    if m.value() is None:  # tombstone: the tag is retired
-                        self._vocab.apply(VocabEntry(tag=(m.key() or b"").decode(), deleted=True))
-                    else:
-                        self._vocab.apply(decode_vocab(m.value()))
-                except InvalidItem as err:
-                    log.warning("skipping bad tags.vocab record at offset %d: %s", m.offset(), err)
+                self._apply(m.key(), m.value(), m.partition(), m.offset())
                 metrics.VOCAB_SIZE.set(len(self._vocab))
         finally:
             c.close()

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_triton_serves_the_same_numbers_as_in_process(local_stack):
-    items = [prepare(decode_item(msgpack.packb(i)), 1 << 20, 8000) for i in samples.sample_items(6)]
+    items = [prepare(decode_item(msgpack.packb(i)), 8000) for i in samples.sample_items(6)]
     triton = TritonBackend(local_stack.triton_url)
     local = OnnxRuntimeBackend(local_stack.models_path)
     e1, t1 = load_models(local_stack.models_path, triton, 64, 8)

@@ -68,7 +68,7 @@ def test_checkpoint_exports_with_its_own_tokenizer_and_serves(checkpoints, tmp_p
 
     embedder, tagger = load_models(tmp_path, OnnxRuntimeBackend(tmp_path), max_text_tokens=64, max_batch=4)
     assert embedder.tokenizer.encode("Tag: cats") == tok.encode("Tag: cats", add_special_tokens=False)
-    items = [prepare(decode_item(msgpack.packb(i)), 1 << 20, 8000) for i in samples.sample_items(3)]
+    items = [prepare(decode_item(msgpack.packb(i)), 8000) for i in samples.sample_items(3)]
     vectors = embedder.embed(items)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     scores = tagger.score(items, [["cats", "cooking"]] * 3)

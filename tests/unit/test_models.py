@@ -23,7 +23,7 @@ def models(models_dir):
 
 
 def _items(n):
-    return [prepare(decode_item(msgpack.packb(i)), 1 << 20, 8000) for i in samples.sample_items(n)]
+    return [prepare(decode_item(msgpack.packb(i)), 8000) for i in samples.sample_items(n)]
 
 
 def test_embeddings_are_unit_norm_and_batch_independent(models):

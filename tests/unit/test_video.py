@@ -104,7 +104,7 @@ def test_video_items_are_enriched_as_multi_image_items_and_bad_ones_dead_lettere
               RawEvent(b"b", video_event("bad", b"not a video"), SourceRef("items.new", 0, 1))]
     good, bad = pipeline.run(events)
     assert isinstance(good, Enriched) and good.record.item_id == "good"
-    assert isinstance(bad, DeadLetter) and bad.reason == "video_undecodable" and bad.stage == "preprocess"
+    assert isinstance(bad, DeadLetter) and bad.reason == "video_container_not_allowed" and bad.stage == "preprocess"
     # the frames reached the model: the vector differs from the same text without the video
     text_only = pipeline.run([RawEvent(b"t", msgpack.packb(
         {"schema": SCHEMA_VERSION, "id": "t", "kind": "article", "title": "a clip", "text": "colours",
