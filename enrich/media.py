@@ -82,6 +82,10 @@ def open_image(data: bytes, what: str = "image") -> Image.Image:
                               stage="preprocess") from None
         raise InvalidItem("image_format_not_allowed", f"{what} is not one of {', '.join(ALLOWED_IMAGE_FORMATS)} "
                           f"(starts with {data[:12].hex()})", stage="preprocess") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own check, past twice its MAX_IMAGE_PIXELS
+        raise InvalidItem("image_pixel_budget", f"{what}: {exc}", stage="preprocess") from None
+    except MemoryError:
+        raise  # the decoder's memory limit, its own reason (enrich/media_sandbox.py)
     except Exception as exc:  # noqa: BLE001 - a plugin may raise anything on hostile bytes
         raise InvalidItem("image_undecodable", f"{what}: {type(exc).__name__}: {exc}", stage="preprocess") from None
 
@@ -102,6 +106,8 @@ def reduce_decoded(img: Image.Image, budget: MediaBudget, what: str) -> Image.Im
         img = flatten_alpha(img)
         if img.size != target:
             img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - decoders raise every type on crafted payloads
         raise InvalidItem("image_undecodable", f"{what}: {type(exc).__name__}: {exc}", stage="preprocess") from None
     return img

@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -90,6 +91,7 @@ def _child_main() -> None:
     limit = config["memory_mb"] * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     Image.MAX_IMAGE_PIXELS = budget.max_image_pixels  # Pillow's own bomb check, a second line behind ours
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours refuses those images first
     _write(stdout, {"ready": True})
     while True:
         head = _read_exact(stdin, _LEN.size)

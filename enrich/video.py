@@ -94,6 +94,8 @@ def keyframes(data: bytes, spec: VideoSpec = VideoSpec(), budget: MediaBudget = 
         # drefs off: an MP4 may name other files as its media data
         container = av.open(io.BytesIO(data), mode="r", format=fmt,
                             options={"enable_drefs": "0"} if fmt == "mp4" else {})
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the demuxer raises many types on crafted input
         raise InvalidItem("video_undecodable", f"cannot open the video: {type(exc).__name__}: {exc}",
                           stage="preprocess") from None
@@ -141,7 +143,7 @@ def _sample(container: object, spec: VideoSpec, budget: MediaBudget, deadline: f
             if time.monotonic() > deadline:
                 timed_out = True
                 break
-    except InvalidItem:
+    except (InvalidItem, MemoryError):
         raise
     except (av.FFmpegError, ValueError, IndexError, RuntimeError) as exc:
         if not held.frames:
