@@ -7,10 +7,12 @@ is a cross-encoder: one row per (item, candidate tag) pair.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from enrich.images import square_pixels
 from enrich.inference import InferenceBackend
@@ -20,18 +22,27 @@ from enrich.preprocess import PreparedItem
 from enrich.tags import readable_tag
 
 
+def _load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
+    """The checkpoint's fast tokenizer, straight from ``tokenizer.json`` with the Rust library that
+    transformers wraps: the same ids, without importing transformers (and torch) into the worker."""
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    pad = config.get("pad_token", "[PAD]")
+    tok.enable_padding(pad_id=tok.token_to_id(pad), pad_token=pad,
+                       pad_type_id=int(config.get("pad_token_type_id", 0)))  # to the longest row
+    return tok
+
+
 class _EncoderModel:
     def __init__(self, meta: ModelMeta, backend: InferenceBackend, max_text_tokens: int, max_batch: int,
                  tokenizer_dir: Path, seq_bucket: int = 1) -> None:
-        from transformers import AutoTokenizer
-
         self.meta = meta
         self.backend = backend
         # The text budget counts the whole row, special tokens included, capped by the position table.
         self.max_tokens = min(max_text_tokens, meta.max_tokens or max_text_tokens)
         self.max_batch = max_batch
         self.seq_bucket = max(1, seq_bucket)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        self.tokenizer = _load_tokenizer(tokenizer_dir)
 
     @property
     def version(self) -> str:
@@ -43,10 +54,14 @@ class _EncoderModel:
         return 2 * self.meta.image_size ** 2
 
     def _encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(list(first), list(second) if second is not None else None, padding=True,
-                             truncation="only_first" if second is not None else True,
-                             max_length=self.max_tokens, return_tensors="np")
-        out = {k: np.asarray(v, np.int64) for k, v in enc.items()}
+        strategy = "only_first" if second is not None else "longest_first"
+        if (self.tokenizer.truncation or {}).get("strategy") != strategy:  # set once per model in practice
+            self.tokenizer.enable_truncation(self.max_tokens, strategy=strategy)
+        batch = self.tokenizer.encode_batch(list(zip(first, second, strict=True)) if second is not None else
+                                            list(first))
+        out = {"input_ids": np.array([e.ids for e in batch], np.int64),
+               "token_type_ids": np.array([e.type_ids for e in batch], np.int64),
+               "attention_mask": np.array([e.attention_mask for e in batch], np.int64)}
         pad = -out["input_ids"].shape[1] % self.seq_bucket
         if pad:
             out = {k: np.pad(v, ((0, 0), (0, pad))) for k, v in out.items()}

@@ -51,13 +51,19 @@ def fit_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
+def _has_alpha(img: Image.Image) -> bool:
+    return "A" in img.getbands() or "transparency" in img.info
+
+
 def flatten_alpha(img: Image.Image) -> Image.Image:
     """RGB, transparent pixels composited on white (emoji, icons and logos are drawn for light backgrounds)."""
     if img.mode == "RGB":
         return img
-    if "A" in img.getbands() or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if _has_alpha(img):
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba, mask=rgba.getchannel("A"))  # no full-size RGBA copies: RGB out, one alpha plane
+        return out
     return img.convert("RGB")
 
 
@@ -103,9 +109,11 @@ def reduce_decoded(img: Image.Image, budget: MediaBudget, what: str) -> Image.Im
         if img.format in ("JPEG", "MPO"):
             img.draft("RGB", target)  # decoded at 1/2, 1/4 or 1/8 scale, never below the target
         img.load()
-        img = flatten_alpha(img)
-        if img.size != target:
+        if img.mode not in ("RGB", "RGBA", "L", "LA"):  # palette, 16-bit, CMYK: to a mode resize can take
+            img = img.convert("RGBA" if _has_alpha(img) else "RGB")
+        if img.size != target:  # reduced first (Pillow premultiplies alpha), flattened at the small size
             img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        img = flatten_alpha(img)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise every type on crafted payloads

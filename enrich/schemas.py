@@ -254,8 +254,12 @@ def decode_vocab(raw: bytes) -> VocabEntry:
     prototype = _field(obj, "prototype", bytes, required=False) or None
     if prototype is not None and (len(prototype) % 4 or not prototype):
         raise InvalidItem("wrong_type", "'prototype' must be float32 bytes")
-    return VocabEntry(tag=tag.strip(), facet=_field(obj, "facet", str, required=False) or "",
-                      description=_field(obj, "description", str, required=False) or "",
+    facet = _field(obj, "facet", str, required=False) or ""
+    description = _field(obj, "description", str, required=False) or ""
+    if len(facet) > 200 or len(description) > 2_000:
+        raise InvalidItem("field_too_large", "'facet' must be at most 200 characters, 'description' 2000")
+    return VocabEntry(tag=tag.strip(), facet=facet,
+                      description=description,
                       deleted=bool(_field(obj, "deleted", bool, required=False)),
                       updated_at=_field(obj, "updated_at", int, required=False) or 0,
                       prototype=prototype,

@@ -289,7 +289,8 @@ def _build_tag_prior(s: Settings, out: Path | None) -> int:
 
 def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
     from enrich import samples
-    from enrich.schemas import VocabEntry, encode, now_ms
+    from enrich.errors import InvalidItem
+    from enrich.schemas import VocabEntry, decode_vocab, encode, now_ms
     from streams.kafka_tools import publish
 
     if a.action == "prototypes":
@@ -311,6 +312,11 @@ def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
             raise EnrichError(f"{a.file}: expected a JSON list of {{\"tag\": ..., \"facet\": ...}}: {exc}") from exc
     else:
         entries = samples.vocab_entries()
+    for e in entries:  # what the workers would skip is refused here, with the reason
+        try:
+            decode_vocab(encode(e))
+        except InvalidItem as err:
+            raise EnrichError(f"tag {e.tag[:80]!r}: {err}; workers would skip it") from None
     n = publish(s, "tags.vocab", [(e.tag.encode(), encode(e)) for e in entries])
     _say(f"published {n} tags to {s.topic('tags.vocab')}")
     return 0

@@ -64,6 +64,18 @@ class VocabularyFeed:
         metrics.VOCAB_REJECTED.labels(reason).inc()
 
     def _run(self) -> None:
+        # A broker error outside any record (metadata, a closed consumer) restarts the feed from the
+        # beginning of the compacted topic; the vocabulary never freezes silently.
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                return
+            except Exception:  # noqa: BLE001
+                log.exception("the tags.vocab feed failed; reading the topic again in 2s")
+                metrics.VOCAB_REJECTED.labels("feed_restart").inc()
+                self._stop.wait(2.0)
+
+    def _consume(self) -> None:
         topic = self._settings.topic("tags.vocab")
         c = Consumer({**self._settings.consumer_config("unused-vocab-reader"), "enable.partition.eof": True})
         try:

@@ -47,6 +47,18 @@ def local_stack(model_settings: Settings) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
+def small_stack(small_model_settings: Settings) -> Iterator[Settings]:
+    """The real broker and real Triton serving the small presets; yields settings pointing at them."""
+    from streams.demo import on_free_ports
+    from streams.stack import start_stack
+
+    s = on_free_ports(small_model_settings).model_copy(update={"backend": "triton", "batch_size": 8})
+    stack = start_stack(s, progress=lambda _m: None)
+    yield s
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
 def models_dir(model_settings: Settings) -> Path:
     return model_settings.models_path
 

@@ -96,8 +96,8 @@ def field_cases() -> list[Case]:
         Case("published_at_far_future", item_event("ts-future", kind="article", published_at=now_ms() + 10**12),
              "bad_timestamp"),
         Case("blank_id", item_event("   ", kind="article"), "bad_id"),
-        # 997 KB: under the broker's 1 MB, so it arrives; its dead letter must still fit
-        Case("oversized_invalid_event", item_event("too-long", kind="article", title="x" * 997_000),
+        # 999 KB: under the broker's 1 MB, so it arrives; its dead letter must still fit
+        Case("oversized_invalid_event", item_event("too-long", kind="article", title="x" * 999_000),
              "field_too_large"),
     ]
 

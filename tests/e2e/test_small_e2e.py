@@ -14,9 +14,8 @@ from cli_runs import cli, re_enrich_in_shadow, run_demo, wait_for
 
 from enrich import debtags
 from enrich.process import free_port, stop_pid
-from streams.demo import on_free_ports, settings_env, start_worker
+from streams.demo import settings_env, start_worker
 from streams.kafka_tools import TopicReader, publish
-from streams.stack import start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -38,14 +37,6 @@ def enriched_ids(settings, want: int, timeout_s: float = 180) -> dict[str, dict]
             got[v["item_id"]] = v
     reader.close()
     return got
-
-
-@pytest.fixture(scope="module")
-def small_stack(small_model_settings):
-    s = on_free_ports(small_model_settings).model_copy(update={"backend": "triton", "batch_size": 8})
-    stack = start_stack(s, progress=lambda _m: None)
-    yield s
-    stack.stop()
 
 
 def test_recall_commands_answer_from_the_live_feeds_and_follow_re_enrichment(small_stack, tmp_path):

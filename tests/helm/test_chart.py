@@ -140,7 +140,6 @@ def test_schema_rejects_bad_values(values, where):
     ({"triton": {"enabled": False}}, "worker.externalTritonUrl is required"),
     ({"triton": {"modelRepository": {"source": "objectStore"}}}, "objectStore.uri is required"),
     ({"bundle": {"source": "pvc"}}, "bundle.pvc.claimName is required"),
-    ({"networkPolicy": {"enabled": True}}, "workers could not reach Kafka"),
 ])
 def test_inconsistent_values_refuse_to_render(values, message):
     with pytest.raises(helm.HelmRenderError) as err:
@@ -267,7 +266,30 @@ def test_network_policy_lets_workers_reach_only_kafka_triton_and_dns():
     assert triton_rule["to"][0]["podSelector"]["matchLabels"].items() <= triton_pods.items()
     assert len(egress) == 3  # DNS, Kafka, Triton
     assert [p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]] == ["http"]
-    assert not find(render(), "NetworkPolicy")
+    # on by default: with Kafka's place unknown, workers reach its ports on any address and nothing else
+    default = one(render(), "NetworkPolicy", "worker")["spec"]["egress"]
+    assert {"ports": [{"port": 9092, "protocol": "TCP"}]} in default and len(default) == 3
+    assert not find(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_triton_runs_non_root_read_only_with_its_admin_apis_behind_a_key():
+    docs = render()
+    triton = one(docs, "Deployment", "triton")
+    pod = triton["spec"]["template"]["spec"]
+    c = container(triton, "triton")
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]  # the TensorRT engine cache
+    restricted = "model-repository,model-config,shared-memory,statistics,trace,logging"
+    assert f"--http-restricted-api={restricted}:triton-admin-key=$(TRITON_ADMIN_KEY)" in c["args"]
+    assert f"--grpc-restricted-protocol={restricted}:triton-admin-key=$(TRITON_ADMIN_KEY)" in c["args"]
+    ref = c["env"][0]["valueFrom"]["secretKeyRef"]
+    secret = next(d for d in find(docs, "Secret") if d["metadata"]["name"] == ref["name"])
+    assert len(secret["data"][ref["key"]]) >= 40
+    own = render({"triton": {"adminKey": {"existingSecret": "mine"}}})
+    env = container(one(own, "Deployment", "triton"), "triton")["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    assert not [d for d in find(own, "Secret") if d["metadata"]["name"].endswith("-admin")]
 
 
 def test_topics_job_runs_the_project_cli_before_install():

@@ -190,3 +190,21 @@ def test_small_production_repository_batches_every_graph_and_its_warmup_runs(sma
         sess = ort.InferenceSession(str(tmp_path / "repo" / name / "1" / "model.onnx"),
                                     providers=["CPUExecutionProvider"])
         assert np.isfinite(sess.run(None, feeds)[0]).all()
+
+
+def test_the_serving_tokenizer_gives_the_ids_of_the_hugging_face_one(small_model_settings):
+    from transformers import AutoTokenizer
+
+    from enrich.encoder_models import _load_tokenizer
+
+    path = small_model_settings.models_path / "tagger" / "tokenizer"
+    hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    mine = _load_tokenizer(path)
+    first = ["A long description of a package. " * 30, "café naïve 中文 🎉", "x"]
+    for second in (None, ["works with: audio", "use: editing", "a b c"]):
+        want = hf(first, second, padding=True, truncation="only_first" if second else True, max_length=64,
+                  return_tensors="np")
+        mine.enable_truncation(64, strategy="only_first" if second else "longest_first")
+        got = mine.encode_batch(list(zip(first, second, strict=True)) if second else first)
+        for key, attr in (("input_ids", "ids"), ("token_type_ids", "type_ids"), ("attention_mask", "attention_mask")):
+            assert np.array_equal(want[key], np.array([getattr(e, attr) for e in got])), key

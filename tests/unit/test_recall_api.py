@@ -1,0 +1,96 @@
+"""The recall HTTP API's limits, on a real server over a real socket: the bearer token, body caps,
+lying Content-Length headers and clients that send nothing."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from enrich.schemas import vector_bytes
+from enrich.settings import Settings
+from streams.recall import RecallIndexes, _handler
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[int, RecallIndexes]]:
+    settings = Settings(recall_token=SecretStr("s3cret"), recall_max_body_bytes=4096, recall_timeout_s=0.5)
+    assert settings.recall_bind == "127.0.0.1"  # the default: nothing beyond this host
+    indexes = RecallIndexes()
+    for k in range(5):
+        v = np.zeros(8, np.float32)
+        v[k] = 1.0
+        indexes.neighbors.apply({"item_id": f"i{k}", "semantic_id": [k, 0], "vector": vector_bytes(v), "dim": 8,
+                                 "created_at": 1, "enriched_at": 1})
+    server = ThreadingHTTPServer((settings.recall_bind, 0), _handler(indexes, settings))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], indexes
+    server.shutdown()
+
+
+def raw_request(port: int, data: bytes, read_timeout: float = 5.0) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(chunks).decode(errors="replace")
+
+
+def request(port: int, method: str, path: str, body: bytes = b"", token: str | None = "s3cret",
+            headers: dict[str, str] | None = None) -> tuple[int, dict | list]:
+    lines = [f"{method} {path} HTTP/1.1", "Host: x", "Connection: close"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    for k, v in (headers or {"Content-Length": str(len(body))}).items():
+        lines.append(f"{k}: {v}")
+    reply = raw_request(port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    status = int(reply.split(" ", 2)[1])
+    return status, json.loads(reply.split("\r\n\r\n", 1)[1] or "null")
+
+
+def test_a_token_is_required_when_configured(api):
+    port, _ = api
+    assert request(port, "GET", "/healthz", token=None)[0] == 401
+    assert request(port, "GET", "/healthz", token="wrong")[0] == 401
+    status, body = request(port, "GET", "/healthz")
+    assert status == 200 and body["items"] == 5
+
+
+def test_queries_answer_within_the_limits(api):
+    port, _ = api
+    vec = [1.0] + [0.0] * 7
+    status, hits = request(port, "POST", "/neighbors", json.dumps({"vector": vec, "k": 2}).encode())
+    assert status == 200 and hits[0]["item_id"] == "i0"
+    assert request(port, "POST", "/neighbors", json.dumps({"vector": [1.0, 2.0], "k": 2}).encode())[0] == 400
+    assert request(port, "POST", "/neighbors", json.dumps({"vector": vec, "k": 10**9}).encode())[0] == 400
+
+
+def test_bodies_beyond_the_cap_and_lying_lengths_are_refused(api):
+    port, _ = api
+    status, body = request(port, "POST", "/neighbors", b"x" * 5000)
+    assert status == 413 and "ENRICH_RECALL_MAX_BODY_BYTES" in body["error"]
+    assert request(port, "POST", "/neighbors", headers={"Content-Length": "-1"})[0] == 400
+    assert request(port, "POST", "/neighbors", headers={"Content-Length": "lots"})[0] == 400
+    assert request(port, "POST", "/neighbors", headers={"X-Length": "none"})[0] == 411
+
+
+def test_a_client_that_sends_nothing_is_dropped(api):
+    port, _ = api
+    t0 = time.monotonic()
+    # claims 100 bytes of body and sends none: the server gives up after recall_timeout_s
+    reply = raw_request(port, b"POST /neighbors HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n"
+                              b"Content-Length: 100\r\n\r\n", read_timeout=10)
+    assert time.monotonic() - t0 < 5
+    assert reply == "" or " 400 " in reply.split("\r\n", 1)[0]
