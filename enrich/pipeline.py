@@ -85,7 +85,7 @@ class PipelineConfig:
     sandbox: SandboxSpec = SandboxSpec()
     # Decoded pixels one model round holds: a batch whose images pass it is enriched in several rounds,
     # so the host memory of a batch is bounded whatever its items carry.
-    max_batch_pixels: int = 16 * 1024 * 1024
+    max_batch_pixels: int = 8 * 1024 * 1024
     max_message_bytes: int = 1_000_000  # the broker's limit on one record (dead letters are cut to fit)
 
 

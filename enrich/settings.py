@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     image_work_pixels: int = Field(1024 * 1024, ge=1024, description="images are reduced to at most this many "
                                                                      "pixels while decoded (less when the models "
                                                                      "use less)")
-    max_batch_pixels: int = Field(16 * 1024 * 1024, ge=1, description="decoded pixels one model round holds; a "
+    max_batch_pixels: int = Field(8 * 1024 * 1024, ge=1, description="decoded pixels one model round holds; a "
                                                                       "batch beyond it is enriched in rounds")
     decode_isolation: bool = Field(True, description="decode media in child processes bounded in time and memory "
                                                      "(off: in the worker's own thread, unbounded)")
