@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import random
+import struct
 
 import msgpack
 from PIL import Image, ImageDraw
@@ -110,6 +111,9 @@ def malformed_events() -> list[tuple[str, bytes]]:
     ]
 
 
+_NOT_GIF_BLOCKS = bytes(b for b in range(256) if b not in (0x2C, 0x21, 0x3B))  # image, extension, trailer
+
+
 def fuzz_events(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
     """``n`` randomly malformed events, (expected DLQ reason, raw bytes), drawn from every way an input
     can be bad: random bytes, truncated msgpack, wrong shapes and types, huge fields, bad images, unknown
@@ -151,7 +155,10 @@ def fuzz_events(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
         png = draw_image(rnd.randrange(1000))
         if rnd.random() < 0.25:  # no allowed format's signature: refused before any decoder sees it
             return "image_format_not_allowed", item(kind="image_post", images=[b"\x00" + rnd.randbytes(300)])
-        data = rnd.choice([png[: rnd.randrange(8, len(png) // 2)], b"GIF89a" + rnd.randbytes(50)])
+        # a GIF header of a small screen and no image in it (random sizes would be refused for their pixels)
+        gif = b"GIF89a" + struct.pack("<HH", rnd.randrange(1, 64), rnd.randrange(1, 64)) + bytes(
+            rnd.choice(_NOT_GIF_BLOCKS) for _ in range(46))
+        data = rnd.choice([png[: rnd.randrange(8, len(png) // 2)], gif])
         return "image_undecodable", item(kind="image_post", images=[data])
 
     def schema() -> tuple[str, bytes]:
