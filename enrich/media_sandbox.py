@@ -39,7 +39,8 @@ from enrich.video import VideoSpec, keyframes
 
 log = logging.getLogger(__name__)
 _LEN = struct.Struct("<I")
-MAX_REPLY_BYTES = 256 * 1024 * 1024  # far above 40 frames at the largest work size; a sanity bound
+MAX_REPLY_BYTES = 256 * 1024 * 1024
+_PASSED_ENV = frozenset({"PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TMPDIR", "HOME"})  # far above 40 frames at the largest work size; a sanity bound
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,12 @@ def _child_main() -> None:
 
 class _Child:
     def __init__(self, config: bytes) -> None:
-        env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"}
+        # Nothing of the worker's environment (Kafka credentials, tokens) reaches the process that parses
+        # hostile bytes, and it runs in / so no relative path names a file of the worker's.
+        env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV} | {"MALLOC_ARENA_MAX": "2",
+                                                                             "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "enrich.media_sandbox"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, close_fds=True)
+                                     stdout=subprocess.PIPE, env=env, close_fds=True, cwd="/")
         self._send(config)
         self._receive(30.0)  # the ready message: imports done, limits set
 

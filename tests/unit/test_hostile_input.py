@@ -212,3 +212,16 @@ def test_bad_vocabulary_records_are_skipped_counted_and_never_applied(model_sett
     out = p.run(events([msgpack.packb(samples.sample_items(1)[0], use_bin_type=True)]))
     assert isinstance(out[0], Enriched)
     p.close()
+
+
+def test_the_decoder_process_gets_no_secrets_and_no_working_directory(monkeypatch):
+    monkeypatch.setenv("ENRICH_SASL_PASSWORD", "hunter2")
+    decoder = MediaDecoder(sandbox=SandboxSpec(workers=1))
+    try:
+        decoder.decode([solid("PNG", 8)], None)
+        child = decoder._idle.queue[0]
+        environ = open(f"/proc/{child.proc.pid}/environ", "rb").read()
+        assert b"hunter2" not in environ and b"ENRICH_" not in environ
+        assert os.readlink(f"/proc/{child.proc.pid}/cwd") == "/"
+    finally:
+        decoder.close()
