@@ -39,8 +39,8 @@ from enrich.video import VideoSpec, keyframes
 
 log = logging.getLogger(__name__)
 _LEN = struct.Struct("<I")
-MAX_REPLY_BYTES = 256 * 1024 * 1024
-_PASSED_ENV = frozenset({"PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TMPDIR", "HOME"})  # far above 40 frames at the largest work size; a sanity bound
+MAX_REPLY_BYTES = 256 * 1024 * 1024  # far above 40 frames at the largest work size; a sanity bound
+_PASSED_ENV = frozenset({"PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TMPDIR", "HOME"})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@
   enrich vocab load               publish tags to tags.vocab
   enrich recall serve|tags|neighbors  reference recall indexes fed from recall.tags / recall.neighbors
   enrich data debtags             build the Debian debtags dataset snapshot (real items, tags, relations)
+  enrich data appstream           build the AppStream snapshot (desktop apps: listings and icons, joined with debtags)
   enrich backfill                 replay items into a shadow deployment after a model change
   enrich eval                     quality of the small presets on the debtags test split, with baselines
   enrich publish                  publish sample items to items.new
@@ -391,17 +392,21 @@ def cmd_recall(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_data(s: Settings, a: argparse.Namespace) -> int:
-    from enrich import debtags
+    from enrich import appstream, debtags
 
+    dataset = {"debtags": debtags, "appstream": appstream}[a.action]
     lists = a.lists
     if a.fetch:
-        lists = lists or s.state_dir / "apt-lists"
-        _say(f"apt-get update (English descriptions) into {lists}")
-        debtags.fetch_lists(lists)
+        lists = lists or s.state_dir / f"apt-lists-{a.action}"
+        _say(f"apt-get update ({'English descriptions' if a.action == 'debtags' else 'AppStream metadata and icons'})"
+             f" into {lists}")
+        dataset.fetch_lists(lists)
     if lists is None:
-        raise EnrichError("pass --fetch (runs apt-get update into a private lists dir) or --lists DIR "
-                          "(a dir with *_Packages and *_Translation-en indexes)")
-    manifest = debtags.build_from_lists(lists, a.out or debtags.SNAPSHOT_DIR)
+        needs = "*_Packages and *_Translation-en indexes" if a.action == "debtags" else \
+            "*_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz"
+        raise EnrichError(f"pass --fetch (runs apt-get update into a private lists dir) or --lists DIR (a dir "
+                          f"with {needs})")
+    manifest = dataset.build_from_lists(lists, a.out or dataset.SNAPSHOT_DIR)
     _say(json.dumps(manifest, indent=2))
     return 0
 
@@ -502,10 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--malformed", action="store_true", help="also publish one malformed event of each kind")
     pb.add_argument("--fuzz", type=int, default=0, metavar="N", help="also publish N randomly malformed events")
     pb.set_defaults(fn=cmd_publish)
-    da = sub.add_parser("data", help="build the Debian debtags dataset snapshot")
-    da.add_argument("action", choices=["debtags"])
+    da = sub.add_parser("data", help="build a dataset snapshot: debtags (text, tags, relations) or appstream "
+                                     "(desktop applications with icons, joined with debtags)")
+    da.add_argument("action", choices=["debtags", "appstream"])
     da.add_argument("--fetch", action="store_true", help="apt-get update into a private lists dir first")
-    da.add_argument("--lists", type=Path, help="apt lists dir holding *_Packages and *_Translation-en indexes")
+    da.add_argument("--lists", type=Path, help="apt lists dir holding the indexes (debtags: *_Packages and "
+                                               "*_Translation-en; appstream: the DEP-11 components and icons)")
     da.add_argument("--out", type=Path, help="snapshot dir (default: the one shipped in enrich/data/)")
     da.set_defaults(fn=cmd_data)
     ev = sub.add_parser("eval", help="tagging and neighbour quality of the small presets on the debtags test split")
