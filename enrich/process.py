@@ -118,6 +118,24 @@ class ManagedProcess:
         self.stop()
 
 
+def process_identity(pid: int) -> str | None:
+    """What tells this process from a later one that got its pid: its start time (clock ticks after boot,
+    /proc/<pid>/stat field 22) and its executable's name. None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, _, rest = stat.partition("(")[2].rpartition(")")
+    return f"{rest.split()[19]}:{name}"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def stop_pid(pid: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """TERM, wait, KILL. Returns False if there was no such process."""
     try:
@@ -133,6 +151,8 @@ def stop_pid(pid: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | 
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
+                return True
+            if _state(pid) == "Z":  # exited; only its parent's wait() is missing
                 return True
         time.sleep(0.05)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enrich.cf_adapter import CF_ADAPTER_FILE
@@ -30,7 +30,14 @@ class Settings(BaseSettings):
     ssl_key_file: Path | None = Field(None, description="client key for mutual TLS")
     group_id: str = Field("enrich", description="consumer group of the workers")
     topic_prefix: str = Field("", description="prefix for every topic name (e.g. 'staging.')")
-    partitions: int = Field(4, description="partitions for topics created by `enrich topics create`")
+    partitions: int = Field(4, ge=1, description="partitions for topics created by `enrich topics create`")
+    replication_factor: int = Field(3, ge=1, description="replicas of every topic `enrich topics create` makes "
+                                                         "(the local stack: 1)")
+    min_insync_replicas: int = Field(2, ge=1, description="min.insync.replicas of those topics: with acks=all, a "
+                                                          "write needs this many replicas (the local stack: 1)")
+    retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=-1, description="retention of the non-compacted topics "
+                                                                        "(items.new: how far back a backfill can "
+                                                                        "replay); -1 keeps them for ever")
     session_timeout_s: float = Field(10.0, description="consumer session timeout; short values rebalance faster")
     fetch_max_wait_ms: int = Field(100, ge=1, le=30_000,
                                    description="longest a fetch waits for data; Kafka answers as soon as data "
@@ -118,6 +125,13 @@ class Settings(BaseSettings):
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
 
+    @model_validator(mode="after")
+    def _durability(self) -> Settings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"ENRICH_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                             f"ENRICH_REPLICATION_FACTOR={self.replication_factor}: no write could succeed")
+        return self
+
     @property
     def models_path(self) -> Path:
         return self.model_dir or self.state_dir / "models"
@@ -165,10 +179,3 @@ class Settings(BaseSettings):
                      "ssl.key.location": self.ssl_key_file}
             cfg |= {k: str(v) for k, v in files.items() if v is not None}
         return cfg
-
-
-TOPICS = ("items.new", "items.enriched", "recall.tags", "recall.neighbors", "items.dlq", "tags.vocab",
-          "items.coded", "sid.digits")
-# items.coded (internal): enriched items re-keyed by code tuple, so one worker owns each tuple's digits.
-# sid.digits (internal): changelog of the collision-digit table, keyed by code tuple.
-COMPACTED = ("tags.vocab", "items.enriched", "recall.neighbors", "sid.digits")

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from enrich.errors import EnrichError
 from enrich.settings import Settings
-from streams.kafka_tools import CatchUp
+from streams.kafka_tools import CatchUp, Deliveries, KafkaToolError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def backfill(settings: Settings, to_prefix: str, source: str = "items.new", rate
         while not catch_up.done and (not max_items or copied < max_items):
             want = min(batch, max_items - copied) if max_items else batch
             next_offsets: dict[int, int] = {}
+            sent = Deliveries(producer, dst)
             n = 0
             for m in consumer.consume(want, 1.0):
                 if m.error():
@@ -109,14 +110,15 @@ def backfill(settings: Settings, to_prefix: str, source: str = "items.new", rate
                         continue
                     raise EnrichError(f"reading {src}: {m.error().str()}")
                 limiter.acquire()
-                producer.produce(dst, value=m.value(), key=m.key(), partition=m.partition(),
-                                 headers=m.headers() or None)
+                sent.produce(m.value(), m.key(), partition=m.partition(), headers=m.headers() or None)
                 producer.poll(0)
                 next_offsets[m.partition()] = m.offset() + 1
                 n += 1
             if n:
-                if producer.flush(30) != 0:
-                    raise EnrichError(f"{dst}: the broker did not acknowledge the batch within 30 s; rerun to resume")
+                try:  # offsets are committed only past records the broker acknowledged, one by one
+                    sent.settle(30.0)
+                except KafkaToolError as exc:
+                    raise EnrichError(f"{exc}; nothing of this batch was committed, rerun to resume") from None
                 consumer.commit(offsets=[TopicPartition(src, p, o) for p, o in next_offsets.items()],
                                 asynchronous=False)
                 copied += n

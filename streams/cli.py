@@ -5,7 +5,7 @@
   enrich bench                    measure throughput and latency on a private local stack
   enrich audit                    every input enriched or dead-lettered, no conflicting duplicates (exit 1 if not)
   enrich stack up|down            start/stop the local broker + Triton in the background
-  enrich topics create            create the service's topics
+  enrich topics create|spec|check  create the topics as specified, print the spec, or report drift (exit 1)
   enrich models export            export presets or checkpoints to ONNX (+ parity check)
   enrich models repository        write a Triton model repository (local or production)
   enrich codebook fit|eval        train / evaluate the semantic-ID codebook (RQ-VAE)
@@ -99,11 +99,25 @@ def cmd_stack(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
-    from streams.kafka_tools import create_topics
+    from enrich.topics import topic_specs
+    from streams.kafka_tools import create_topics, topic_drift
 
-    created = create_topics(s)
-    _say(f"created: {', '.join(created) or 'nothing (all exist)'}")
-    return 0
+    if a.action == "create":
+        created = create_topics(s)
+        _say(f"created: {', '.join(created) or 'nothing (all exist)'}")
+        return 0
+    if a.action == "spec":
+        for t in topic_specs(s):
+            configs = ", ".join(f"{k}={v}" for k, v in t.configs().items())
+            _say(f"{s.topic(t.name)}: {t.partitions} partitions, replication {t.replication_factor}, {configs}  "
+                 f"# {t.what}")
+        return 0
+    drift = topic_drift(s)
+    for line in drift:
+        _say(f"drift: {line}")
+    _say(f"{len(drift)} differences from the topic specification" if drift else
+         "every topic matches the specification")
+    return 1 if drift else 0
 
 
 def cmd_models(s: Settings, a: argparse.Namespace) -> int:
@@ -452,8 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stack", help="start/stop the local broker + Triton in the background")
     st.add_argument("action", choices=["up", "down"])
     st.set_defaults(fn=cmd_stack)
-    t = sub.add_parser("topics", help="manage topics")
-    t.add_argument("action", choices=["create"])
+    t = sub.add_parser("topics", help="create the topics, print their specification, or check the cluster "
+                                      "against it (exit 1 on drift)")
+    t.add_argument("action", choices=["create", "spec", "check"])
     t.set_defaults(fn=cmd_topics)
     m = sub.add_parser("models", help="export models / build a Triton repository")
     m.add_argument("action", choices=["export", "repository", "bundle", "train-tagger", "train-fusion", "train-cf"])

@@ -46,7 +46,9 @@ def on_free_ports(settings: Settings) -> Settings:
                                       "triton_metrics_port", "web_port")}
     return settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
                                                "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
-                                               "session_timeout_s": 6.0, "fetch_max_wait_ms": 10})
+                                               "session_timeout_s": 6.0, "fetch_max_wait_ms": 10,
+                                               # one broker: no replicas to wait for
+                                               "replication_factor": 1, "min_insync_replicas": 1})
 
 
 def start_worker(settings: Settings, log_path: os.PathLike[str]) -> subprocess.Popen[bytes]:

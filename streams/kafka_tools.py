@@ -19,7 +19,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from enrich.settings import COMPACTED, TOPICS, Settings
+from enrich.settings import Settings
+from enrich.topics import TOPIC_NAMES, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,17 @@ class KafkaToolError(RuntimeError):
 
 
 def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
-    """Create the service's topics (idempotent). Returns the names that were created."""
+    """Create the service's topics as ``enrich.topics`` specifies them (idempotent: existing ones are
+    left as they are; `enrich topics check` reports how they differ). Returns the names created."""
     admin = AdminClient(settings.kafka_client_config())
-    new = []
-    for name in TOPICS:
-        cfg = {"cleanup.policy": "compact"} if name in COMPACTED else {}
-        parts = 1 if name == "tags.vocab" else settings.partitions
-        new.append(NewTopic(settings.topic(name), num_partitions=parts, replication_factor=1, config=cfg))
+    specs = topic_specs(settings)
+    brokers = _broker_count(admin, settings, timeout_s)
+    if settings.replication_factor > brokers:
+        raise KafkaToolError(f"ENRICH_REPLICATION_FACTOR={settings.replication_factor} but {settings.broker} has "
+                             f"{brokers} broker{'s' if brokers != 1 else ''}: set ENRICH_REPLICATION_FACTOR={brokers} "
+                             f"and ENRICH_MIN_INSYNC_REPLICAS={max(1, min(brokers - 1, 2))} (or fewer), or add brokers")
+    new = [NewTopic(settings.topic(t.name), num_partitions=t.partitions, replication_factor=t.replication_factor,
+                    config=t.configs()) for t in specs]
     created = []
     for name, fut in admin.create_topics(new, request_timeout=timeout_s).items():
         try:
@@ -48,14 +53,62 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     return created
 
 
-def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
-    """Fail fast, with the fix, when the worker's topics are missing or sid.digits cannot mirror items.coded."""
+def _broker_count(admin: AdminClient, settings: Settings, timeout_s: float) -> int:
+    try:
+        return len(admin.list_topics(timeout=timeout_s).brokers)
+    except KafkaException as exc:
+        raise KafkaToolError(f"cannot reach the broker at {settings.broker}: {exc.args[0].str()}") from exc
+
+
+def topic_drift(settings: Settings, timeout_s: float = 15.0) -> list[str]:
+    """How the cluster's topics differ from the specification, one line each (empty: none)."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
     admin = AdminClient(settings.kafka_client_config())
     try:
         md = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise KafkaToolError(f"cannot reach the broker at {settings.broker}: {exc.args[0].str()}") from exc
-    missing = [settings.topic(t) for t in TOPICS if settings.topic(t) not in md.topics]
+    drift = []
+    present = []
+    for spec in topic_specs(settings):
+        name = settings.topic(spec.name)
+        topic = md.topics.get(name)
+        if topic is None or topic.error is not None:
+            drift.append(f"{name}: missing (run `enrich topics create`)")
+            continue
+        present.append((spec, name))
+        if len(topic.partitions) != spec.partitions:
+            drift.append(f"{name}: {len(topic.partitions)} partitions, the spec says {spec.partitions}")
+        replicas = min((len(p.replicas) for p in topic.partitions.values()), default=0)
+        if replicas != spec.replication_factor:
+            drift.append(f"{name}: replication factor {replicas}, the spec says {spec.replication_factor}")
+    if present:
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for _, n in present],
+                                         request_timeout=timeout_s)
+        for (spec, name), fut in zip(present, futures.values(), strict=True):
+            try:
+                actual = {k: c.value for k, c in fut.result(timeout=timeout_s).items()}
+            except KafkaException as exc:
+                drift.append(f"{name}: cannot read its configs ({exc.args[0].str()})")
+                continue
+            for key, want in spec.configs().items():
+                if key in actual and actual[key] != want:
+                    drift.append(f"{name}: {key}={actual[key]}, the spec says {want}")
+                elif key not in actual:
+                    log.info("%s: the broker does not report %s; not checked", name, key)
+    return drift
+
+
+def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Fail fast, with the fix, when the worker's topics are missing or sid.digits cannot mirror items.coded;
+    log any other drift from the specification."""
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        md = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaToolError(f"cannot reach the broker at {settings.broker}: {exc.args[0].str()}") from exc
+    missing = [settings.topic(t) for t in TOPIC_NAMES if settings.topic(t) not in md.topics]
     if missing:
         raise KafkaToolError(f"topics missing: {', '.join(missing)}; run `enrich topics create`")
     coded, digits = (len(md.topics[settings.topic(t)].partitions) for t in ("items.coded", "sid.digits"))
@@ -63,6 +116,8 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
         raise KafkaToolError(f"{settings.topic('sid.digits')} has {digits} partitions but "
                              f"{settings.topic('items.coded')} has {coded}; they must match (each items.coded "
                              "partition keeps its collision digits in the sid.digits partition of the same number)")
+    for line in topic_drift(settings, timeout_s):
+        log.warning("topic drift: %s (see `enrich topics check`)", line)
     check_message_limit(settings, admin, timeout_s)
 
 
@@ -92,33 +147,53 @@ def producer(settings: Settings) -> Producer:
     return Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 5})
 
 
-def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]],
-            timeout_s: float = 30.0, partition: int | None = None) -> int:
-    """Publish (key, value) pairs and wait for every delivery; raises on any failure.
-    ``partition``: all into that partition instead of the key's."""
-    p = producer(settings)
-    errors: list[str] = []
+class Deliveries:
+    """Sends through one producer and counts a record as sent only when its delivery report says so
+    (``flush()`` returning 0 is not enough: it also returns 0 once failed records left the queue)."""
 
-    def on_delivery(err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            errors.append(err.str())
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer, self.topic = producer, topic
+        self.sent = 0
+        self.pending = 0
+        self.failed: list[str] = []
 
-    n = 0
-    for key, value in records:
+    def _report(self, err: KafkaError | None, _msg: object) -> None:
+        self.pending -= 1
+        if err is None:
+            self.sent += 1
+        else:
+            self.failed.append(err.str())
+
+    def produce(self, value: bytes | None, key: bytes | None, **kwargs: object) -> None:
         while True:
             try:
-                where = {} if partition is None else {"partition": partition}
-                p.produce(settings.topic(topic), value=value, key=key, on_delivery=on_delivery, **where)
-                break
+                self.producer.produce(self.topic, value=value, key=key, on_delivery=self._report, **kwargs)
+                self.pending += 1
+                return
             except BufferError:
-                p.poll(0.1)
+                self.producer.poll(0.1)
             except KafkaException as exc:
-                raise KafkaToolError(f"cannot publish to {topic}: {exc.args[0].str()}") from exc
-        n += 1
-    remaining = p.flush(timeout_s)
-    if remaining or errors:
-        raise KafkaToolError(f"publishing to {topic}: {remaining} undelivered, errors: {errors[:3]}")
-    return n
+                raise KafkaToolError(f"cannot publish to {self.topic}: {exc.args[0].str()}") from exc
+
+    def settle(self, timeout_s: float) -> int:
+        """Wait for every report; raise unless every record was acknowledged. Returns the records sent."""
+        self.producer.flush(timeout_s)
+        if self.failed or self.pending:
+            raise KafkaToolError(f"{self.topic}: {len(self.failed)} records refused by the broker "
+                                 f"({'; '.join(sorted(set(self.failed))[:3])}), {self.pending} without a report "
+                                 f"after {timeout_s:g}s")
+        return self.sent
+
+
+def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+            timeout_s: float = 30.0, partition: int | None = None) -> int:
+    """Publish (key, value) pairs and wait for every delivery report; raises on any failure.
+    ``partition``: all into that partition instead of the key's."""
+    out = Deliveries(producer(settings), settings.topic(topic))
+    where = {} if partition is None else {"partition": partition}
+    for key, value in records:
+        out.produce(value, key, **where)
+    return out.settle(timeout_s)
 
 
 class CatchUp:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from enrich.errors import EnrichError
-from enrich.process import stop_pid
+from enrich.process import process_identity, stop_pid
 from enrich.schemas import VocabEntry
 from enrich.settings import Settings
 from streams.kafka_tools import create_topics
@@ -202,7 +202,9 @@ def start_stack(settings: Settings, with_triton: bool = True, detach: bool = Fal
             triton.start_and_wait()
             undo.callback(triton.stop)
             progress(f"triton ready on {triton.grpc_url} (gRPC), models: {', '.join(triton.models)}")
-        create_topics(settings.model_copy(update={"broker": broker.bootstrap}))
+        # one broker: nothing to replicate to (a worker pointed at the local stack should say the same)
+        create_topics(settings.model_copy(update={"broker": broker.bootstrap, "replication_factor": 1,
+                                                  "min_insync_replicas": 1}))
         undo.pop_all()
         return LocalStack(broker, triton)
 
@@ -216,7 +218,8 @@ def stack_up(settings: Settings, progress: Progress) -> None:
         raise RuntimeError(f"a stack is already recorded in {_pidfile(settings)}; run `enrich stack down` first")
     stack = start_stack(settings, detach=True, progress=progress)
     pids = {"broker": stack.broker.pid, "triton": stack.triton.pid if stack.triton else None}  # type: ignore
-    _pidfile(settings).write_text(json.dumps(pids))
+    _pidfile(settings).write_text(json.dumps({name: {"pid": pid, "identity": process_identity(pid)}
+                                              for name, pid in pids.items() if pid}))
 
 
 def stack_down(settings: Settings, progress: Progress) -> None:
@@ -224,8 +227,15 @@ def stack_down(settings: Settings, progress: Progress) -> None:
     if not path.exists():
         progress("no stack recorded; nothing to stop")
         return
-    for name, pid in json.loads(path.read_text()).items():
-        if pid and stop_pid(int(pid)):
+    for name, rec in json.loads(path.read_text()).items():
+        pid, identity = (rec, None) if isinstance(rec, int) else (int(rec["pid"]), rec.get("identity"))
+        now = process_identity(pid)
+        if now is None:
+            progress(f"{name} (pid {pid}) is not running")
+        elif identity is None or now != identity:
+            # the pid was reused by another process since `stack up` (or the state file is from an old version)
+            progress(f"{name}: pid {pid} is now another process ({now}); left alone")
+        elif stop_pid(pid):
             progress(f"stopped {name} (pid {pid})")
     path.unlink()
 

@@ -15,8 +15,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from enrich import samples
 from enrich.schemas import encode
-from enrich.settings import TOPICS
 from enrich.tags import TagVocabulary
+from enrich.topics import TOPIC_NAMES
 from streams.collision_digits import DigitStore, encode_digits
 from streams.kafka_tools import KafkaToolError, check_topics, create_topics, publish
 from streams.vocab_feed import VocabularyFeed
@@ -83,7 +83,7 @@ def test_worker_refuses_missing_or_mismatched_topics(local_stack):
     odd = local_stack.model_copy(update={"topic_prefix": f"odd{time.time_ns()}."})
     admin = AdminClient(odd.kafka_client_config())
     futures = admin.create_topics([NewTopic(odd.topic(t), num_partitions=3 if t == "sid.digits" else 4)
-                                   for t in TOPICS])
+                                   for t in TOPIC_NAMES])
     for f in futures.values():
         f.result(15)
     with pytest.raises(KafkaToolError, match="must match"):
