@@ -140,6 +140,7 @@ def test_schema_rejects_bad_values(values, where):
     ({"triton": {"enabled": False}}, "worker.externalTritonUrl is required"),
     ({"triton": {"modelRepository": {"source": "objectStore"}}}, "objectStore.uri is required"),
     ({"bundle": {"source": "pvc"}}, "bundle.pvc.claimName is required"),
+    ({"kafka": {"replicationFactor": 1}}, "kafka.minInsyncReplicas (2) exceeds kafka.replicationFactor (1)"),
 ])
 def test_inconsistent_values_refuse_to_render(values, message):
     with pytest.raises(helm.HelmRenderError) as err:
@@ -302,6 +303,12 @@ def test_topics_job_runs_the_project_cli_before_install():
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["ENRICH_PARTITIONS"] == "24" and env["ENRICH_TOPIC_PREFIX"] == "prod."
     assert "ENRICH_SASL_PASSWORD" in env
+    # the job and the workers build the same topic specification from the same values
+    config = one(render(all_features()), "ConfigMap", "worker")["data"]
+    for key in ("ENRICH_PARTITIONS", "ENRICH_REPLICATION_FACTOR", "ENRICH_MIN_INSYNC_REPLICAS", "ENRICH_RETENTION_MS"):
+        assert env[key] == config[key], key
+    assert (env["ENRICH_REPLICATION_FACTOR"], env["ENRICH_MIN_INSYNC_REPLICAS"]) == ("3", "2")
+    assert env["ENRICH_RETENTION_MS"] == "2592000000"
 
 
 DASHBOARD = CHART / "dashboards" / "mm-enrich.json"

@@ -171,6 +171,9 @@ app.kubernetes.io/part-of: mm-enrich
 {{- define "mm-enrich.validate" -}}
 {{- $p := int .Values.kafka.partitions }}
 {{- $autoscaled := or .Values.worker.autoscaling.enabled .Values.worker.keda.enabled }}
+{{- if gt (int .Values.kafka.minInsyncReplicas) (int .Values.kafka.replicationFactor) }}
+{{- fail (printf "kafka.minInsyncReplicas (%d) exceeds kafka.replicationFactor (%d): no write could succeed" (int .Values.kafka.minInsyncReplicas) (int .Values.kafka.replicationFactor)) }}
+{{- end }}
 {{- if and (not $autoscaled) (gt (int .Values.worker.replicas) $p) }}
 {{- fail (printf "worker.replicas (%d) exceeds kafka.partitions (%d): extra consumers would sit idle" (int .Values.worker.replicas) $p) }}
 {{- end }}
