@@ -26,6 +26,9 @@ Layer = tuple[np.ndarray, np.ndarray]  # weight [out, in], bias [out]
 class Quantizer(Protocol):
     version: str
 
+    @property
+    def embedder(self) -> str: ...  # the embedder version whose vectors it was fitted on ("" if unknown)
+
     def quantize(self, vectors: np.ndarray) -> np.ndarray: ...
 
 
@@ -55,6 +58,18 @@ class SemanticIdCodebook:
     normalise: bool
     meta: dict[str, Any] = field(default_factory=dict)
     version: str = ""
+
+    @property
+    def embedder(self) -> str:
+        """The embedder version whose vectors this codebook was fitted on; codes of another's mean nothing."""
+        return str(self.meta.get("embedder", ""))
+
+    def check_embedder(self, version: str) -> None:
+        if self.embedder != version:
+            fitted = f"fitted on embedder {self.embedder}" if self.embedder else "not bound to any embedder"
+            raise ModelConfigError(f"codebook {self.version} is {fitted}, but the worker runs embedder {version}: "
+                                   "its semantic IDs would mean nothing; fit one on this embedder's vectors with "
+                                   "`enrich codebook fit` (it binds the codebook to the exported embedder)")
 
     def __post_init__(self) -> None:
         if not self.version:

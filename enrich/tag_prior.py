@@ -107,6 +107,16 @@ class TagPrior:
                 f"tag prior {self.version} was fitted on the grades of {self.tagger or 'an unknown tagger'}, "
                 f"the worker serves {tagger}: rebuild it with `enrich vocab prior`, or set ENRICH_TAG_PRIOR=off")
 
+    def check_candidates(self, candidate_tags: int) -> None:
+        """The decision head was fitted on grades of ``candidate_tags`` candidates per item; another count
+        changes what its features mean."""
+        fitted = self.info.get("candidate_tags")
+        if fitted is not None and int(fitted) != candidate_tags:
+            raise ModelConfigError(
+                f"tag prior {self.version} was fitted with {fitted} candidate tags per item, the worker grades "
+                f"{candidate_tags} (ENRICH_CANDIDATE_TAGS): set ENRICH_CANDIDATE_TAGS={fitted}, rebuild it with "
+                "`enrich vocab prior` at this setting, or set ENRICH_TAG_PRIOR=off")
+
     def votes(self, vectors: np.ndarray, tags: Sequence[str]) -> np.ndarray:
         """[B, len(tags)]: the similarity-weighted share of each item's k nearest exemplars carrying each
         of ``tags`` (0 for a tag no exemplar carries)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from enrich.errors import EnrichError
+from enrich.errors import EnrichError, ModelConfigError
 from enrich.logs import configure
 from enrich.process import LaunchError
 from enrich.settings import Settings
@@ -204,6 +204,17 @@ def _embeddings(s: Settings, path: Path | None):
                           "(expected a .npy [N, D] array or a Parquet file with an `embedding` list column)") from exc
 
 
+def _exported_embedder(s: Settings, embeddings: Path | None) -> str:
+    from streams.stack import exported_embedder
+
+    try:
+        return exported_embedder(s)
+    except ModelConfigError:
+        raise EnrichError("no exported embedder under ENRICH_MODEL_DIR to bind the codebook to: pass --embedder "
+                          "with the version of the embedder that made " + (str(embeddings) if embeddings else
+                                                                           "the vectors")) from None
+
+
 def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
     from enrich.semantic_ids import SemanticIdCodebook
 
@@ -236,10 +247,11 @@ def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
             if a.verbose:
                 bar.write(json.dumps(r))
         book = train_rqvae(vecs, cfg, on_epoch)
+    book.meta["embedder"] = a.embedder or _exported_embedder(s, a.embeddings)
     out = a.out or s.codebook_path
     book.save(out)
     m = book.meta["metrics"]
-    _say(f"codebook {book.version} -> {out} ({len(vecs)} vectors; utilisation "
+    _say(f"codebook {book.version} for embedder {book.embedder} -> {out} ({len(vecs)} vectors; utilisation "
          + "/".join(f"{u:.0%}" for u in m["utilisation"])
          + f"; {m['distinct_ids']} distinct IDs, collision rate {m['collision_rate']:.2%})")
     return 0
@@ -505,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw vectors and MSE instead of the cosine variant (for embeddings that are not normalised)")
     c.add_argument("--out", type=Path, help="artifact to write (fit; default: ENRICH_CODEBOOK)")
     c.add_argument("--codebook", type=Path, help="artifact to evaluate (eval; default: ENRICH_CODEBOOK)")
+    c.add_argument("--embedder", help="version of the embedder that made the vectors (fit; default: the "
+                                      "exported one under ENRICH_MODEL_DIR); workers of another refuse it")
     c.add_argument("--queries", type=int, default=1000, help="query items for recall@10 (eval)")
     c.add_argument("--json", type=Path, help="also write the evaluation as JSON (eval)")
     c.add_argument("--verbose", action="store_true", help="print every epoch's metrics as JSON (fit)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enrich.errors import EnrichError
+from enrich.errors import EnrichError, ModelConfigError
 from enrich.process import process_identity, stop_pid
 from enrich.schemas import VocabEntry
 from enrich.settings import Settings
@@ -134,13 +134,29 @@ DEMO_CODEBOOK = {"levels": 3, "codes": 16, "latent_dim": 16, "hidden": (64,), "e
 
 
 def ensure_codebook(settings: Settings, progress: Progress = log.info) -> None:
+    """A codebook fitted on the exported embedder's vectors (fitted again when it was fitted on another)."""
     from enrich.rqvae import TrainConfig, train_rqvae
+    from enrich.semantic_ids import SemanticIdCodebook
 
+    embedder = exported_embedder(settings)
     if settings.codebook_path.exists():
-        return
+        try:
+            SemanticIdCodebook.load(settings.codebook_path).check_embedder(embedder)
+            return
+        except ModelConfigError as exc:
+            progress(f"refitting the codebook: {exc}")
     cfg = TrainConfig(**DEMO_CODEBOOK)
     progress(f"training an RQ-VAE codebook (L={cfg.levels}, K={cfg.codes}) on sample embeddings")
-    train_rqvae(sample_embeddings(settings), cfg).save(settings.codebook_path)
+    book = train_rqvae(sample_embeddings(settings), cfg)
+    book.meta["embedder"] = embedder
+    book.save(settings.codebook_path)
+
+
+def exported_embedder(settings: Settings) -> str:
+    """The version of the embedder exported under the settings' model dir."""
+    from enrich.model_meta import ModelMeta
+
+    return ModelMeta.read(settings.models_path / "embedder" / "meta.json").version
 
 
 def build_local_repository(settings: Settings) -> Path:

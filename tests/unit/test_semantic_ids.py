@@ -146,3 +146,21 @@ def test_embeddings_load_from_npy_and_parquet(tmp_path):
     np.save(tmp_path / "bad.npy", np.array([1.0, np.nan]))
     with pytest.raises(ValueError, match="finite"):
         load_embeddings(tmp_path / "bad.npy")
+
+
+def test_a_codebook_is_bound_to_the_embedder_it_was_fitted_on(model_settings, tmp_path):
+    from enrich.inference import OnnxRuntimeBackend
+    from streams.services import make_pipeline
+    from streams.stack import ensure_codebook, exported_embedder
+
+    book = SemanticIdCodebook.load(model_settings.codebook_path)
+    assert book.embedder == exported_embedder(model_settings)  # stamped when it was fitted
+    other = model_settings.model_copy(update={"codebook": tmp_path / "other.npz"})
+    book.meta["embedder"] = "another-embedder-v9"
+    book.save(other.codebook_path)
+    with pytest.raises(ModelConfigError, match="fitted on embedder another-embedder-v9.*enrich codebook fit"):
+        make_pipeline(other, OnnxRuntimeBackend(other.models_path))
+    said: list[str] = []
+    ensure_codebook(other, said.append)  # the local stack fits it again instead
+    assert any("refitting the codebook" in line for line in said)
+    make_pipeline(other, OnnxRuntimeBackend(other.models_path)).close()

@@ -148,3 +148,12 @@ def test_the_export_ships_the_prior_only_beside_the_models_it_was_built_for(mode
     other.save(tmp_path / "mine.npz")
     ship_tag_prior(models, said.append)
     assert not target.exists() and "not shipping" in said[-1]
+
+
+def test_a_prior_fitted_with_another_candidate_count_is_refused_with_the_fix(small_model_settings):
+    prior = TagPrior.load(small_model_settings.tag_prior_path)
+    fitted = prior.info["candidate_tags"]
+    prior.check_candidates(fitted)
+    with pytest.raises(ModelConfigError, match=f"set ENRICH_CANDIDATE_TAGS={fitted}"):
+        make_pipeline(small_model_settings.model_copy(update={"candidate_tags": fitted * 4}),
+                      make_backend(small_model_settings))
