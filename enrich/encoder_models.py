@@ -53,6 +53,12 @@ class _EncoderModel:
         """The most pixels of one image this model can use: the centre square, cut from at most 2:1."""
         return 2 * self.meta.image_size ** 2
 
+    @property
+    def graphs(self) -> list[str]:
+        """The served models this one calls."""
+        return [f"{self.meta.role}_vision", f"{self.meta.role}_text"] if self.image_pixels else \
+            [f"{self.meta.role}_text"]
+
     def _encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         strategy = "only_first" if second is not None else "longest_first"
         if (self.tokenizer.truncation or {}).get("strategy") != strategy:  # set once per model in practice
@@ -113,7 +119,7 @@ class EncoderEmbedder(_EncoderModel):
 class EncoderTagger(_EncoderModel):
     """Grades (item, tag) pairs with a text cross-encoder; images do not reach it."""
 
-    image_pixels = 0
+    image_pixels = 0  # type: ignore[assignment]
 
     def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
         pairs = [(i, t) for i, tags in enumerate(candidates) for t in tags]

@@ -36,6 +36,8 @@ def output_name(model_name: str) -> str:
 class InferenceBackend(Protocol):
     def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
+    def is_ready(self, models: list[str]) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -70,6 +72,9 @@ class OnnxRuntimeBackend:
             except Exception as exc:  # onnxruntime raises its own (pybind) exception types
                 metrics.MODEL_ERRORS.labels(model, "rejected").inc()
                 raise ModelRejected(f"onnxruntime {model}: {exc}") from exc
+
+    def is_ready(self, models: list[str]) -> bool:
+        return all(m in self._sessions for m in models)
 
     def close(self) -> None:
         self._sessions.clear()

@@ -49,6 +49,11 @@ class _TwoGraphModel:
         """The most pixels of one image this model can use (its resize rule's bound)."""
         return self.meta.vision.max_pixels
 
+    @property
+    def graphs(self) -> list[str]:
+        """The served models this one calls."""
+        return [f"{self.meta.role}_vision", f"{self.meta.role}_text"]
+
     def _image_embeds(self, images: Sequence[Sequence[PatchedImage]]) -> list[np.ndarray]:
         """One vision call for all images of a batch; returns per-item token embeddings."""
         flat = [img for per_item in images for img in per_item]

@@ -270,12 +270,21 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         # Answering at all proves the event loop runs; an unreachable backend is a readiness matter.
         return web.json({"live": True})
 
+    @app.task
+    async def warm_up() -> None:
+        try:
+            await enrichment.warm_up()
+        except Exception as exc:  # a deployment fault (a model missing): stop, like a failing batch does
+            log.exception("warm-up failed; stopping the worker")
+            await app.crash(exc)
+
     @app.page(READY_PATH)
     async def ready_page(web: Any, request: Any) -> Any:
-        body = {"backend_ok": enrichment.backend_ok,
+        # Ready once every model is ready and a warm-up item went through; unready while the backend is down.
+        body = {"ready": enrichment.ready, "warmed_up": enrichment.warm, "backend_ok": enrichment.backend_ok,
                 "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in paused_inputs()),
                 "vocab_tags": len(enrichment.pipeline.vocabulary),
                 "versions": enrichment.pipeline.versions.__dict__}
-        return web.json(body, status=200 if enrichment.backend_ok else 503)
+        return web.json(body, status=200 if enrichment.ready else 503)
 
     return app

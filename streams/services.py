@@ -15,8 +15,8 @@ from enrich.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
 from enrich.media import MediaBudget
 from enrich.media_sandbox import SandboxSpec
 from enrich.models import load_models
-from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, dead_letter
-from enrich.schemas import DeadLetter, Limits, decode_item
+from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, SourceRef, dead_letter
+from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, decode_item, now_ms
 from enrich.semantic_ids import SemanticIdCodebook
 from enrich.settings import Settings
 from enrich.tag_prior import TagPrior
@@ -33,6 +33,20 @@ def make_backend(settings: Settings) -> InferenceBackend:
     if settings.backend == "onnxruntime":
         return OnnxRuntimeBackend(settings.models_path)
     return TritonBackend(settings.triton_url, settings.triton_timeout_s)
+
+
+def warm_up_event() -> bytes:
+    """A small item with text and an image, made here (never published)."""
+    import io
+
+    import msgpack
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), (40, 120, 200)).save(buf, "PNG")
+    return msgpack.packb({"schema": SCHEMA_VERSION, "id": "warm-up", "kind": "image_post", "title": "warm-up",
+                          "text": "a blue picture to warm the models up", "images": [buf.getvalue()],
+                          "created_at": now_ms()}, use_bin_type=True)
 
 
 def limits(settings: Settings) -> Limits:
@@ -74,6 +88,7 @@ class Enrichment:
         self.pipeline = make_pipeline(settings, self.backend)
         self.feed = VocabularyFeed(settings, self.pipeline.vocabulary)
         self.backend_ok = True
+        self.warm = False  # set once the backend reported every model ready and a warm-up item ran through
         # Called with False when the backend becomes unavailable and True when it is back (the worker
         # pauses and resumes fetching its input partitions).
         self.on_backend_state: Callable[[bool], None] = lambda _up: None
@@ -140,6 +155,36 @@ class Enrichment:
                 log.warning("model backend unavailable, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
+
+    @property
+    def ready(self) -> bool:
+        """What /readyz says: warmed up, and the last model call worked."""
+        return self.warm and self.backend_ok
+
+    async def warm_up(self) -> None:
+        """Wait until the backend reports every model this worker calls ready, then run one item (text and
+        an image, so every graph and the media decoder run) through the whole pipeline; retried while the
+        backend is unavailable. A deployment fault (a missing model) raises."""
+        loop = asyncio.get_running_loop()
+        models = [*self.pipeline.embedder.graphs, *self.pipeline.tagger.graphs]
+        event = RawEvent(b"warm-up", warm_up_event(), SourceRef("warm-up", 0, 0))
+        delay = 0.2
+        while True:
+            if await loop.run_in_executor(None, self.backend.is_ready, models):
+                try:
+                    outcome = (await loop.run_in_executor(None, self.pipeline.run, [event]))[0]
+                except BackendUnavailable as exc:
+                    log.info("warm-up: backend unavailable (%s)", exc)
+                else:
+                    if isinstance(outcome, DeadLetter):
+                        raise ModelConfigError(f"the warm-up item failed: {outcome.reason}: {outcome.detail}")
+                    self.warm = True
+                    log.info("warmed up: models %s ready, one item enriched", ", ".join(models))
+                    return
+            else:
+                log.info("warm-up: waiting for the backend to report %s ready", ", ".join(models))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.retry_max_s)
 
     def wait_vocabulary(self, timeout_s: float) -> bool:
         t0 = time.monotonic()
