@@ -1,10 +1,17 @@
-"""Error hierarchy: the class tells the caller what to do.
+"""One error hierarchy: the class says what the caller does with the failure.
 
-- ``InvalidItem``: the input is bad; send it to the dead-letter topic, move on.
-- ``BackendUnavailable``: the model server is down or timing out; retry later.
-- ``ModelConfigError``: the deployment is wrong (missing files, bad shapes); stop.
-- ``ModelRejected``: the model server refused or failed one request; the items of the
-  batch are retried one by one and those that still fail go to the dead-letter topic.
+- ``SkipItem`` (``InvalidItem``): this input can never be enriched as sent; dead-letter it with its
+  reason, go on with the others.
+- ``Retry`` (``BackendUnavailable``): the model server is down or timing out; hold the batch and call
+  again later.
+- ``RetryAlone`` (``ModelRejected``): the model server refused or failed a request that reached it;
+  the batch's items are retried one by one, and those it keeps refusing are dead-lettered.
+- ``Stop`` (``ModelConfigError``, ``KafkaToolError``, ``LaunchError``, ``ParityError``): the deployment
+  or the configuration is wrong (a missing model, unreachable broker, bad settings); retrying will not
+  help, so the worker or the command stops and says how to fix it.
+
+Anything that is none of these is a bug: the worker dead-letters the one item it hit
+(``internal_error``), and the CLI prints its traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +21,23 @@ class EnrichError(Exception):
     """Root of every error this package raises on purpose."""
 
 
-class InvalidItem(EnrichError):
+class SkipItem(EnrichError):
+    """The input is bad: dead-letter it."""
+
+
+class Retry(EnrichError):
+    """A transient failure: the same call may succeed later."""
+
+
+class RetryAlone(EnrichError):
+    """A request failed for what may be one of its items: retry them one by one."""
+
+
+class Stop(EnrichError):
+    """The deployment or configuration is wrong: stop and say how to fix it."""
+
+
+class InvalidItem(SkipItem):
     """An input event that can never be enriched as sent.
 
     ``reason`` is a short machine-readable code (stable, used in metrics and the
@@ -28,14 +51,14 @@ class InvalidItem(EnrichError):
         self.stage = stage
 
 
-class BackendUnavailable(EnrichError):
+class BackendUnavailable(Retry):
     """The inference backend could not answer now; the same call may succeed later."""
 
 
-class ModelConfigError(EnrichError):
-    """Model files, metadata or server configuration are inconsistent; retrying will not help."""
-
-
-class ModelRejected(ModelConfigError):
+class ModelRejected(RetryAlone):
     """The model server refused or failed a request that reached it (bad input tensor, a runtime error
     inside the model). Unlike a missing model, it may depend on the items in the request."""
+
+
+class ModelConfigError(Stop):
+    """Model files, metadata or server configuration are inconsistent; retrying will not help."""

@@ -33,6 +33,17 @@ def output_name(model_name: str) -> str:
         raise ModelConfigError(f"unknown model {model_name!r}") from None
 
 
+# gRPC status -> what to do. Unlisted codes (INVALID_ARGUMENT, INTERNAL, OUT_OF_RANGE, UNKNOWN, ...) mean the
+# request reached a model that failed it: retried item by item, then dead-lettered (ModelRejected). A client
+# error with no status (no connection yet) counts as unavailable.
+TRITON_STATUS: dict[str, type[Exception]] = {
+    "": BackendUnavailable, "UNAVAILABLE": BackendUnavailable, "DEADLINE_EXCEEDED": BackendUnavailable,
+    "RESOURCE_EXHAUSTED": BackendUnavailable, "ABORTED": BackendUnavailable, "CANCELLED": BackendUnavailable,
+    "NOT_FOUND": ModelConfigError, "UNIMPLEMENTED": ModelConfigError, "PERMISSION_DENIED": ModelConfigError,
+    "UNAUTHENTICATED": ModelConfigError,
+}
+
+
 class InferenceBackend(Protocol):
     def infer(self, model: str, inputs: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
@@ -114,21 +125,19 @@ class TritonBackend:
             res = self._client.infer(model, req, outputs=[self._grpc.InferRequestedOutput(out)],
                                      client_timeout=self._timeout)
         except InferenceServerException as exc:
-            status = (exc.status() or "").upper()
-            msg = str(exc)
-            if "UNAVAILABLE" in status or "DEADLINE" in status or "unavailable" in msg.lower() or \
-                    "deadline" in msg.lower() or "not ready" in msg.lower():
-                metrics.MODEL_ERRORS.labels(model, "unavailable").inc()
-                raise BackendUnavailable(f"triton {self.url} {model}: {msg}") from exc
-            metrics.MODEL_ERRORS.labels(model, "rejected").inc()
-            if "unknown model" in msg.lower() or "NOT_FOUND" in status:
-                raise ModelConfigError(f"triton {self.url} has no model {model}: {msg}") from exc
-            raise ModelRejected(f"triton {self.url} rejected {model}: {msg}") from exc
+            raise self._classify(model, exc) from exc
         metrics.MODEL_SECONDS.labels(model, "triton").observe(time.perf_counter() - t0)
         result = res.as_numpy(out)
         if result is None:
             raise ModelConfigError(f"triton {model} returned no {out}")
         return result
+
+    def _classify(self, model: str, exc: Exception) -> Exception:
+        """A Triton error as what the caller should do, by its gRPC status code (never by message text)."""
+        code = str(getattr(exc, "status", lambda: None)() or "").upper().removeprefix("STATUSCODE.")
+        kind = TRITON_STATUS.get(code, ModelRejected)
+        metrics.MODEL_ERRORS.labels(model, "unavailable" if kind is BackendUnavailable else "rejected").inc()
+        return kind(f"triton {self.url} {model}: {code or 'no status'}: {exc}")
 
     def close(self) -> None:
         self._client.close()

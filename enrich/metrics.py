@@ -9,6 +9,8 @@ STAGES = ("decode", "preprocess", "embed", "candidates", "tag", "semantic_id", "
 
 ITEMS_IN = Counter("enrich_items_in_total", "Input events taken from items.new")
 ITEMS_OUT = Counter("enrich_items_enriched_total", "Items enriched and published")
+INPUT_BYTES = Counter("enrich_input_bytes", "Bytes (key and value) taken from items.new")
+OUTPUT_BYTES = Counter("enrich_output_bytes", "Bytes (key and value) written to the public output topics")
 DLQ = Counter("enrich_dlq_total", "Events sent to the dead-letter topic", ["reason", "stage"])
 STAGE_SECONDS = Histogram("enrich_stage_seconds", "Wall time per pipeline stage and batch", ["stage"],
                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

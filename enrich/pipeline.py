@@ -21,7 +21,7 @@ import numpy as np
 from enrich import metrics
 from enrich.captions import CaptionHasher, describe
 from enrich.cf_adapter import CfAdapter
-from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError
+from enrich.errors import InvalidItem, Retry, RetryAlone, Stop
 from enrich.media import MediaBudget
 from enrich.media_sandbox import MediaDecoder, SandboxSpec
 from enrich.models import Embedder, Tagger
@@ -195,7 +195,7 @@ class Pipeline:
                 return prepare(item, self.config.max_text_chars, self.decoder)
         except InvalidItem as err:
             outcomes[i] = self._dead(ev, err, item_id)
-        except (BackendUnavailable, ModelConfigError):
+        except (Retry, RetryAlone, Stop):
             raise
         except Exception as exc:  # noqa: BLE001 - the guarantee: one item never stops the partition
             log.exception("item at %s[%d]@%d failed in %s; dead-lettered as %s", ev.source.topic,
@@ -209,7 +209,7 @@ class Pipeline:
         halve it until the failing items stand alone (log2 of the batch in extra rounds per bad item)."""
         try:
             results = self._enrich([p for _, p in group], timings)
-        except (BackendUnavailable, ModelConfigError):  # ModelRejected too: isolated with retries upstream
+        except (Retry, RetryAlone, Stop):  # ModelRejected (RetryAlone) is isolated with retries upstream
             raise
         except Exception as exc:  # noqa: BLE001 - see run()
             if len(group) > 1:

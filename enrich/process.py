@@ -18,10 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from enrich.errors import Stop
+
 log = logging.getLogger(__name__)
 
 
-class LaunchError(RuntimeError):
+class LaunchError(Stop):
     """The process could not be started or did not become ready."""
 
 

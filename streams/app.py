@@ -19,7 +19,7 @@ import msgpack
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from enrich import metrics
-from enrich.errors import InvalidItem
+from enrich.errors import InvalidItem, Stop
 from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, encode, now_ms
 from enrich.semantic_ids import collision_key
@@ -57,15 +57,42 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
+# items.coded is a contract between the workers of a rolling update: versioned like the public topics.
+# 0 is the bare list the releases before it wrote (still read); a worker stops on a version it cannot read
+# rather than guess, so the partition waits for a worker that can.
+CODED_SCHEMA = 1
+READABLE_CODED = (0, 1)
+
+
+class CodedVersionError(Stop):
+    """An items.coded record of a version this worker cannot read (written by a newer release)."""
+
+
 def coded_payload(o: Enriched) -> bytes:
     """An enriched item on its way to the collision-digit stage; its semantic ID is still the bare code tuple."""
-    return msgpack.packb([asdict(o.record), asdict(o.neighbor), [encode(e) for e in o.tag_edges]], use_bin_type=True)
+    return msgpack.packb({"schema": CODED_SCHEMA, "record": asdict(o.record), "neighbor": asdict(o.neighbor),
+                          "edges": [encode(e) for e in o.tag_edges]}, use_bin_type=True)
 
 
 def decode_coded(raw: bytes | None) -> tuple[dict[str, Any], dict[str, Any], list[bytes]]:
-    """An ``items.coded`` record, or ``InvalidItem`` when it is not one this worker wrote."""
+    """An ``items.coded`` record (this version or the previous release's), ``InvalidItem`` when it is not
+    one a worker wrote, ``CodedVersionError`` when a newer release wrote it."""
     try:
-        record, neighbor, edges = msgpack.unpackb(raw or b"", raw=False)
+        value = msgpack.unpackb(raw or b"", raw=False)
+    except (ValueError, TypeError) as exc:
+        raise InvalidItem("bad_coded_record", f"not msgpack: {type(exc).__name__}: {exc}",
+                          stage="semantic_id") from None
+    if isinstance(value, dict) and "schema" in value:
+        version = value["schema"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidItem("bad_coded_record", f"schema {version!r} is not an integer", stage="semantic_id")
+        if version not in READABLE_CODED:
+            raise CodedVersionError(f"items.coded record of schema {version}; this worker reads "
+                                    f"{READABLE_CODED}: a newer release wrote it. Finish the rolling update (the "
+                                    "newer workers take this partition); its offset stays uncommitted meanwhile")
+        value = [value.get("record"), value.get("neighbor"), value.get("edges")]
+    try:
+        record, neighbor, edges = value
         if not (isinstance(record, dict) and isinstance(neighbor, dict) and isinstance(edges, list)
                 and isinstance(record["item_id"], str) and isinstance(record["created_at"], int)
                 and isinstance(record["semantic_id"], list) and all(isinstance(e, bytes) for e in edges)):
@@ -157,6 +184,7 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
         async def enrich_and_hand_off(events: list[Any], previous: asyncio.Task[None] | None) -> None:
             raw = [RawEvent(e.message.key, e.message.value,
                             SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
+            metrics.INPUT_BYTES.inc(sum(len(r.value) + len(r.key or b"") for r in raw))
             outcomes = await enrichment.run(raw)
             t0 = time.perf_counter()
             futures = []
@@ -206,6 +234,10 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
                 partition, key = e.message.partition, e.message.key
                 try:
                     record, neighbor, edges = decode_coded(e.message.value)
+                except CodedVersionError as exc:  # a newer release's record: stop without acking it
+                    log.error("%s at %s[%d]@%d", exc, e.message.topic, partition, e.message.offset)
+                    await app.crash(exc)
+                    return
                 except InvalidItem as err:  # someone else wrote to the internal topic: keep it, skip it
                     dead.append(dead_letter(RawEvent(key, e.message.value or b"", SourceRef(
                         e.message.topic, partition, e.message.offset)), err, None, settings.max_message_bytes))
@@ -226,6 +258,7 @@ def create_app(settings: Settings, enrichment: Enrichment) -> faust.App:
                 log.info("rebalance during a digit batch; leaving its %d events to the new owner", len(events))
                 continue
             futures = [await topics[t].send(key=k, value=v) for t, k, v in outputs]
+            metrics.OUTPUT_BYTES.inc(sum(len(k) + len(v) for _, k, v in outputs))
             for d in dead:
                 futures.append(await topics["items.dlq"].send(key=d.key, value=encode(d)))
                 metrics.DLQ.labels(d.reason, d.stage).inc()

@@ -31,6 +31,7 @@ import msgpack
 import numpy as np
 
 from enrich import samples
+from enrich.errors import EnrichError
 from enrich.inference import OnnxRuntimeBackend, TritonBackend
 from enrich.pipeline import RawEvent, SourceRef
 from enrich.process import free_port, stop_pid
@@ -136,22 +137,23 @@ class StreamHarness:
         deadline = time.monotonic() + timeout_s
         while not ids <= got.keys():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(ids - got.keys())} of {len(ids)} items not enriched after {timeout_s:.0f}s")
+                raise EnrichError(f"{len(ids - got.keys())} of {len(ids)} items not enriched after {timeout_s:.0f}s")
             if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"a worker exited early; see its log under {self.tag}-w*.log")
+                raise EnrichError(f"a worker exited early; see its log under {self.tag}-w*.log")
             for rec in self.reader.poll(0.2):
                 key = rec.key.decode()
                 got.setdefault(key, rec.timestamp_ms)
         return got
 
+    def pages(self) -> list[str]:
+        """Each worker's ``/metrics`` page."""
+        return [urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                for port in self.ports]
+
     def _scrape(self, prefix: str) -> list[dict[str, float]]:
         """Per worker, the samples of ``/metrics`` whose line starts with ``prefix``."""
-        found = []
-        for port in self.ports:
-            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            found.append({ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
-                          for ln in page.splitlines() if ln.startswith(prefix)})
-        return found
+        return [{ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in page.splitlines()
+                 if ln.startswith(prefix)} for page in self.pages()]
 
     def items_in(self) -> list[float]:
         """Each worker's ``enrich_items_in_total``: all of them must have taken work before timing starts."""
@@ -178,7 +180,7 @@ class StreamHarness:
             if all(c > 0 for c in self.items_in()):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError("not every worker got partitions during warm-up")
+                raise EnrichError("not every worker got partitions during warm-up")
             round_ += 1
             time.sleep(1.0)
 

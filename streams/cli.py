@@ -30,7 +30,6 @@ from pydantic import ValidationError
 
 from enrich.errors import EnrichError, ModelConfigError
 from enrich.logs import configure
-from enrich.process import LaunchError
 from enrich.settings import Settings
 
 log = logging.getLogger("enrich")
@@ -585,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_json)
     try:
         return int(args.fn(settings, args) or 0)
-    except (LaunchError, EnrichError, RuntimeError, TimeoutError) as exc:
+    except EnrichError as exc:  # expected: bad input, configuration or deployment; the message says the fix
         print(f"enrich {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import msgpack
 import numpy as np
 
 from enrich import samples
+from enrich.errors import EnrichError
 from enrich.process import free_port, stop_pid
 from enrich.schemas import VocabEntry, decode, encode, vector_from_bytes
 from enrich.settings import Settings
@@ -76,8 +77,8 @@ def collect(reader: TopicReader, until: dict[str, int], timeout_s: float, alive:
         if all(got.count(t) >= n for t, n in until.items()):
             return got
         if not alive():
-            raise RuntimeError("the worker exited early; see its log")
-    raise TimeoutError(f"outputs incomplete after {timeout_s:.0f}s: " +
+            raise EnrichError("the worker exited early; see its log")
+    raise EnrichError(f"outputs incomplete after {timeout_s:.0f}s: " +
                        ", ".join(f"{t} {got.count(t)}/{n}" for t, n in until.items()))
 
 

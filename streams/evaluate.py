@@ -31,6 +31,7 @@ import numpy as np
 from enrich import debtags
 from enrich.cf_adapter import CfAdapter
 from enrich.debtags import DebtagsItem
+from enrich.errors import EnrichError
 from enrich.process import stop_pid
 from enrich.schemas import decode, encode, vector_from_bytes
 from enrich.settings import Settings
@@ -282,9 +283,9 @@ def _wait(reader: TopicReader, indexes: RecallIndexes, want: set[str], records: 
     deadline = time.monotonic() + timeout_s
     while pending_rec or pending_nb:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending_rec)} items not enriched after {timeout_s:.0f}s; see the worker log")
+            raise EnrichError(f"{len(pending_rec)} items not enriched after {timeout_s:.0f}s; see the worker log")
         if worker.poll() is not None:  # type: ignore[attr-defined]
-            raise RuntimeError("the worker exited early; see its log")
+            raise EnrichError("the worker exited early; see its log")
         for rec in reader.poll(0.5):
             if rec.topic == "items.enriched":
                 value = decode(rec.value)

@@ -19,13 +19,14 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from enrich.errors import Stop
 from enrich.settings import Settings
 from enrich.topics import TOPIC_NAMES, topic_specs
 
 log = logging.getLogger(__name__)
 
 
-class KafkaToolError(RuntimeError):
+class KafkaToolError(Stop):
     pass
 
 

@@ -231,7 +231,7 @@ def _pidfile(settings: Settings) -> Path:
 
 def stack_up(settings: Settings, progress: Progress) -> None:
     if _pidfile(settings).exists():
-        raise RuntimeError(f"a stack is already recorded in {_pidfile(settings)}; run `enrich stack down` first")
+        raise EnrichError(f"a stack is already recorded in {_pidfile(settings)}; run `enrich stack down` first")
     stack = start_stack(settings, detach=True, progress=progress)
     pids = {"broker": stack.broker.pid, "triton": stack.triton.pid if stack.triton else None}  # type: ignore
     _pidfile(settings).write_text(json.dumps({name: {"pid": pid, "identity": process_identity(pid)}

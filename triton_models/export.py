@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from enrich.errors import ModelConfigError
+from enrich.errors import ModelConfigError, Stop
 from enrich.images import VisionSpec, build_vision_batch, patchify_frames
 from enrich.model_meta import GRAPH_CONTRACT, ModelMeta
 from enrich.sequences import PackedSequence, Prefix, build_text_batch
@@ -38,7 +38,7 @@ DEFAULT_MAX_PIXELS = 448 * 448
 DEFAULT_MIN_PIXELS = 56 * 56
 
 
-class ParityError(RuntimeError):
+class ParityError(Stop):
     """ONNX Runtime and PyTorch disagree beyond tolerance."""
 
 
