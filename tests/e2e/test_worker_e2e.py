@@ -324,3 +324,40 @@ def test_backfill_re_enriches_into_a_shadow_deployment_with_the_new_codebook(fre
     assert res.returncode == 0, res.stderr
     enriched = re_enrich_in_shadow(fresh, tmp_path, 10)
     assert set(enriched) == {i["id"] for i in samples.sample_items(10)}
+
+
+def test_items_coded_is_a_versioned_contract_between_old_and_new_workers(fresh, tmp_path):
+    """A rolling update: the previous release wrote bare lists to items.coded, which this worker still reads;
+    a newer release writes a version this worker cannot read, and it stops there without committing past it."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    log = tmp_path / "worker.log"
+    worker = start_worker(fresh, log)
+    try:
+        publish(fresh, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True))
+                                     for i in samples.sample_items(2, seed=21)])
+        coded = read_until(fresh, {"items.coded": 2}, 120, topics=["items.coded"], records=True)["items.coded"]
+        key, current = coded[0]
+        assert current["schema"] == 1 and {"record", "neighbor", "edges"} <= current.keys()
+        # what the previous release wrote for an item: [record, neighbor, edges]
+        old = [current["record"] | {"item_id": "from-old-worker"}, current["neighbor"] | {"item_id": "from-old-worker"},
+               current["edges"]]
+        publish(fresh, "items.coded", [(key, msgpack.packb(old, use_bin_type=True))], partition=0)
+        got = read_until(fresh, {"items.enriched": 3}, 120, topics=["items.enriched"])["items.enriched"]
+        assert b"from-old-worker" in {k for k, _ in got}, log.read_text()[-3000:]
+        # what a newer release might write: this worker must not guess
+        publish(fresh, "items.coded", [(key, msgpack.packb({"schema": 2, "future": True}))], partition=0)
+        code = worker.wait(90)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+    assert code != 0 and "schema 2" in log.read_text() and "rolling update" in log.read_text()
+    topic = fresh.topic("items.coded")
+    c = Consumer({**fresh.consumer_config(fresh.group_id)})
+    try:
+        committed = c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+        _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)
+    finally:
+        c.close()
+    assert committed < high  # the newer record is still there for a worker that can read it
