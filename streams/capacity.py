@@ -71,10 +71,11 @@ def plan(rate: float, costs: ItemCosts, cores_per_worker: float = 1.0, utilisati
                 round(rate * costs.out_bytes * replication / 1e6, 3), values, costs)
 
 
-def throughput(workers: int, costs: ItemCosts, cores: float) -> float:
-    """Items/s of ``workers`` workers sharing ``cores`` with the model server (this machine's local stack):
-    each worker runs on one core at most, and all of them with the server fit in ``cores``."""
-    return min(workers / costs.worker_cpu_s, cores / (costs.worker_cpu_s + costs.model_s))
+def throughput(workers: int, costs: ItemCosts, cores: float, others_s: float = 0.0) -> float:
+    """Items/s of ``workers`` workers sharing ``cores`` with the model server and ``others_s`` CPU seconds per
+    item of other processes (this machine's local stack: the broker and the load generator): each worker
+    runs on one core at most, and all of them fit in ``cores``."""
+    return min(workers / costs.worker_cpu_s, cores / (costs.worker_cpu_s + costs.model_s + others_s))
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
@@ -152,6 +153,13 @@ def _tree_cpu_s(pid: int) -> float:
     return total
 
 
+def _own_cpu_s() -> float:
+    import resource
+
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any = print) -> dict[str, Any]:
     """Measure one worker, derive the per-item costs, predict one and two workers, measure two, on a
     private local stack (the model server is this machine's CPU Triton, sharing its cores)."""
@@ -170,7 +178,9 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
     stack = start_stack(s, progress=say)
     assert stack.triton is not None
     cores = float(os.cpu_count() or 1)
-    runs, costs = [], None
+    runs: list[dict[str, Any]] = []
+    costs: ItemCosts | None = None
+    others = 0.0
     try:
         for workers in (1, 2):
             h = StreamHarness(s, workers, logs)
@@ -178,6 +188,7 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
                 h.warm_up()
                 before = [parse_metrics(m) for m in h.pages()]
                 server_before = _tree_cpu_s(stack.triton.pid)
+                others_before = _tree_cpu_s(stack.broker.pid) + _own_cpu_s()
                 batch = _items(items, f"{h.tag}-c")
                 t0 = time.perf_counter()
                 for item in batch:
@@ -187,6 +198,7 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
                 seconds = time.perf_counter() - t0
                 after = [parse_metrics(m) for m in h.pages()]
                 server_s = _tree_cpu_s(stack.triton.pid) - server_before
+                others_s = _tree_cpu_s(stack.broker.pid) + _own_cpu_s() - others_before
 
                 def delta(name: str, b: list[dict[str, float]] = before, a: list[dict[str, float]] = after) -> float:
                     return sum(x.get(name, 0.0) - y.get(name, 0.0) for x, y in zip(a, b, strict=True))
@@ -196,13 +208,19 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
                                      in_bytes=delta("enrich_input_bytes_total") / n,
                                      out_bytes=delta("enrich_output_bytes_total") / n,
                                      source=f"{workers} worker(s), {int(n)} items on this machine")
-                costs = costs or measured  # the prediction rests on the one-worker run only
+                if costs is None:  # the prediction rests on the one-worker run only
+                    costs, others = measured, others_s / n
                 runs.append({"workers": workers, "items": int(n), "seconds": round(seconds, 2),
                              "measured_items_per_s": round(len(batch) / seconds, 2),
-                             "predicted_items_per_s": round(throughput(workers, costs, cores), 2),
-                             "costs_measured_in_this_run": asdict(measured)})
+                             "predicted_items_per_s": round(throughput(workers, costs, cores, others), 2),
+                             # what `enrich capacity` plans with: every resource at most 70% busy
+                             "predicted_at_70pct_items_per_s": round(0.7 * throughput(workers, costs, cores,
+                                                                                      others), 2),
+                             "costs_measured_in_this_run": asdict(measured),
+                             "broker_and_load_generator_cpu_s_per_item": round(others_s / n, 5)})
                 say(f"{workers} worker(s): measured {runs[-1]['measured_items_per_s']} items/s, predicted "
-                    f"{runs[-1]['predicted_items_per_s']} from the one-worker costs")
+                    f"{runs[-1]['predicted_items_per_s']} at full use of the cores, "
+                    f"{runs[-1]['predicted_at_70pct_items_per_s']} at the planned 70%, from the one-worker costs")
             finally:
                 h.stop()
     finally:
@@ -210,8 +228,10 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
     assert costs is not None
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "model_preset": settings.model_preset},
-              "model": "items/s(N) = min(N / worker_cpu_s, cores / (worker_cpu_s + model_s)): each worker on at "
-                       "most one core, workers and the CPU model server sharing the machine's cores",
+              "model": "items/s(N) = min(N / worker_cpu_s, cores / (worker_cpu_s + model_s + others_s)): each "
+                       "worker on at most one core; workers, the CPU model server, the broker and the load "
+                       "generator (others_s, not part of a deployment's costs) sharing the machine's cores",
+              "others_cpu_s_per_item": round(others, 5),
               "costs": asdict(costs), "runs": runs}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

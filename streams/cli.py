@@ -14,6 +14,7 @@
   enrich data debtags             build the Debian debtags dataset snapshot (real items, tags, relations)
   enrich data appstream           build the AppStream snapshot (desktop apps: listings and icons, joined with debtags)
   enrich backfill                 replay items into a shadow deployment after a model change
+  enrich capacity --rate R        partitions, workers, GPUs, broker throughput for R new items/s (measured costs)
   enrich eval                     quality of the small presets on the debtags test split, with baselines
   enrich publish                  publish sample items to items.new
 """
@@ -447,6 +448,39 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capacity(s: Settings, a: argparse.Namespace) -> int:
+    import dataclasses
+    import urllib.request
+
+    from streams import capacity
+
+    if a.validate:
+        out = a.out or Path("benchmarks/results/capacity.json")
+        result = capacity.validate(s, items=a.items, out=out, say=_say)
+        _say(f"costs per item: {json.dumps(result['costs'])}; written to {out}")
+        return 0
+    if a.rate is None:
+        raise EnrichError("pass --rate R (new items per second), or --validate to measure the costs here")
+    if a.metrics:
+        try:
+            with urllib.request.urlopen(a.metrics, timeout=10) as resp:
+                costs = capacity.costs_from_metrics(resp.read().decode(), a.metrics)
+        except OSError as exc:
+            raise EnrichError(f"cannot read {a.metrics}: {exc}; point --metrics at a running worker's /metrics") \
+                from None
+    elif a.costs:
+        costs = capacity.load_costs(a.costs)
+    else:
+        raise EnrichError("pass --costs FILE (from `enrich capacity --validate`) or --metrics URL of a live worker")
+    if a.model_items_per_s:
+        costs = dataclasses.replace(costs, model_s=1.0 / a.model_items_per_s,
+                                    source=f"{costs.source}; model: {a.model_items_per_s:g} items/s per GPU")
+    p = capacity.plan(a.rate, costs, cores_per_worker=a.cores_per_worker, utilisation=a.utilisation,
+                      replication=s.replication_factor)
+    _say(json.dumps(capacity.as_json(p), indent=2) if a.json else capacity.format_plan(p))
+    return 0
+
+
 def cmd_eval(s: Settings, a: argparse.Namespace) -> int:
     from streams.evaluate import run_eval
 
@@ -543,6 +577,22 @@ def build_parser() -> argparse.ArgumentParser:
                                                "*_Translation-en; appstream: the DEP-11 components and icons)")
     da.add_argument("--out", type=Path, help="snapshot dir (default: the one shipped in enrich/data/)")
     da.set_defaults(fn=cmd_data)
+    cp = sub.add_parser("capacity", help="partitions, workers, GPUs and broker throughput for a rate of new items, "
+                                         "from measured per-item costs")
+    cp.add_argument("--rate", type=float, help="new items per second to plan for")
+    cp.add_argument("--costs", type=Path, help="per-item costs measured by `enrich capacity --validate`")
+    cp.add_argument("--metrics", help="a live worker's /metrics URL to read the per-item costs from")
+    cp.add_argument("--model-items-per-s", type=float, default=0.0,
+                    help="items/s one GPU serves (both models), instead of the measured model cost")
+    cp.add_argument("--cores-per-worker", type=float, default=1.0, help="CPU cores per worker pod (default 1)")
+    cp.add_argument("--utilisation", type=float, default=0.7, help="target busy share of each resource")
+    cp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    cp.add_argument("--validate", action="store_true", help="measure one worker on a private local stack, "
+                                                            "predict one and two workers, measure two")
+    cp.add_argument("--items", type=int, default=400, help="items per measured run (--validate)")
+    cp.add_argument("--out", type=Path, help="where --validate writes its JSON (default "
+                                             "benchmarks/results/capacity.json)")
+    cp.set_defaults(fn=cmd_capacity)
     ev = sub.add_parser("eval", help="tagging and neighbour quality of the small presets on the debtags test split")
     ev.add_argument("--limit", type=int, default=0, help="only the first N test items (0: all)")
     ev.add_argument("--catalogue-limit", type=int, default=0,
