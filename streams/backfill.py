@@ -74,7 +74,8 @@ def backfill(settings: Settings, to_prefix: str, source: str = "items.new", rate
     group = f"backfill-{to_prefix}"
     consumer = Consumer({**settings.consumer_config(group), "enable.auto.commit": False,
                          "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 20})
+    producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 20,
+                         "message.max.bytes": settings.max_message_bytes})
     try:
         md = consumer.list_topics(timeout=10)
         for name in (src, dst):

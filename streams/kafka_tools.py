@@ -145,7 +145,8 @@ def check_message_limit(settings: Settings, admin: AdminClient | None = None, ti
 
 
 def producer(settings: Settings) -> Producer:
-    return Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 5})
+    return Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 5,
+                     "message.max.bytes": settings.max_message_bytes})
 
 
 class Deliveries:

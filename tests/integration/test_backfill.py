@@ -62,3 +62,23 @@ def test_backfill_refuses_to_copy_onto_itself_or_into_missing_topics(local_stack
         backfill(live, tag, progress=False)
     with pytest.raises(EnrichError, match="does not exist"):
         backfill(live, f"{tag}nowhere.", progress=False)
+
+
+def test_a_refused_record_stops_the_backfill_before_its_offset_and_nothing_is_lost(local_stack) -> None:
+    """A record the shadow side refuses (larger than its ENRICH_MAX_MESSAGE_BYTES) fails the batch: nothing of
+    it is committed, and once the limit is fixed a rerun copies every record."""
+    tag = f"r{time.time_ns()}."
+    live = local_stack.model_copy(update={"topic_prefix": tag, "partitions": 1})
+    shadow = local_stack.model_copy(update={"topic_prefix": f"{tag}shadow.", "partitions": 1})
+    create_topics(live)
+    create_topics(shadow)
+    items = samples.sample_items(6, seed=4)
+    items[3] = items[3] | {"text": "x" * 90_000}  # under the live limit, over the strict one below
+    publish(live, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items])
+    strict = live.model_copy(update={"max_message_bytes": 65_536})
+    with pytest.raises(EnrichError, match="nothing of this batch was committed|cannot publish"):
+        backfill(strict, shadow.topic_prefix, batch=2, progress=False)
+    done = backfill(live, shadow.topic_prefix, batch=2, progress=False)
+    assert done.already_done <= 3 and done.already_done + done.copied == 6  # resumed before the refused record
+    copied = {r.key for r in read_to_end(shadow, ["items.new"])}
+    assert copied == {i["id"].encode() for i in items}
