@@ -17,13 +17,11 @@ import gzip
 import hashlib
 import html
 import io
-import json
 import re
-import subprocess
 import tarfile
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from PIL import Image
 from enrich import debtags
 from enrich.errors import EnrichError
 from enrich.schemas import SCHEMA_VERSION, now_ms
+from enrich.snapshots import apt_update, read_items, write_items, write_manifest
 
 SNAPSHOT_VERSION = "appstream-bookworm-v1"
 SNAPSHOT_DIR = Path(__file__).parent / "data" / SNAPSHOT_VERSION
@@ -125,16 +124,13 @@ def _webp(png: bytes) -> bytes:
 def write_snapshot(items: list[AppItem], icons: dict[str, bytes], out: Path, source: str) -> dict[str, Any]:
     """``items.jsonl.gz`` and ``icons.tar`` (``<package>.webp``), both byte-for-byte reproducible,
     and ``manifest.json``."""
-    out.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(asdict(it), sort_keys=True, ensure_ascii=False) + "\n" for it in items).encode()
-    with open(out / "items.jsonl.gz", "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
-        gz.write(payload)
+    digest = write_items(items, out)
     with tarfile.open(out / "icons.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
         for package in sorted(icons):
             info = tarfile.TarInfo(f"{package}.webp")
             info.size, info.mtime, info.mode = len(icons[package]), 0, 0o644
             tar.addfile(info, io.BytesIO(icons[package]))
-    manifest = {
+    return write_manifest(out, {
         "version": out.name, "source": source, "items": len(items),
         "splits": dict(Counter(it.split for it in items)),
         "with_debtags": sum(1 for it in items if it.tags),
@@ -142,19 +138,13 @@ def write_snapshot(items: list[AppItem], icons: dict[str, bytes], out: Path, sou
         "items_with_related": sum(1 for it in items if it.related),
         "categories": len({c for it in items for c in it.categories}),
         "kinds": list(KINDS), "icon_size": ICON_SIZE,
-        "sha256": hashlib.sha256(payload).hexdigest(),
+        "sha256": digest,
         "icons_sha256": hashlib.sha256(b"".join(icons[p] for p in sorted(icons))).hexdigest(),
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+    })
 
 
 def load_snapshot(path: Path = SNAPSHOT_DIR) -> list[AppItem]:
-    try:
-        with gzip.open(path / "items.jsonl.gz", "rt", encoding="utf-8") as fh:
-            return [AppItem(**json.loads(line)) for line in fh]
-    except FileNotFoundError:
-        raise EnrichError(f"{path}/items.jsonl.gz not found: build it with `enrich data appstream`") from None
+    return read_items(path, AppItem, "enrich data appstream")
 
 
 def load_icons(path: Path = SNAPSHOT_DIR) -> dict[str, bytes]:
@@ -165,18 +155,10 @@ def load_icons(path: Path = SNAPSHOT_DIR) -> dict[str, bytes]:
 
 def fetch_lists(lists_dir: Path) -> None:
     """``apt-get update`` with the DEP-11 metadata and icon targets on, into a private lists directory."""
-    (lists_dir / "partial").mkdir(parents=True, exist_ok=True)
     on = "::DefaultEnabled=true"
-    cmd = ["apt-get", "update", "-o", f"Dir::State::Lists={lists_dir}",
-           "-o", f"Acquire::IndexTargets::deb::DEP-11{on}", "-o", f"Acquire::IndexTargets::deb::DEP-11-icons{on}",
-           "-o", f"Acquire::IndexTargets::deb::DEP-11-icons-large{on}"]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise EnrichError("apt-get not found: run this on a Debian machine, or pass --lists with a directory "
-                          "that holds the *_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz files") from None
-    except subprocess.CalledProcessError as exc:
-        raise EnrichError(f"apt-get update failed (root needed?): {exc.stderr.strip()[-400:]}") from None
+    apt_update(lists_dir, [f"Acquire::IndexTargets::deb::DEP-11{on}", f"Acquire::IndexTargets::deb::DEP-11-icons{on}",
+                           f"Acquire::IndexTargets::deb::DEP-11-icons-large{on}"],
+               "the *_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz files")
 
 
 def build_from_lists(lists_dir: Path, out: Path, tagged_snapshot: Path = debtags.SNAPSHOT_DIR) -> dict[str, Any]:

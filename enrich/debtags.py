@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import re
 import subprocess
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from enrich.errors import EnrichError
 from enrich.schemas import SCHEMA_VERSION, VocabEntry, now_ms
+from enrich.snapshots import apt_update, read_items, write_items, write_manifest
 from enrich.tag_prototypes import TagPrototypes
 
 SNAPSHOT_VERSION = "debtags-bookworm-v1"
@@ -162,29 +162,20 @@ def build(packages: Iterable[str], translations: Iterable[str]) -> list[DebtagsI
 
 def write_snapshot(items: list[DebtagsItem], out: Path, source: str) -> dict:
     """``items.jsonl.gz`` (sorted, byte-for-byte reproducible) and ``manifest.json``."""
-    out.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(asdict(it), sort_keys=True, ensure_ascii=False) + "\n" for it in items).encode()
-    with open(out / "items.jsonl.gz", "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
-        gz.write(payload)
+    digest = write_items(items, out)
     tag_counts = Counter(t for it in items for t in it.tags)
-    manifest = {
+    return write_manifest(out, {
         "version": out.name, "source": source, "items": len(items),
         "splits": dict(Counter(it.split for it in items)),
         "tags": len(tag_counts), "facets": sorted({t.split("::")[0] for t in tag_counts}),
         "mean_tags_per_item": round(sum(len(it.tags) for it in items) / max(1, len(items)), 3),
         "items_with_related": sum(1 for it in items if it.related),
-        "sha256": hashlib.sha256(payload).hexdigest(),
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+        "sha256": digest,
+    })
 
 
 def load_snapshot(path: Path = SNAPSHOT_DIR) -> list[DebtagsItem]:
-    try:
-        with gzip.open(path / "items.jsonl.gz", "rt", encoding="utf-8") as fh:
-            return [DebtagsItem(**json.loads(line)) for line in fh]
-    except FileNotFoundError:
-        raise EnrichError(f"{path}/items.jsonl.gz not found: build it with `enrich data debtags`") from None
+    return read_items(path, DebtagsItem, "enrich data debtags")
 
 
 def tag_vocabulary(items: Iterable[DebtagsItem]) -> list[str]:
@@ -222,15 +213,7 @@ def _read_index(path: Path) -> Iterator[str]:
 
 def fetch_lists(lists_dir: Path) -> None:
     """``apt-get update`` with English translations into a private lists directory (needs apt and root)."""
-    (lists_dir / "partial").mkdir(parents=True, exist_ok=True)
-    cmd = ["apt-get", "update", "-o", f"Dir::State::Lists={lists_dir}", "-o", "Acquire::Languages=en"]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise EnrichError("apt-get not found: run this on a Debian machine, or pass --lists with a directory "
-                          "that holds *_Packages and *_Translation-en indexes") from None
-    except subprocess.CalledProcessError as exc:
-        raise EnrichError(f"apt-get update failed (root needed?): {exc.stderr.strip()[-400:]}") from None
+    apt_update(lists_dir, ["Acquire::Languages=en"], "*_Packages and *_Translation-en indexes")
 
 
 def find_indexes(lists_dir: Path, suite: str = "bookworm_main") -> tuple[Path, Path]:

@@ -67,12 +67,18 @@ def flatten_alpha(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def check_geometry(width: int, height: int, budget: MediaBudget, what: str) -> None:
+def check_pixels(width: int, height: int, budget: MediaBudget, what: str, empty: str = "image_undecodable",
+                 over: str = "image_pixel_budget") -> None:
+    """A header's size against the per-image pixel budget, before anything is decoded."""
     if width < 1 or height < 1:
-        raise InvalidItem("image_undecodable", f"{what} is {width}x{height} px", stage="preprocess")
+        raise InvalidItem(empty, f"{what} is {width}x{height} px", stage="preprocess")
     if width * height > budget.max_image_pixels:
-        raise InvalidItem("image_pixel_budget", f"{what} is {width}x{height} px = {width * height:,} px > "
+        raise InvalidItem(over, f"{what} is {width}x{height} px = {width * height:,} px > "
                           f"{budget.max_image_pixels:,}", stage="preprocess")
+
+
+def check_geometry(width: int, height: int, budget: MediaBudget, what: str) -> None:
+    check_pixels(width, height, budget, what)
     if max(width, height) / min(width, height) > budget.max_aspect:
         raise InvalidItem("image_aspect_ratio", f"{what} is {width}x{height} px, beyond "
                           f"{budget.max_aspect:g}:1", stage="preprocess")

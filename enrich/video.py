@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from enrich.errors import InvalidItem
-from enrich.media import MediaBudget, fit_pixels
+from enrich.media import MediaBudget, check_pixels, fit_pixels
 
 STRATEGIES = ("uniform", "keyframes")
 ALLOWED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video"})
@@ -165,8 +165,4 @@ def _sample(container: object, spec: VideoSpec, budget: MediaBudget, deadline: f
 
 
 def _check_frame(width: int, height: int, budget: MediaBudget, what: str) -> None:
-    if width < 1 or height < 1:
-        raise InvalidItem("video_undecodable", f"{what} says {width}x{height} px", stage="preprocess")
-    if width * height > budget.max_image_pixels:
-        raise InvalidItem("video_frame_too_large", f"{what} says {width}x{height} px = {width * height:,} px > "
-                          f"{budget.max_image_pixels:,}", stage="preprocess")
+    check_pixels(width, height, budget, what, empty="video_undecodable", over="video_frame_too_large")

@@ -40,7 +40,7 @@ from enrich.settings import Settings
 from streams.demo import on_free_ports, start_worker
 from streams.kafka_tools import TopicReader, create_topics, producer, publish
 from streams.services import make_pipeline
-from streams.stack import ensure_codebook, ensure_models, start_stack
+from streams.stack import LocalStack, ensure_codebook, ensure_models, start_stack
 
 Say = Callable[[str], None]
 
@@ -250,14 +250,20 @@ def table(runs: list[Run]) -> str:
     return "\n".join(rows)
 
 
-def run_bench(settings: Settings, cfg: BenchConfig, say: Say = print) -> dict:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+def private_stack(settings: Settings, name: str, say: Say) -> tuple[Settings, LocalStack, Path]:
+    """Models and codebook ensured, a broker and Triton on free ports, and a logs dir for ``name``'s workers.
+    The caller stops the stack."""
     ensure_models(settings, progress=say)
     ensure_codebook(settings, progress=say)
     settings = on_free_ports(settings).model_copy(update={"backend": "triton"})
-    logs = settings.state_dir / "logs" / "bench"
+    logs = settings.state_dir / "logs" / name
     logs.mkdir(parents=True, exist_ok=True)
-    stack = start_stack(settings, progress=say)
+    return settings, start_stack(settings, progress=say), logs
+
+
+def run_bench(settings: Settings, cfg: BenchConfig, say: Say = print) -> dict:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings, stack, logs = private_stack(settings, "bench", say)
     runs: list[Run] = []
 
     def record(run: Run) -> Run:

@@ -166,16 +166,9 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
     import os
     import platform
 
-    from streams.bench import StreamHarness, _items
-    from streams.demo import on_free_ports
-    from streams.stack import ensure_codebook, ensure_models, start_stack
+    from streams.bench import StreamHarness, _items, private_stack
 
-    ensure_models(settings, progress=say)
-    ensure_codebook(settings, progress=say)
-    s = on_free_ports(settings).model_copy(update={"backend": "triton"})
-    logs = s.state_dir / "logs" / "capacity"
-    logs.mkdir(parents=True, exist_ok=True)
-    stack = start_stack(s, progress=say)
+    s, stack, logs = private_stack(settings, "capacity", say)
     assert stack.triton is not None
     cores = float(os.cpu_count() or 1)
     runs: list[dict[str, Any]] = []
