@@ -12,6 +12,20 @@ from enrich.settings import Settings
 from streams.demo import settings_env
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET on localhost; (0, "") while nothing listens there."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
 def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
                           capture_output=True, text=True, timeout=timeout)

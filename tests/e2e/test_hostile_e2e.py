@@ -9,15 +9,13 @@ import io
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
-from cli_runs import cli, wait_for
+from cli_runs import cli, http_get, wait_for
 from hostile_corpus import all_cases, item_event, solid
 from PIL import Image
 
@@ -33,16 +31,6 @@ pytestmark = pytest.mark.e2e
 # The README's worker memory for the small preset at the default batch (16) and media limits: the
 # worker process and its two decoder processes, peak resident memory summed.
 MEMORY_BUDGET_BYTES = 1536 * 1024 * 1024
-
-
-def http(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:  # not listening yet
-        return 0, ""
 
 
 def peak_rss(pid: int) -> int:
@@ -125,11 +113,11 @@ def test_a_hostile_producer_cannot_stop_the_worker_lose_items_or_exhaust_its_mem
         assert sum(memory.values()) <= MEMORY_BUDGET_BYTES, memory
 
         metrics = wait_for(lambda: (lambda b: b if "enrich_vocab_rejected_total" in b else None)(
-            http(s.web_port, "/metrics")[1]), 20, "vocabulary rejections in /metrics", log)
+            http_get(s.web_port, "/metrics")[1]), 20, "vocabulary rejections in /metrics", log)
         assert 'enrich_vocab_rejected_total{reason="bad_prototype"} 2.0' in metrics
         assert 'enrich_vocab_rejected_total{reason="bad_tag"} 1.0' in metrics
-        assert http(s.web_port, "/readyz")[0] == 200
-        assert http(s.web_port, "/router/")[0] == 404 and http(s.web_port, "/table/")[0] == 404
+        assert http_get(s.web_port, "/readyz")[0] == 200
+        assert http_get(s.web_port, "/router/")[0] == 404 and http_get(s.web_port, "/table/")[0] == 404
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
@@ -138,7 +126,7 @@ def test_a_hostile_producer_cannot_stop_the_worker_lose_items_or_exhaust_its_mem
     # a restarted worker has nothing to replay and nothing to crash on
     again = start_worker(s, tmp_path / "again.log")
     try:
-        wait_for(lambda: http(s.web_port, "/readyz")[0] == 200, 60, "the restarted worker ready",
+        wait_for(lambda: http_get(s.web_port, "/readyz")[0] == 200, 60, "the restarted worker ready",
                  tmp_path / "again.log")
         time.sleep(2)
         assert again.poll() is None

@@ -8,13 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 
 import msgpack
 import pytest
-from cli_runs import cli, re_enrich_in_shadow, run_demo, wait_for
+from cli_runs import cli, http_get, re_enrich_in_shadow, run_demo, wait_for
 
 from enrich import samples
 from enrich.process import free_port
@@ -23,14 +21,6 @@ from streams.demo import start_worker
 from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None,
