@@ -129,9 +129,7 @@ class Pipeline:
     def __init__(self, embedder: Embedder, tagger: Tagger, vocabulary: TagVocabulary, quantizer: Quantizer,
                  config: PipelineConfig = PipelineConfig(), cf_adapter: CfAdapter | None = None,
                  tag_prior: TagPrior | None = None) -> None:
-        check = getattr(quantizer, "check_embedder", None)
-        if check is not None:
-            check(embedder.version)
+        quantizer.check_embedder(embedder.version)
         if cf_adapter is not None:
             cf_adapter.check_embedder(embedder.version, embedder.meta.hidden_size)
         if tag_prior is not None:

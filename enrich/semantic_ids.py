@@ -26,8 +26,7 @@ Layer = tuple[np.ndarray, np.ndarray]  # weight [out, in], bias [out]
 class Quantizer(Protocol):
     version: str
 
-    @property
-    def embedder(self) -> str: ...  # the embedder version whose vectors it was fitted on ("" if unknown)
+    def check_embedder(self, version: str) -> None: ...  # refuses codes fitted on another embedder
 
     def quantize(self, vectors: np.ndarray) -> np.ndarray: ...
 
