@@ -14,6 +14,7 @@
   enrich data debtags             build the Debian debtags dataset snapshot (real items, tags, relations)
   enrich data appstream           build the AppStream snapshot (desktop apps: listings and icons, joined with debtags)
   enrich backfill                 replay items into a shadow deployment after a model change
+  enrich tail TOPIC               decoded records of a topic (--from-beginning, --key ID, --json)
   enrich capacity --rate R        partitions, workers, GPUs, broker throughput for R new items/s (measured costs)
   enrich eval                     quality of the small presets on the debtags test split, with baselines
   enrich publish                  publish sample items to items.new
@@ -448,6 +449,36 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
+    import time
+
+    from streams.kafka_tools import TopicReader
+    from streams.tail import known_topic, tail
+
+    try:
+        topic = known_topic(a.topic)
+    except ValueError as exc:
+        raise EnrichError(str(exc)) from None
+    reader = TopicReader(s, [topic], from_beginning=a.from_beginning)
+    deadline = time.monotonic() + a.idle_s if a.idle_s else None
+
+    def records():  # noqa: ANN202 - a generator of Records
+        nonlocal deadline
+        while deadline is None or time.monotonic() < deadline:
+            got = reader.poll(0.5)
+            if got and a.idle_s:
+                deadline = time.monotonic() + a.idle_s
+            yield from got
+
+    try:
+        shown = tail(records(), a.key, a.max, _say, a.json)
+    finally:
+        reader.close()
+    if not a.json:
+        _say(f"-- {shown} records of {s.topic(topic)}")
+    return 0
+
+
 def cmd_capacity(s: Settings, a: argparse.Namespace) -> int:
     import dataclasses
     import urllib.request
@@ -577,6 +608,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                "*_Translation-en; appstream: the DEP-11 components and icons)")
     da.add_argument("--out", type=Path, help="snapshot dir (default: the one shipped in enrich/data/)")
     da.set_defaults(fn=cmd_data)
+    tl = sub.add_parser("tail", help="print the decoded records of one of the service's topics (msgpack decoded, "
+                                     "vectors summarised, images as format and size)")
+    tl.add_argument("topic", help="items.new, items.enriched, recall.tags, recall.neighbors, items.dlq, tags.vocab, "
+                                  "items.coded or sid.digits (under ENRICH_TOPIC_PREFIX)")
+    tl.add_argument("--from-beginning", action="store_true", help="from the oldest record (default: new ones only)")
+    tl.add_argument("--key", help="only the records of this key (an item id; a tag on tags.vocab)")
+    tl.add_argument("--json", action="store_true", help="one JSON object per line")
+    tl.add_argument("--max", type=int, default=0, help="stop after this many records (default: follow for ever)")
+    tl.add_argument("--idle-s", type=float, default=0.0, help="stop after this many seconds without a record")
+    tl.set_defaults(fn=cmd_tail)
     cp = sub.add_parser("capacity", help="partitions, workers, GPUs and broker throughput for a rate of new items, "
                                          "from measured per-item costs")
     cp.add_argument("--rate", type=float, help="new items per second to plan for")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -238,15 +239,16 @@ class Record:
 class TopicReader:
     """Reads topics from the beginning without a consumer group commit (a tail, not a worker)."""
 
-    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
+    def __init__(self, settings: Settings, topics: Iterable[str], from_beginning: bool = True) -> None:
         self._c = Consumer({**settings.consumer_config(f"reader-{time.time_ns()}"), "auto.offset.reset": "earliest"})
+        start = 0 if from_beginning else OFFSET_END
         names = [settings.topic(t) for t in topics]
         md = self._c.list_topics(timeout=10)
         tps = []
         for name in names:
             if name not in md.topics or md.topics[name].error is not None:
                 raise KafkaToolError(f"topic {name} does not exist; run `enrich topics create`")
-            tps += [TopicPartition(name, p, 0) for p in md.topics[name].partitions]
+            tps += [TopicPartition(name, p, start) for p in md.topics[name].partitions]
         self._c.assign(tps)
         self._prefix = settings.topic_prefix
 
