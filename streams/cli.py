@@ -159,14 +159,20 @@ def cmd_models(s: Settings, a: argparse.Namespace) -> int:
                                                        sort_keys=True) + "\n")
         _say(json.dumps(adapter.info, indent=2))
         _say(f"{adapter.version} -> {out}")
+    elif a.action == "train-fusion" and a.apps:
+        from triton_models.export_small import DEFAULT_FUSION, EMOJI_FUSION
+        from triton_models.train_fusion_apps import train_fusion_apps
+
+        info = train_fusion_apps(a.out or DEFAULT_FUSION, a.fusion_gate or EMOJI_FUSION)
+        _say(json.dumps({k: info[k] for k in ("version", "validation_before", "validation")}, indent=2))
     elif a.action == "train-fusion":
-        from triton_models.export_small import DEFAULT_FUSION
+        from triton_models.export_small import EMOJI_FUSION
         from triton_models.train_fusion import train_fusion
 
         if a.emoji is None:
             raise EnrichError("train-fusion needs --emoji DIR: the unpacked npm package emoji-datasource-google "
                               "(npm pack emoji-datasource-google && tar xzf emoji-datasource-google-*.tgz)")
-        _say(json.dumps(train_fusion(a.emoji, a.out or DEFAULT_FUSION), indent=2))
+        _say(json.dumps(train_fusion(a.emoji, a.out or EMOJI_FUSION), indent=2))
     elif a.action == "export":
         from triton_models.export import export_model
 
@@ -564,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", type=int, default=0, help="train-tagger: step limit (0: the time budget decides)")
     m.add_argument("--epochs", type=int, default=5, help="train-cf: passes over the pairs (5: best on validation)")
     m.add_argument("--emoji", type=Path, help="train-fusion: the unpacked emoji-datasource-google package dir")
+    m.add_argument("--apps", action="store_true", help="train-fusion: retrain the gate of the emoji-trained head "
+                                                       "(--fusion-gate, default the shipped one) on the AppStream "
+                                                       "snapshot's three kinds")
     m.add_argument("--target", choices=["local", "production"],
                    help="Triton target (default: local for `repository`, production for `bundle`)")
     m.add_argument("--out", type=Path, help="export/repository: directory; train-*: artifact path")
