@@ -42,7 +42,7 @@ def fit_tag_prior(train: Sequence[DebtagsItem], train_vectors: np.ndarray, val: 
     base = vocab.candidates(val_vectors, candidate_tags)
     candidates, view = with_votes(draft, vocab, val_vectors, candidate_tags, base)
     # what a worker decodes from the item's event
-    prepared = [prepare(decode_item(msgpack.packb(as_event(it, 0), use_bin_type=True)), max_text_chars)
+    prepared = [prepare(decode_item(msgpack.packb(as_event(it), use_bin_type=True)), max_text_chars)
                 for it in val]
     say(f"grading {sum(map(len, candidates))} candidates of {len(val)} validation items with {tagger.version}")
     scores = tagger.score(prepared, candidates)
