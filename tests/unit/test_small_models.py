@@ -208,3 +208,29 @@ def test_the_serving_tokenizer_gives_the_ids_of_the_hugging_face_one(small_model
         got = mine.encode_batch(list(zip(first, second, strict=True)) if second else first)
         for key, attr in (("input_ids", "ids"), ("token_type_ids", "type_ids"), ("attention_mask", "attention_mask")):
             assert np.array_equal(want[key], np.array([getattr(e, attr) for e in got])), key
+
+
+def test_the_apps_gate_learns_to_keep_text_and_to_keep_an_icon_alone():
+    """Modality dropout on synthetic features shaped like serving's: the retrained gate mixes less of the icon
+    into items with text than before, and keeps an icon alone as it is."""
+    import torch.nn.functional as F
+
+    from triton_models.export_small import EMOJI_FUSION
+    from triton_models.small_models import load_fusion_head
+    from triton_models.train_fusion_apps import AppFeatures, evaluate, train_gate
+
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    listing = F.normalize(torch.randn(n, 384, generator=g), dim=-1)
+    short = F.normalize(listing + 0.5 * torch.randn(n, 384, generator=g) / 384 ** 0.5, dim=-1)
+    empty = F.normalize(torch.randn(1, 384, generator=g), dim=-1).expand(n, 384)
+    f = AppFeatures(["train"] * 300 + ["val"] * 100,
+                    {"long_text_image": listing, "short_text_image": short, "image_only": empty},
+                    torch.randn(n, 1280, generator=g).abs())
+    before = evaluate(load_fusion_head(EMOJI_FUSION)[0], f, "val")
+    after = evaluate(train_gate(f, EMOJI_FUSION, epochs=8), f, "val")
+    for kind in ("long_text_image", "short_text_image"):
+        assert after[kind]["cosine_to_text"] > before[kind]["cosine_to_text"] + 0.1, (kind, before, after)
+        assert after[kind]["mean_image_share"] < before[kind]["mean_image_share"]
+    assert after["image_only"]["cosine_to_icon"] > 0.9  # the real icons: 0.924 -> 0.998 (the training record)
+    assert after["image_only"]["mean_image_share"] > after["long_text_image"]["mean_image_share"]
