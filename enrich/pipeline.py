@@ -27,6 +27,7 @@ from enrich.media_sandbox import MediaDecoder, SandboxSpec
 from enrich.models import Embedder, Tagger
 from enrich.preprocess import PreparedItem, prepare
 from enrich.schemas import (
+    MAX_MESSAGE_BYTES,
     DeadLetter,
     EnrichedItem,
     Limits,
@@ -86,7 +87,7 @@ class PipelineConfig:
     # Decoded pixels one model round holds: a batch whose images pass it is enriched in several rounds,
     # so the host memory of a batch is bounded whatever its items carry.
     max_batch_pixels: int = 8 * 1024 * 1024
-    max_message_bytes: int = 1_000_000  # the broker's limit on one record (dead letters are cut to fit)
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # the broker's limit on one record (dead letters are cut to fit)
 
 
 @contextmanager
@@ -105,7 +106,7 @@ MAX_DLQ_DETAIL_CHARS = 2000
 
 
 def dead_letter(ev: RawEvent, err: InvalidItem, item_id: str | None = None,
-                max_message_bytes: int = 1_000_000) -> DeadLetter:
+                max_message_bytes: int = MAX_MESSAGE_BYTES) -> DeadLetter:
     """The event's dead letter, cut to fit ``max_message_bytes``: an original that would not fit is
     truncated (``original_truncated``), and its full length and SHA-256 always travel with it."""
     key = ev.key if ev.key is None or len(ev.key) <= MAX_DLQ_KEY_BYTES else ev.key[:MAX_DLQ_KEY_BYTES]

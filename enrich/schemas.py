@@ -20,6 +20,7 @@ from enrich.errors import InvalidItem
 SCHEMA_VERSION = 1
 ITEM_KINDS = frozenset({"article", "answer", "image_post", "video", "short_text"})
 MAX_ID_LEN = 256
+MAX_MESSAGE_BYTES = 1_000_000  # Kafka's default record limit: what dead letters are cut to unless configured
 # created_at / published_at: epoch ms from 2000-01-01 to a day past this worker's clock (skew); beyond
 # that a time is an error that would rank first in every recency-decayed index or break latency metrics.
 MIN_TIME_MS = 946_684_800_000

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enrich.cf_adapter import CF_ADAPTER_FILE
+from enrich.schemas import MAX_MESSAGE_BYTES
 from enrich.tag_prior import TAG_PRIOR_FILE
 
 
@@ -87,7 +88,7 @@ class Settings(BaseSettings):
                                                            "killed beyond it (DLQ media_decode_timeout)")
     decode_memory_mb: int = Field(1024, ge=384, description="address-space limit of a decoder process (beyond: "
                                                             "DLQ media_memory_budget)")
-    max_message_bytes: int = Field(1_000_000, ge=64 * 1024, description="largest record the broker takes; dead "
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=64 * 1024, description="largest record the broker takes; dead "
                                                                         "letters are cut to fit, checked against "
                                                                         "items.dlq's max.message.bytes at start")
     caption_buckets: int = Field(1 << 18, ge=0, description="caption feature ids are hashed into this many "

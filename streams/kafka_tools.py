@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -34,9 +35,9 @@ class KafkaToolError(Stop):
 def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     """Create the service's topics as ``enrich.topics`` specifies them (idempotent: existing ones are
     left as they are; `enrich topics check` reports how they differ). Returns the names created."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin, md = _cluster(settings, timeout_s)
     specs = topic_specs(settings)
-    brokers = _broker_count(admin, settings, timeout_s)
+    brokers = len(md.brokers)
     if settings.replication_factor > brokers:
         raise KafkaToolError(f"ENRICH_REPLICATION_FACTOR={settings.replication_factor} but {settings.broker} has "
                              f"{brokers} broker{'s' if brokers != 1 else ''}: set ENRICH_REPLICATION_FACTOR={brokers} "
@@ -55,22 +56,21 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     return created
 
 
-def _broker_count(admin: AdminClient, settings: Settings, timeout_s: float) -> int:
+def _cluster(settings: Settings, timeout_s: float) -> tuple[AdminClient, Any]:
+    """An admin client and the cluster's metadata (brokers, topics, partitions), or the error with the fix."""
+    admin = AdminClient(settings.kafka_client_config())
     try:
-        return len(admin.list_topics(timeout=timeout_s).brokers)
+        return admin, admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise KafkaToolError(f"cannot reach the broker at {settings.broker}: {exc.args[0].str()}") from exc
 
 
-def topic_drift(settings: Settings, timeout_s: float = 15.0) -> list[str]:
+def topic_drift(settings: Settings, timeout_s: float = 15.0, cluster: tuple[AdminClient, Any] | None = None
+                ) -> list[str]:
     """How the cluster's topics differ from the specification, one line each (empty: none)."""
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    admin = AdminClient(settings.kafka_client_config())
-    try:
-        md = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise KafkaToolError(f"cannot reach the broker at {settings.broker}: {exc.args[0].str()}") from exc
+    admin, md = cluster or _cluster(settings, timeout_s)
     drift = []
     present = []
     for spec in topic_specs(settings):
@@ -105,11 +105,7 @@ def topic_drift(settings: Settings, timeout_s: float = 15.0) -> list[str]:
 def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     """Fail fast, with the fix, when the worker's topics are missing or sid.digits cannot mirror items.coded;
     log any other drift from the specification."""
-    admin = AdminClient(settings.kafka_client_config())
-    try:
-        md = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise KafkaToolError(f"cannot reach the broker at {settings.broker}: {exc.args[0].str()}") from exc
+    admin, md = _cluster(settings, timeout_s)
     missing = [settings.topic(t) for t in TOPIC_NAMES if settings.topic(t) not in md.topics]
     if missing:
         raise KafkaToolError(f"topics missing: {', '.join(missing)}; run `enrich topics create`")
@@ -118,7 +114,7 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
         raise KafkaToolError(f"{settings.topic('sid.digits')} has {digits} partitions but "
                              f"{settings.topic('items.coded')} has {coded}; they must match (each items.coded "
                              "partition keeps its collision digits in the sid.digits partition of the same number)")
-    for line in topic_drift(settings, timeout_s):
+    for line in topic_drift(settings, timeout_s, (admin, md)):
         log.warning("topic drift: %s (see `enrich topics check`)", line)
     check_message_limit(settings, admin, timeout_s)
 
