@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null
 
 .PHONY: setup demo test clean
 
@@ -13,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	# torch: the CPU wheel from this machine's wheel folder (a plain `torch` pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q "torch==2.13.0+cpu"
 	$(BIN)/python -m pip install -q -e ".[serve,stack,export,small,dev]"
+	# the browser tests' headless Chromium, from Debian's packages (they skip, saying so, without it)
+	command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { $(APT_BROWSER) || { apt-get update -q >/dev/null && $(APT_BROWSER); }; }; } || \
+	  echo "chromium not installed: the browser tests will skip (apt-get install chromium chromium-driver)"
 	touch $@
 
 demo: setup

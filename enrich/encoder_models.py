@@ -1,14 +1,17 @@
 """Host side of the encoder family (the real small presets): same interface as ``enrich.models``.
 
 The embedder sends all images of a batch through the image graph once, averages each
-item's image vectors, and lets the text graph fuse them with the text vector. The tagger
-is a cross-encoder: one row per (item, candidate tag) pair.
+item's image vectors, and lets the text graph fuse them with the text vector. Two taggers:
+``PackedEncoderTagger`` (the default export) sees the item's visual tokens and grades all of
+its candidates in one packed row; ``EncoderTagger`` is the text cross-encoder it replaced,
+one row per (item, candidate tag) pair, kept as the measured baseline.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,13 @@ from tokenizers import Tokenizer
 from enrich.images import square_pixels
 from enrich.inference import InferenceBackend
 from enrich.model_meta import ModelMeta
-from enrich.models import TagScores, _chunks
+from enrich.models import TagScores, _chunks, softmax_grades
 from enrich.preprocess import PreparedItem
+from enrich.sequences import PackedSequence, Prefix, build_text_batch
 from enrich.tags import readable_tag
+
+IMAGE_TOKEN = "[unused0]"  # never produced from text by the MiniLM tokenizer: marks visual-token slots
+PACKED_TAGGER_ARCH = "minilm_packed_tagger"
 
 
 def _load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
@@ -77,7 +84,7 @@ class _EncoderModel:
 class EncoderEmbedder(_EncoderModel):
     """MiniLM text vector fused with the EfficientNet-Lite0 image vector by the late-fusion gate."""
 
-    def _image_vectors(self, chunk: Sequence[PreparedItem]) -> tuple[np.ndarray, np.ndarray]:
+    def image_vectors(self, chunk: Sequence[PreparedItem]) -> tuple[np.ndarray, np.ndarray]:
         width = self.meta.hidden_size
         flat = [img for it in chunk for img in it.images]
         vecs = np.zeros((len(chunk), width), np.float32)
@@ -103,7 +110,7 @@ class EncoderEmbedder(_EncoderModel):
         out = np.zeros((len(items), self.meta.hidden_size), np.float32)
         for sl in _chunks(len(items), self.max_batch):
             chunk = items[sl]
-            vecs, has = self._image_vectors(chunk)
+            vecs, has = self.image_vectors(chunk)
             out[sl] = self._run_text([it.text for it in chunk], vecs, has)
         return out
 
@@ -132,10 +139,89 @@ class EncoderTagger(_EncoderModel):
             logits[sl] = self.backend.infer(f"{self.meta.role}_text", enc)
         results, k = [], 0
         for tags in candidates:
-            lg = logits[k:k + len(tags)].astype(np.float64)
+            results.append(TagScores(list(tags), softmax_grades(logits[k:k + len(tags)])))
             k += len(tags)
-            p = np.exp(lg - lg.max(axis=-1, keepdims=True)) if len(tags) else lg
-            probs = (p / p.sum(axis=-1, keepdims=True)).astype(np.float32) if len(tags) else \
-                np.zeros((0, 3), np.float32)
-            results.append(TagScores(list(tags), probs))
+        return results
+
+
+@dataclass(frozen=True)
+class PackedRowTokens:
+    """The token ids a packed tagger row is made of (shared by training and serving)."""
+
+    cls: int
+    sep: int
+    image: int
+
+    def row(self, visual_tokens: int, text_ids: Sequence[int], tag_ids: Sequence[Sequence[int]]) -> PackedSequence:
+        """``[CLS]`` visual tokens, text ``[SEP]``, then ``tag [SEP]`` per candidate."""
+        pre = Prefix()
+        pre.add_text([self.cls])
+        if visual_tokens:
+            pre.add_visual_tokens(visual_tokens, self.image)
+        pre.add_text([*text_ids, self.sep])
+        return PackedSequence(pre, [[*t, self.sep] for t in tag_ids])
+
+
+def packed_inputs(rows: list[PackedSequence], visual: list[np.ndarray], pad: int, bucket: int = 1,
+                  ) -> dict[str, np.ndarray]:
+    """The packed tagger's text-graph inputs; ``visual`` per row: its visual tokens [n, width]."""
+    batch = build_text_batch(rows, pad, bucket, causal=False)
+    width = visual[0].shape[-1] if visual else 0
+    inputs = batch.as_inputs(visual, width)
+    inputs["token_type_ids"] = batch.segments
+    return inputs
+
+
+class PackedEncoderTagger(_EncoderModel):
+    """Grades all of an item's candidates in one row: visual tokens and text once, then a suffix per tag."""
+
+    def __init__(self, meta: ModelMeta, backend: InferenceBackend, max_text_tokens: int, max_batch: int,
+                 tokenizer_dir: Path, seq_bucket: int = 1) -> None:
+        super().__init__(meta, backend, max_text_tokens, max_batch, tokenizer_dir, seq_bucket)
+        self.tokenizer.no_padding()
+        self.tokens = PackedRowTokens(meta.special["cls"], meta.special["eos"], meta.special["image_pad"])
+        self.visual_tokens = int(meta.special["visual_tokens"])
+        self._tag_ids: dict[str, list[int]] = {}
+
+    def _tags(self, tags: Sequence[str]) -> list[list[int]]:
+        new = [t for t in dict.fromkeys(tags) if t not in self._tag_ids]
+        if new:
+            if len(self._tag_ids) > 100_000:  # a vocabulary that keeps changing must not grow this forever
+                self._tag_ids.clear()
+            for t, e in zip(new, self.tokenizer.encode_batch([readable_tag(t) for t in new],
+                                                             add_special_tokens=False), strict=True):
+                self._tag_ids[t] = e.ids[:16]
+        return [self._tag_ids[t] for t in tags]
+
+    def _visual(self, chunk: Sequence[PreparedItem]) -> list[np.ndarray]:
+        width = self.meta.hidden_size
+        flat = [img for it in chunk for img in it.images]
+        out = [np.zeros((0, width), np.float32) for _ in chunk]
+        if flat:
+            tokens = self.backend.infer(f"{self.meta.role}_vision",
+                                        {"pixel_values": square_pixels(flat, self.meta.image_size)})
+            k = 0
+            for i, it in enumerate(chunk):
+                if it.images:
+                    out[i] = tokens[k:k + len(it.images)].reshape(-1, width)
+                    k += len(it.images)
+        return out
+
+    def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
+        results: list[TagScores] = []
+        text_budget = self.max_tokens
+        for sl in _chunks(len(items), self.max_batch):
+            chunk, cands = items[sl], candidates[sl]
+            rows = [i for i, t in enumerate(cands) if t]
+            logits: dict[int, np.ndarray] = {}
+            if rows:
+                visual = self._visual([chunk[i] for i in rows])
+                texts = self.tokenizer.encode_batch([chunk[i].text for i in rows], add_special_tokens=False)
+                seqs = [self.tokens.row(len(v), e.ids[:text_budget], self._tags(cands[i]))
+                        for i, v, e in zip(rows, visual, texts, strict=True)]
+                out = self.backend.infer(f"{self.meta.role}_text",
+                                         packed_inputs(seqs, visual, self.meta.special["pad"], self.seq_bucket))
+                logits = {i: out[r][: len(cands[i])] for r, i in enumerate(rows)}
+            for i, tags in enumerate(cands):
+                results.append(TagScores(list(tags), softmax_grades(logits.get(i, np.zeros((0, 3))))))
         return results

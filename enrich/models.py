@@ -165,16 +165,23 @@ class Tagger(_TwoGraphModel):
                 if not tags:
                     results.append(TagScores([], np.zeros((0, 3), np.float32)))
                     continue
-                lg = by_row[i][: len(tags)].astype(np.float64)
-                p = np.exp(lg - lg.max(axis=-1, keepdims=True))
-                results.append(TagScores(list(tags), (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)))
+                results.append(TagScores(list(tags), softmax_grades(by_row[i][: len(tags)])))
         return results
+
+
+def softmax_grades(logits: np.ndarray) -> np.ndarray:
+    """[M, 3] logits -> grade probabilities (float32)."""
+    if not len(logits):
+        return np.zeros((0, 3), np.float32)
+    lg = logits.astype(np.float64)
+    p = np.exp(lg - lg.max(axis=-1, keepdims=True))
+    return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def load_models(model_root: Path, backend: InferenceBackend, max_text_tokens: int,
                 max_batch: int, seq_bucket: int = 1) -> tuple[Embedder, Tagger]:
     """The exported pair under ``model_root``; the meta file says which family drives them."""
-    from enrich.encoder_models import EncoderEmbedder, EncoderTagger
+    from enrich.encoder_models import PACKED_TAGGER_ARCH, EncoderEmbedder, EncoderTagger, PackedEncoderTagger
 
     classes = {"qwen_vl": (Embedder, Tagger), "encoder": (EncoderEmbedder, EncoderTagger)}
     models = []
@@ -182,6 +189,6 @@ def load_models(model_root: Path, backend: InferenceBackend, max_text_tokens: in
         meta = ModelMeta.read(model_root / role / "meta.json")
         if meta.family not in classes:
             raise ModelConfigError(f"{model_root / role}: unknown model family {meta.family!r}")
-        models.append(classes[meta.family][i](meta, backend, max_text_tokens, max_batch,
-                                              model_root / role / "tokenizer", seq_bucket))
+        cls = PackedEncoderTagger if meta.arch == PACKED_TAGGER_ARCH else classes[meta.family][i]
+        models.append(cls(meta, backend, max_text_tokens, max_batch, model_root / role / "tokenizer", seq_bucket))
     return models[0], models[1]  # type: ignore[return-value]  # the encoder classes share the interface

@@ -28,6 +28,7 @@ from enrich.models import Embedder, Tagger
 from enrich.preprocess import PreparedItem, prepare
 from enrich.schemas import (
     MAX_MESSAGE_BYTES,
+    TITLE_CHARS,
     DeadLetter,
     EnrichedItem,
     Limits,
@@ -40,8 +41,9 @@ from enrich.schemas import (
     vector_bytes,
 )
 from enrich.semantic_ids import Quantizer
-from enrich.tag_prior import TagPrior, decide, with_votes
+from enrich.tag_prior import TagPrior, with_votes
 from enrich.tags import TagVocabulary
+from enrich.thumbnails import ThumbnailSpec, thumbnails
 from enrich.video import VideoSpec
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class PipelineConfig:
     # so the host memory of a batch is bounded whatever its items carry.
     max_batch_pixels: int = 8 * 1024 * 1024
     max_message_bytes: int = MAX_MESSAGE_BYTES  # the broker's limit on one record (dead letters are cut to fit)
+    thumbnails: ThumbnailSpec = ThumbnailSpec()
 
 
 @contextmanager
@@ -245,7 +248,7 @@ class Pipeline:
                     grades = sc.probs.argmax(axis=1) if len(sc.tags) else np.zeros(0, np.int64)
                     graded.append((grades, np.array([p[g] for g, p in zip(grades, sc.probs, strict=True)])))
                 else:
-                    graded.append(decide(self.tag_prior.head, sc.probs, view.features(i, sc.probs, sc.tags)))
+                    graded.append(view.decide(self.tag_prior.head_for(bool(items[i].text)), i, sc.probs, sc.tags))
         with stage("semantic_id", timings):
             codes = self.quantizer.quantize(vectors)
         cf_vectors: list[np.ndarray | None] = [None] * len(items)
@@ -271,11 +274,11 @@ class Pipeline:
             record = EnrichedItem(item_id=item.id, kind=item.kind, created_at=item.created_at,
                                   enriched_at=enriched_at, tags=kept, embedding=blob, dim=len(vec),
                                   semantic_id=sid, versions=versions, cf_embedding=cf_blob, caption=caption,
-                                  caption_features=features)
+                                  caption_features=features, title=item.title[:TITLE_CHARS])
             edges = [TagRecall(tag=t.tag, item_id=item.id, grade=t.grade, prob=t.prob, created_at=item.created_at,
                                versions=versions, enriched_at=enriched_at) for t in kept]
             neighbor = NeighborRecord(item_id=item.id, semantic_id=sid, vector=blob, dim=len(vec),
                                       created_at=item.created_at, versions=versions, enriched_at=enriched_at,
-                                      cf_vector=cf_blob)
+                                      cf_vector=cf_blob, thumbnails=thumbnails(it.images, self.config.thumbnails))
             out.append(Enriched(record, edges, neighbor))
         return out

@@ -87,6 +87,13 @@ class TagIndex:
         hits.sort(key=lambda h: (-h.grade, -h.score, h.item_id))
         return hits[:k]
 
+    def matching(self, q: str, n: int = 20) -> list[str]:
+        """Tags containing ``q`` (case-insensitive), most items first."""
+        q = q.lower()
+        with self._lock:
+            found = [(len(items), tag) for tag, items in self._edges.items() if q in tag.lower()]
+        return [tag for _, tag in sorted(found, key=lambda x: (-x[0], x[1]))[:n]]
+
     def tags_of(self, item: str) -> set[str]:
         with self._lock:
             return set(self._item_tags.get(item, set()))

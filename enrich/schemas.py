@@ -18,6 +18,7 @@ import numpy as np
 from enrich.errors import InvalidItem
 
 SCHEMA_VERSION = 1
+TITLE_CHARS = 200  # of an item's title on items.enriched
 ITEM_KINDS = frozenset({"article", "answer", "image_post", "video", "short_text"})
 MAX_ID_LEN = 256
 MAX_MESSAGE_BYTES = 1_000_000  # Kafka's default record limit: what dead letters are cut to unless configured
@@ -89,6 +90,7 @@ class EnrichedItem:
     cf_embedding: bytes | None = None  # float32: the content vector through the CF adapter, when configured
     caption: str | None = None  # a short description of the item (enrich/captions.py)
     caption_features: list[int] | None = None  # the caption's hashed token ids, for ranking models
+    title: str = ""  # the item's title, cut to TITLE_CHARS (for people looking at the outputs)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ class NeighborRecord:
     schema: int = SCHEMA_VERSION
     enriched_at: int = 0  # the enrichment this record belongs to: a newer one replaces the item's entry
     cf_vector: bytes | None = None  # float32, when a CF adapter is configured
+    # WebP previews of the first images or video frames (ENRICH_THUMBNAIL_PX on the longer side, each at most
+    # ENRICH_THUMBNAIL_BYTES; none when ENRICH_THUMBNAIL_PX=0): what a recall UI shows beside a hit
+    thumbnails: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,11 @@ class Prefix:
         self.num_image_tokens += pos.shape[1]
         self.next_pos += max(t, h, w)
 
+    def add_visual_tokens(self, n: int, image_pad: int) -> None:
+        """``n`` image-token slots at consecutive 1-D positions (an encoder's visual tokens)."""
+        self.add_text([image_pad] * n)
+        self.num_image_tokens += n
+
     def mark_readout(self) -> None:
         """Read the hidden state of the last token added so far."""
         if not self.ids:
@@ -84,6 +89,7 @@ class TextBatch:
     position_ids: np.ndarray  # [B, 3, S] int64
     readout_index: np.ndarray  # [B, R] int64
     readout_counts: list[int]
+    segments: np.ndarray  # [B, S] int64: 1 on suffix tokens (an encoder's token types), else 0
     bucket: int = 1
 
     def as_inputs(self, image_embeds: list[np.ndarray], width: int) -> dict[str, np.ndarray]:
@@ -104,11 +110,12 @@ class TextBatch:
         }
 
 
-def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1) -> TextBatch:
+def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1, causal: bool = True) -> TextBatch:
     """Right-pad packed sequences into one text-graph call, to a multiple of ``bucket`` tokens.
 
     Readouts: the prefix's marked readouts (else its last token) when there are
-    no suffixes, else the last token of each suffix.
+    no suffixes, else the last token of each suffix. ``causal=False`` (a bidirectional
+    encoder): the prefix sees all of itself and each suffix all of itself, the same blocks.
     """
     b = len(seqs)
     s = _round_up(max(len(q) for q in seqs), bucket)
@@ -117,13 +124,19 @@ def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1) -
     pos = np.zeros((b, 3, s), dtype=np.int64)
     bias = np.full((b, 1, s, s), NEG, dtype=np.float32)
     readout = np.zeros((b, r), dtype=np.int64)
+    segments = np.zeros((b, s), dtype=np.int64)
     counts = []
+
+    def block(n: int) -> np.ndarray:
+        if causal:
+            return np.triu(np.full((n, n), NEG, dtype=np.float32), k=1)
+        return np.zeros((n, n), np.float32)
+
     for row, q in enumerate(seqs):
         p = len(q.prefix.ids)
         ids[row, :p] = q.prefix.ids
         pos[row, :, :p] = q.prefix.position_array()
-        causal = np.triu(np.full((p, p), NEG, dtype=np.float32), k=1)
-        bias[row, 0, :p, :p] = causal
+        bias[row, 0, :p, :p] = block(p)
         cursor = p
         if not q.suffixes:
             marks = q.prefix.readouts or [p - 1]
@@ -134,11 +147,12 @@ def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1) -
             ids[row, sl] = suffix
             pos[row, :, sl] = np.arange(q.prefix.next_pos, q.prefix.next_pos + n)
             bias[row, 0, sl, :p] = 0.0
-            bias[row, 0, sl, sl] = np.triu(np.full((n, n), NEG, dtype=np.float32), k=1)
+            bias[row, 0, sl, sl] = block(n)
+            segments[row, sl] = 1
             readout[row, j] = cursor + n - 1
             cursor += n
         # Padding rows attend to themselves so softmax stays finite.
         for i in range(cursor, s):
             bias[row, 0, i, i] = 0.0
         counts.append(q.num_readouts)
-    return TextBatch(ids, bias, pos, readout, counts, bucket)
+    return TextBatch(ids, bias, pos, readout, counts, segments, bucket)

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     model_preset: str = Field("small", pattern="^(small|tiny)$",
                               description="what the local stack exports: 'small' (real MiniLM/EfficientNet weights, "
                                           "trained tagger and fusion gate) or 'tiny' (random Qwen-VL, tests)")
+    small_tagger: str = Field("packed", pattern="^(packed|pairwise)$",
+                              description="the small preset's tagger: 'packed' (sees the image, all candidates "
+                                          "of an item in one pass) or 'pairwise' (text only, one row per tag)")
     codebook: Path | None = Field(None, description="semantic ID codebook (default: <state_dir>/codebook.npz)")
     cf_adapter: Path | None = Field(None, description="CF adapter artifact (default: <model_dir>/embedder/"
                                                       "cf_adapter.npz when the export shipped one)")
@@ -91,6 +94,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=64 * 1024, description="largest record the broker takes; dead "
                                                                         "letters are cut to fit, checked against "
                                                                         "items.dlq's max.message.bytes at start")
+    thumbnail_px: int = Field(96, ge=0, le=512, description="longer side of the WebP previews of an item's first "
+                                                            "images on recall.neighbors; 0: none")
+    thumbnail_bytes: int = Field(8 * 1024, ge=512, le=64 * 1024, description="most bytes of one preview (its "
+                                                                             "quality steps down to fit, else none)")
+    thumbnail_count: int = Field(4, ge=0, le=8, description="images or video frames previewed per item")
     caption_buckets: int = Field(1 << 18, ge=0, description="caption feature ids are hashed into this many "
                                                             "buckets; 0 turns caption features off")
     model_batch: int = Field(32, ge=1, description="max items per model call")
@@ -116,6 +124,8 @@ class Settings(BaseSettings):
     recall_bind: str = Field("127.0.0.1", description="address the recall API listens on; 0.0.0.0 to serve "
                                                       "other hosts (set ENRICH_RECALL_TOKEN then)")
     recall_token: SecretStr = Field(SecretStr(""), description="bearer token the recall API requires; empty: none")
+    recall_page_items: int = Field(10_000, ge=1, description="newest items the recall server keeps for its "
+                                                           "inspector page (titles, tags, previews)")
     recall_max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body the recall API reads")
     recall_timeout_s: float = Field(10.0, gt=0, description="the recall API drops a request that sends nothing "
                                                             "for this long")

@@ -93,8 +93,16 @@ class TagPrior:
     def version(self) -> str:
         h = hashlib.sha256(self._int8().tobytes())
         h.update("\n".join(self.tags).encode())
-        h.update(json.dumps([self.head.weights.tolist(), self.head.bias, self.head.threshold]).encode())
+        h.update(json.dumps([self.head.weights.tolist(), self.head.bias, self.head.threshold,
+                             self.info.get("threshold_without_text")]).encode())
         return f"tag-prior-{h.hexdigest()[:12]}"
+
+    def head_for(self, has_text: bool) -> DecisionHead:
+        """The head with the threshold fitted for items like this one: an image alone has votes only from
+        icon exemplars and the tagger's reading of an icon, weaker evidence than text gives, so validation
+        sets its own (lower) threshold for it where the prior was fitted on such items."""
+        without = self.info.get("threshold_without_text")
+        return self.head if has_text or without is None else self.head.with_threshold(float(without))
 
     def check(self, embedder: str, dim: int, tagger: str) -> None:
         if dim != self.vectors.shape[1] or embedder != self.embedder:
@@ -186,18 +194,28 @@ class PriorView:
     tags: list[str]
     votes: np.ndarray  # [B, T]
     cosines: np.ndarray  # [B, T]
+    known: np.ndarray  # [T] bool: some exemplar carries the tag
+
+    def _columns(self, candidates: Sequence[str]) -> list[int]:
+        column = {t: j for j, t in enumerate(self.tags)}
+        return [column[t] for t in candidates]
 
     def features(self, row: int, probs: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
-        column = {t: j for j, t in enumerate(self.tags)}
-        cols = [column[t] for t in candidates]
+        cols = self._columns(candidates)
         return features(probs, self.votes[row, cols], self.cosines[row, cols])
+
+    def decide(self, head: DecisionHead, row: int, probs: np.ndarray, candidates: Sequence[str],
+               ) -> tuple[np.ndarray, np.ndarray]:
+        return decide(head, probs, self.features(row, probs, candidates), self.known[self._columns(candidates)])
 
 
 def with_votes(prior: TagPrior, vocab: VocabSnapshot, vectors: np.ndarray, top_m: int,
                candidates: Sequence[Sequence[str]]) -> tuple[list[list[str]], PriorView]:
     """The vocabulary's candidates joined by the tags the neighbours vote for (top ``top_m`` with a vote),
     and the batch's view for the decision. Only live vocabulary tags: a retired tag is never proposed."""
-    view = PriorView(vocab.tags, prior.votes(vectors, vocab.tags), vocab.similarities(vectors))
+    carried = set(prior.tags)
+    view = PriorView(vocab.tags, prior.votes(vectors, vocab.tags), vocab.similarities(vectors),
+                     np.array([t in carried for t in vocab.tags], bool))
     voted = vocab.candidates(vectors, top_m, view.votes)
     column = {t: j for j, t in enumerate(vocab.tags)}
     merged = [list(dict.fromkeys([*c, *(t for t in v if view.votes[i, column[t]] > 0)]))
@@ -210,13 +228,23 @@ def features(probs: np.ndarray, votes: np.ndarray, cosines: np.ndarray) -> np.nd
     return np.column_stack([probs[:, 0], probs[:, 1], probs[:, 2], votes, cosines]).astype(np.float32)
 
 
-def decide(head: DecisionHead, probs: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decide(head: DecisionHead, probs: np.ndarray, feats: np.ndarray, known: np.ndarray | None = None,
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Grades and their probabilities for one item's candidates: grade 2 with P(carried) where the head
-    says so, else the tagger's grade capped at 1 (with the tagger's P(grade >= 1)) or 0 (with its P(0))."""
+    says so, else the tagger's grade capped at 1 (with the tagger's P(grade >= 1)) or 0 (with its P(0)).
+
+    ``known``: per candidate, whether any exemplar carries it. For a tag none carries (a tag added at
+    run time, another vocabulary) the missing vote is no evidence against it, and the head, fitted where
+    nearly every carried tag had votes, would cap it at grade 1 for ever; the tagger's own grade decides.
+    """
     if not len(probs):
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    own = probs.argmax(axis=1)
     carried = head.score(feats)
     strong = carried >= head.threshold
-    grades = np.where(strong, 2, np.minimum(probs.argmax(axis=1), 1))
+    grades = np.where(strong, 2, np.minimum(own, 1))
     prob = np.where(strong, carried, np.where(grades == 1, probs[:, 1] + probs[:, 2], probs[:, 0]))
+    if known is not None:
+        grades = np.where(known, grades, own)
+        prob = np.where(known, prob, probs[np.arange(len(own)), own])
     return grades.astype(np.int64), prob.astype(np.float32)

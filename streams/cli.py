@@ -44,7 +44,7 @@ def _say(msg: str) -> None:
 def cmd_demo(s: Settings, a: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
-    return run_demo(s, n_items=a.items)
+    return run_demo(s, n_items=a.items, wait=not a.no_wait and sys.stdin.isatty())
 
 
 def _numbers(text: str, kind: type, flag: str) -> tuple:
@@ -123,23 +123,34 @@ def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
 
 def cmd_models(s: Settings, a: argparse.Namespace) -> int:
     if a.action == "export" and a.preset == "small" and not (a.embedder_checkpoint or a.tagger_checkpoint):
-        from triton_models.export_small import export_small, ship_tag_prior
+        from triton_models.export_small import default_artifact, export_small, ship_tag_prior
 
-        artifacts = {"embedder": a.fusion_gate, "tagger": a.tagger_artifact}
+        tagger = a.tagger_artifact or default_artifact("tagger", s.small_tagger)
+        artifacts = {"embedder": a.fusion_gate, "tagger": tagger}
         for role in a.roles or ("embedder", "tagger"):
             r = export_small(role, (a.out or s.models_path) / role, artifacts[role], progress=_say)
             _say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
         out = a.out or s.models_path
         if all((out / role / "meta.json").exists() for role in ("embedder", "tagger")):
             ship_tag_prior(out, _say)  # the prior fits one embedder + tagger pair: ship or withdraw it
-    elif a.action == "train-tagger":
+    elif a.action == "train-tagger" and a.pairwise:
         from enrich.debtags import SNAPSHOT_DIR, load_snapshot
-        from triton_models.export_small import DEFAULT_TAGGER
+        from triton_models.export_small import PAIRWISE_TAGGER
         from triton_models.train_tagger import TrainConfig, train_tagger
 
         data = a.dataset or SNAPSHOT_DIR
-        info = train_tagger(load_snapshot(data), a.out or DEFAULT_TAGGER,
+        info = train_tagger(load_snapshot(data), a.out or PAIRWISE_TAGGER,
                             TrainConfig(max_minutes=a.minutes, max_steps=a.steps), dataset_version=data.name)
+        _say(json.dumps(info, indent=2))
+    elif a.action == "train-tagger":
+        from triton_models.export_small import DEFAULT_TAGGER, PAIRWISE_TAGGER
+        from triton_models.train_packed_tagger import PackedConfig, train_packed_tagger
+
+        if a.dataset:
+            raise EnrichError("train-tagger --dataset is for --pairwise; the packed tagger reads the shipped "
+                              "debtags and AppStream snapshots")
+        info = train_packed_tagger(a.out or DEFAULT_TAGGER, PackedConfig(max_minutes=a.minutes, epochs=a.epochs),
+                                   init=a.tagger_artifact or PAIRWISE_TAGGER)
         _say(json.dumps(info, indent=2))
     elif a.action == "train-cf":
         from enrich.debtags import SNAPSHOT_DIR, load_snapshot
@@ -284,40 +295,9 @@ def _build_prototypes(s: Settings, out: Path | None) -> int:
 
 
 def _build_tag_prior(s: Settings, out: Path | None) -> int:
-    """The neighbour-vote tag prior: train-split exemplars, a decision head fitted on the validation split."""
-    from enrich import debtags
-    from enrich.inference import OnnxRuntimeBackend
-    from enrich.models import load_models
-    from enrich.tags import TagVocabulary
-    from streams.evaluate import embed_debtags
-    from streams.stack import debtags_vocabulary, ensure_models
-    from triton_models.export_small import ship_tag_prior
-    from triton_models.train_tag_prior import DEFAULT_TAG_PRIOR, fit_tag_prior
+    from triton_models.train_tag_prior import build_tag_prior
 
-    s = s.model_copy(update={"model_preset": "small"})
-    s.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_models(s, progress=_say)
-    items = debtags.load_snapshot()
-    train = [it for it in items if it.split == "train"]
-    val = [it for it in items if it.split == "val"]  # never the evaluated (test) items
-    train_vecs, _ = embed_debtags(s, train, _say)
-    val_vecs, _ = embed_debtags(s, val, _say)
-    backend = OnnxRuntimeBackend(s.models_path)
-    try:
-        embedder, tagger = load_models(s.models_path, backend, s.max_text_tokens, s.model_batch)
-        vocabulary = TagVocabulary(embedder.embed_texts, embedder.version)
-        for entry in debtags_vocabulary(s):  # the vectors the workers rank candidates by
-            vocabulary.apply(entry)
-        prior = fit_tag_prior(train, train_vecs, val, val_vecs, embedder, tagger, vocabulary.snapshot(),
-                              s.candidate_tags, s.max_text_chars, _say)
-    finally:
-        backend.close()
-    target = out or DEFAULT_TAG_PRIOR
-    prior.save(target)
-    target.with_suffix(".json").write_text(json.dumps({"version": prior.version} | prior.info, indent=2) + "\n")
-    _say(f"{prior.version} ({len(train)} exemplars) -> {target}")
-    if target == DEFAULT_TAG_PRIOR:
-        ship_tag_prior(s.models_path, _say)
+    build_tag_prior(s, out, _say)
     return 0
 
 
@@ -521,7 +501,8 @@ def cmd_capacity(s: Settings, a: argparse.Namespace) -> int:
 def cmd_eval(s: Settings, a: argparse.Namespace) -> int:
     from streams.evaluate import run_eval
 
-    run_eval(s, limit=a.limit, top_n=a.top, out_json=a.out, say=_say, catalogue_limit=a.catalogue_limit)
+    run_eval(s, limit=a.limit, top_n=a.top, out_json=a.out, say=_say, catalogue_limit=a.catalogue_limit,
+             kinds=not a.no_kinds)
     return 0
 
 
@@ -530,7 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Settings come from ENRICH_* environment variables (see README).")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run the whole path on the embedded local stack")
-    d.add_argument("--items", type=int, default=30)
+    d.add_argument("--items", type=int, default=30,
+                   help="items to take (small preset: held-out apps; two thirds also go without their icon)")
+    d.add_argument("--no-wait", action="store_true",
+                   help="stop at once instead of keeping the stack and the inspector page up until Enter "
+                        "(the default in a terminal)")
     d.set_defaults(fn=cmd_demo)
     sub.add_parser("worker", help="run a Faust worker").set_defaults(fn=cmd_worker)
     au = sub.add_parser("audit", help="check every input has exactly one effect (enriched or dead-lettered)")
@@ -565,10 +550,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained late-fusion gate for the embedder (small: the train-fusion artifact; Qwen presets: "
                         "a .pt state dict; default: the shipped artifact / a fixed visual share)")
     m.add_argument("--tagger-artifact", type=Path, help="small preset: the train-tagger artifact (default: shipped)")
-    m.add_argument("--dataset", type=Path, help="train-tagger: debtags snapshot dir (default: the shipped one)")
+    m.add_argument("--pairwise", action="store_true",
+                   help="train-tagger: the text cross-encoder (one row per item and tag, the measured baseline) "
+                        "instead of the packed visual tagger (which starts from it: --tagger-artifact)")
+    m.add_argument("--dataset", type=Path, help="train-tagger --pairwise: debtags snapshot dir (default: shipped)")
     m.add_argument("--minutes", type=float, default=10.0, help="train-tagger: time budget")
     m.add_argument("--steps", type=int, default=0, help="train-tagger: step limit (0: the time budget decides)")
-    m.add_argument("--epochs", type=int, default=5, help="train-cf: passes over the pairs (5: best on validation)")
+    m.add_argument("--epochs", type=int, default=5,
+                   help="train-cf: passes over the pairs (5: best on validation); train-tagger: passes over the rows")
     m.add_argument("--emoji", type=Path, help="train-fusion: the unpacked emoji-datasource-google package dir")
     m.add_argument("--apps", action="store_true", help="train-fusion: retrain the gate of the emoji-trained head "
                                                        "(--fusion-gate, default the shipped one) on the AppStream "
@@ -644,7 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "benchmarks/results/capacity.json)")
     cp.set_defaults(fn=cmd_capacity)
     ev = sub.add_parser("eval", help="tagging and neighbour quality of the small presets on the debtags test split")
-    ev.add_argument("--limit", type=int, default=0, help="only the first N test items (0: all)")
+    ev.add_argument("--limit", type=int, default=0, help="only the first N test items (0: all), and apps")
+    ev.add_argument("--no-kinds", action="store_true",
+                    help="skip the per-kind run (AppStream test apps as listing, name + summary and icon alone, "
+                         "each with and without the icon)")
     ev.add_argument("--catalogue-limit", type=int, default=0,
                     help="only the first N catalogue items (0: all; smaller numbers are for smoke runs)")
     ev.add_argument("--top", type=int, default=3, help="tags the baselines predict per item")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -82,7 +83,18 @@ def collect(reader: TopicReader, until: dict[str, int], timeout_s: float, alive:
                        ", ".join(f"{t} {got.count(t)}/{n}" for t, n in until.items()))
 
 
-def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> int:
+def _serve_page(settings: Settings, out: callable) -> threading.Event:
+    """The recall server with its inspector page, in this process, fed from the demo's topics."""
+    from streams.recall import serve
+
+    port, ready, stop = free_port(), threading.Event(), threading.Event()
+    threading.Thread(target=serve, args=(settings, port, ready, stop), name="demo-recall", daemon=True).start()
+    ready.wait(30)
+    out(f"inspector page: http://{settings.recall_bind}:{port}/ (items, images, tags and neighbours)")
+    return stop
+
+
+def run_demo(settings: Settings, n_items: int = 30, out: callable = print, wait: bool = False) -> int:
     t_start = time.perf_counter()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(settings, progress=out)
@@ -91,9 +103,10 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
     stack = start_stack(settings, progress=out)
     worker = None
     try:
-        vocab, items, gold = demo_content(settings, n_items)
-        publish(settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in vocab])
-        out(f"published {len(vocab)} tags to tags.vocab")
+        content = demo_content(settings, n_items)
+        items = content.items
+        publish(settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in content.vocab])
+        out(f"published {len(content.vocab)} tags to tags.vocab")
         worker_log = settings.state_dir / "logs" / "worker.log"
         worker = start_worker(settings, worker_log)
         out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{settings.web_port}/metrics)")
@@ -101,19 +114,25 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
         t_pub = time.perf_counter()
         publish(settings, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items] +
                 [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(bad)])
-        out(f"published {len(items)} items ({sum(1 for i in items if i['images'])} with images) "
-            f"and {len(bad)} malformed events to items.new")
+        alone = sum(1 for i in items if i["images"] and not i["title"] and not i["text"])
+        out(f"published {len(items)} items ({sum(1 for i in items if i['images'])} with images, {alone} of them "
+            f"an image alone; {len(content.twins)} twins without the image) and {len(bad)} malformed events "
+            "to items.new")
         reader = TopicReader(settings, OUTPUTS)
         got = collect(reader, {"items.enriched": len(items), "recall.neighbors": len(items),
                                "items.dlq": len(bad)}, 180, lambda: worker.poll() is None)
         t_done = time.perf_counter()
         reader.close()
-        report(got, items, out, gold)
+        report(got, content, out)
+        page = _serve_page(settings, out)
         enriched = got.by_topic["items.enriched"]
         span = (max(r["enriched_at"] for r in enriched) - min(i["created_at"] for i in items)) / 1000
         out(f"\n{len(enriched)} items enriched, {got.count('recall.tags')} tag edges, "
             f"{got.count('items.dlq')} dead letters; all outputs read back {t_done - t_pub:.2f}s after publishing "
             f"({len(items) / max(span, 1e-9):.1f} items/s from first publish to last enrichment)")
+        if wait:
+            input("\nthe stack and the inspector page stay up: press Enter to stop ")
+        page.set()
     finally:
         if worker is not None:
             stop_pid(worker.pid, 30, worker)
@@ -124,17 +143,47 @@ def run_demo(settings: Settings, n_items: int = 30, out: callable = print) -> in
     return 0
 
 
-def demo_content(settings: Settings, n_items: int) -> tuple[list[VocabEntry], list[dict], dict[str, list[str]]]:
-    """Vocabulary, items and (where known) gold tags: Debian packages of the debtags test split for the
-    small preset, generated samples for the tiny one."""
-    if settings.model_preset != "small":
-        return samples.vocab_entries(), samples.sample_items(n_items), {}
-    from enrich import debtags
+@dataclass
+class DemoContent:
+    vocab: list[VocabEntry]
+    items: list[dict]
+    gold: dict[str, list[str]] = field(default_factory=dict)  # item id -> known tags
+    twins: dict[str, str] = field(default_factory=dict)  # item with an image -> the same item without it
 
-    all_items = debtags.load_snapshot()
-    test = [it for it in all_items if it.split == "test"]
+
+def demo_content(settings: Settings, n_items: int) -> DemoContent:
+    """What the demo publishes. Small preset: held-out AppStream apps (real listings and their icons, with
+    debtags as gold), two thirds as the listing with its icon, each beside its twin without the icon so the
+    report can say what the image changed, a third as the icon alone. Tiny preset: generated samples."""
+    if settings.model_preset != "small":
+        return DemoContent(samples.vocab_entries(), samples.sample_items(n_items))
+    from enrich import appstream
+    from streams.evaluate_kinds import app_event
+
+    test = [it for it in appstream.load_snapshot() if it.split == "test" and it.tags]
     picked = test[:: max(1, len(test) // n_items)][:n_items]
-    return debtags_vocabulary(settings), [debtags.as_event(it) for it in picked], {it.id: it.tags for it in picked}
+    icons = appstream.load_icons()
+    content = DemoContent(debtags_vocabulary(settings), [])
+    for n, it in enumerate(picked):
+        if n % 3 == 2:
+            item = app_event(it, "image_only", icons[it.id])
+        else:
+            item = app_event(it, "long_text_image", icons[it.id])
+            twin = app_event(it, "long_text", icons[it.id])
+            content.items.append(twin)
+            content.twins[item["id"]] = twin["id"]
+        content.items.append(item)
+        content.gold[item["id"]] = it.tags
+    return content
+
+
+def _image_change(record: dict, twin: dict, vec: np.ndarray, twin_vec: np.ndarray) -> str:
+    strong = {t["tag"] for t in record["tags"] if t["grade"] == 2}
+    before = {t["tag"] for t in twin["tags"] if t["grade"] == 2}
+    gained = ", ".join(f"+{t}" for t in sorted(strong - before))
+    lost = ", ".join(f"-{t}" for t in sorted(before - strong))
+    tags = "; ".join(x for x in (gained, lost) if x) or "no strong tag changed"
+    return f"the icon changed: {tags}; vector cosine to the text alone {float(vec @ twin_vec):.3f}"
 
 
 def _nearest(vecs: np.ndarray, k: int, ids: list[str], n: int = 3) -> str:
@@ -143,9 +192,11 @@ def _nearest(vecs: np.ndarray, k: int, ids: list[str], n: int = 3) -> str:
     return "; ".join(f"{ids[j]} ({sims[j]:.3f})" for j in np.argsort(-sims)[:n])
 
 
-def report(got: Collected, items: list[dict], out: callable, gold: dict[str, list[str]]) -> None:
-    titles = {i["id"]: i["title"] for i in items}
-    neighbors = got.by_topic["recall.neighbors"]
+def report(got: Collected, content: DemoContent, out: callable) -> None:
+    titles = {i["id"]: i["title"] or "(an image alone)" for i in content.items}
+    twin_ids = set(content.twins.values())
+    all_vecs = {n["item_id"]: vector_from_bytes(n["vector"]) for n in got.by_topic["recall.neighbors"]}
+    neighbors = [n for n in got.by_topic["recall.neighbors"] if n["item_id"] not in twin_ids]
     ids = [n["item_id"] for n in neighbors]
     vecs = np.stack([vector_from_bytes(n["vector"]) for n in neighbors])
     cf_vecs = (np.stack([vector_from_bytes(n["cf_vector"]) for n in neighbors])
@@ -162,8 +213,11 @@ def report(got: Collected, items: list[dict], out: callable, gold: dict[str, lis
                 cf_near = _nearest(cf_vecs, k, ids)
         sid = "-".join(str(c) for c in r["semantic_id"])
         out(f"{item_id:<24} {r['kind']:<10} {titles[item_id][:40]:<40} sid {sid:<9} tags: {tags}")
-        if item_id in gold:
-            out(f"{'':<35} gold (debtags): {', '.join(gold[item_id])}")
+        if item_id in content.gold:
+            out(f"{'':<35} gold (debtags): {', '.join(content.gold[item_id])}")
+        if item_id in content.twins:
+            twin = content.twins[item_id]
+            out(f"{'':<35} {_image_change(r, by_id[twin], all_vecs[item_id], all_vecs[twin])}")
         if near:
             out(f"{'':<35} neighbours: {near}")
         if cf_near:

@@ -258,6 +258,16 @@ class TopicReader:
             out.append(Record.of(m, self._prefix))
         return out
 
+    def lag(self) -> dict[str, int]:
+        """Per topic (unprefixed), the records between this reader's position and the end of its partitions."""
+        out: dict[str, int] = {}
+        for tp in self._c.position(self._c.assignment()):
+            _, high = self._c.get_watermark_offsets(tp, timeout=5, cached=False)
+            behind = high - tp.offset if tp.offset >= 0 else high  # no position yet: all of it
+            name = tp.topic[len(self._prefix):] if tp.topic.startswith(self._prefix) else tp.topic
+            out[name] = out.get(name, 0) + max(0, behind)
+        return out
+
     def close(self) -> None:
         self._c.close()
 

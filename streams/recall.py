@@ -6,7 +6,8 @@ group: every replica builds the whole index) and applies each record as it arriv
 a running server (``--server``) or read the topics to their end into fresh indexes and answer.
 
 HTTP (JSON): ``GET /tags/<tag>?k=10``, ``GET /neighbors/<item>?k=10&by=ann|cf|sid``,
-``POST /neighbors`` with ``{"vector": [...], "k": 10}``, ``GET /healthz``.
+``POST /neighbors`` with ``{"vector": [...], "k": 10}``, ``GET /healthz``; the inspector page at ``/``
+and its views under ``/api/`` (``streams/inspector.py``), behind the same token.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,18 +28,22 @@ from enrich.errors import EnrichError
 from enrich.recall_index import NeighborIndex, TagIndex
 from enrich.schemas import decode
 from enrich.settings import Settings
+from streams.inspector import PAGE, ItemStore, item_view, tag_view
 from streams.kafka_tools import Record, TopicReader, read_to_end
 
 log = logging.getLogger(__name__)
 FEEDS = ("recall.tags", "recall.neighbors")
+PAGE_FEEDS = (*FEEDS, "items.enriched")  # the page also shows what the items are
 
 
 class RecallIndexes:
-    def __init__(self) -> None:
+    def __init__(self, page_items: int = 10_000) -> None:
         self.tags = TagIndex()
         self.neighbors = NeighborIndex()
         self.cf_neighbors = NeighborIndex(vector_field="cf_vector")  # empty unless workers run a CF adapter
+        self.items = ItemStore(page_items)  # what the inspector page shows of the newest items
         self.applied = 0
+        self.lag: dict[str, int] = {}
 
     def apply(self, rec: Record) -> None:
         value = decode(rec.value)
@@ -47,6 +53,9 @@ class RecallIndexes:
             self.neighbors.apply(value)
             self.cf_neighbors.apply(value)
             self.tags.apply_enrichment(value["item_id"], int(value.get("enriched_at", 0)))
+            self.items.apply_neighbor(value)
+        elif rec.topic == "items.enriched":
+            self.items.apply_enriched(value)
         self.applied += 1
 
     @classmethod
@@ -75,19 +84,28 @@ class RecallIndexes:
 
 
 class RecallFeed(threading.Thread):
-    """Applies the feeds to ``indexes`` until stopped."""
+    """Applies the feeds to ``indexes`` until stopped, and keeps their lag behind the topics' ends."""
 
-    def __init__(self, settings: Settings, indexes: RecallIndexes) -> None:
+    def __init__(self, settings: Settings, indexes: RecallIndexes, topics: tuple[str, ...] = FEEDS,
+                 lag_every_s: float = 2.0) -> None:
         super().__init__(name="recall-feed", daemon=True)
         self.indexes = indexes
-        self._reader = TopicReader(settings, FEEDS)
+        self._reader = TopicReader(settings, topics)
         self._stop = threading.Event()
+        self._lag_every_s = lag_every_s
 
     def run(self) -> None:
+        next_lag = 0.0
         try:
             while not self._stop.is_set():
                 for rec in self._reader.poll(0.2):
                     self.indexes.apply(rec)
+                if time.monotonic() >= next_lag:
+                    try:
+                        self.indexes.lag = self._reader.lag()
+                    except Exception as exc:  # noqa: BLE001 - the lag is for display; the feed goes on
+                        log.warning("could not read the feed's lag: %s", exc)
+                    next_lag = time.monotonic() + self._lag_every_s
         finally:
             self._reader.close()
 
@@ -105,6 +123,7 @@ class _Refused(Exception):
 def _handler(indexes: RecallIndexes, settings: Settings) -> type[BaseHTTPRequestHandler]:
     token = settings.recall_token.get_secret_value()
     max_body = settings.recall_max_body_bytes
+    page = PAGE.read_bytes()
 
     class Handler(BaseHTTPRequestHandler):
         # A socket timeout on every read: a client that sends nothing (or lies about its body) is dropped.
@@ -155,14 +174,28 @@ def _handler(indexes: RecallIndexes, settings: Settings) -> type[BaseHTTPRequest
                 raise EnrichError("k must be between 1 and 1000")
             return k
 
+        def _send_bytes(self, content_type: str, data: bytes, cache: str = "no-store") -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", cache)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            url = urlparse(self.path)
+            if url.path in ("/", "/index.html"):  # the page is static and holds no data: it asks for the token
+                self._send_bytes("text/html; charset=utf-8", page)
+                return
             if not self._authorised():
                 return
-            url = urlparse(self.path)
             q = parse_qs(url.query)
             parts = [unquote(p) for p in url.path.strip("/").split("/", 1)]
             try:
-                if parts == ["healthz"]:
+                if parts[0] == "api" and len(parts) == 2:
+                    self._page_api(parts[1], q)
+                elif parts == ["healthz"]:
                     self._send(200, {"items": len(indexes.neighbors), "tagged_items": len(indexes.tags),
                                      "records": indexes.applied})
                 elif parts[0] == "tags" and len(parts) == 2:
@@ -173,6 +206,36 @@ def _handler(indexes: RecallIndexes, settings: Settings) -> type[BaseHTTPRequest
                     self._send(404, {"error": "unknown path; see GET /tags/<tag>, GET /neighbors/<item>"})
             except EnrichError as exc:
                 self._send(400, {"error": str(exc)})
+
+        def _page_api(self, path: str, q: dict[str, list[str]]) -> None:
+            """The inspector page's views: JSON, and the previews as images."""
+            what, _, arg = path.partition("/")
+            if what == "status":
+                self._send(200, {"items": len(indexes.neighbors), "tagged_items": len(indexes.tags),
+                                 "records": indexes.applied, "lag": indexes.lag,
+                                 "newest": indexes.items.newest()})
+            elif what == "item" and arg:
+                view = item_view(indexes.items, indexes, arg, self._k(q))
+                if view is None:
+                    self._send(404, {"error": f"item {arg!r} is not in the indexes"})
+                else:
+                    self._send(200, view)
+            elif what == "tag" and arg:
+                self._send(200, tag_view(indexes.items, indexes, arg, self._k(q), int(time.time() * 1000)))
+            elif what == "search":
+                text = q.get("q", [""])[0][:200]
+                self._send(200, {"items": indexes.items.search(text) if text else [],
+                                 "tags": indexes.tags.matching(text) if text else []})
+            elif what == "thumb" and "/" in arg:
+                item, _, n = arg.rpartition("/")
+                data = indexes.items.thumbnail(item, int(n)) if n.isdigit() else None
+                if data is None:
+                    self._send(404, {"error": f"no preview {n} of {item!r}"})
+                else:
+                    self._send_bytes("image/webp", data, "private, max-age=300")
+            else:
+                self._send(404, {"error": "unknown page view; see /api/status, /api/item/<id>, /api/tag/<tag>, "
+                                          "/api/search?q=, /api/thumb/<id>/<n>"})
 
         def do_POST(self) -> None:  # noqa: N802
             if not self._authorised():
@@ -200,8 +263,8 @@ def _handler(indexes: RecallIndexes, settings: Settings) -> type[BaseHTTPRequest
 def serve(settings: Settings, port: int, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> None:
     """Feed the indexes live and answer queries until ``stop`` is set (or forever)."""
-    indexes = RecallIndexes()
-    feed = RecallFeed(settings, indexes)
+    indexes = RecallIndexes(settings.recall_page_items)
+    feed = RecallFeed(settings, indexes, PAGE_FEEDS)
     feed.start()
     server = ThreadingHTTPServer((settings.recall_bind, port), _handler(indexes, settings))
     server.daemon_threads = True

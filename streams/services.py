@@ -21,6 +21,7 @@ from enrich.semantic_ids import SemanticIdCodebook
 from enrich.settings import Settings
 from enrich.tag_prior import TagPrior
 from enrich.tags import TagVocabulary
+from enrich.thumbnails import ThumbnailSpec
 from enrich.video import VideoSpec
 from streams.vocab_feed import VocabularyFeed
 
@@ -71,7 +72,9 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                                                 memory_mb=settings.decode_memory_mb,
                                                 isolated=settings.decode_isolation),
                             max_batch_pixels=settings.max_batch_pixels,
-                            max_message_bytes=settings.max_message_bytes)
+                            max_message_bytes=settings.max_message_bytes,
+                            thumbnails=ThumbnailSpec(settings.thumbnail_px, settings.thumbnail_bytes,
+                                                     settings.thumbnail_count))
     cf_path, prior_path = settings.cf_adapter_path, settings.tag_prior_path
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version, embedder.meta.hidden_size),
                     SemanticIdCodebook.load(settings.codebook_path), config,

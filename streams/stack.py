@@ -26,17 +26,20 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def expected_model_name(preset: str, role: str) -> str:
-    from triton_models.export_small import EMBEDDER_NAME, SMALL_PRESET, TAGGER_NAME
+def expected_model_name(settings: Settings, role: str) -> str:
+    from triton_models.export_small import SMALL_PRESET, model_name
 
-    return {"embedder": EMBEDDER_NAME, "tagger": TAGGER_NAME}[role] if preset == SMALL_PRESET else preset
+    preset = settings.model_preset
+    return model_name(role, settings.small_tagger) if preset == SMALL_PRESET else preset
 
 
-def expected_source(preset: str, role: str) -> str:
+def expected_source(settings: Settings, role: str) -> str:
     """The digest of the shipped artifact a small export is made from ("" for the random-weight presets)."""
     from triton_models.export_small import SMALL_PRESET, artifact_digest, default_artifact
 
-    return artifact_digest(default_artifact(role)) if preset == SMALL_PRESET else ""
+    if settings.model_preset != SMALL_PRESET:
+        return ""
+    return artifact_digest(default_artifact(role, settings.small_tagger))
 
 
 def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
@@ -53,7 +56,7 @@ def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
         if (out / "meta.json").exists() and (out / "text.onnx").exists():
             try:
                 meta = ModelMeta.read(out / "meta.json")
-                if meta.name == expected_model_name(preset, role) and meta.source == expected_source(preset, role):
+                if meta.name == expected_model_name(settings, role) and meta.source == expected_source(settings, role):
                     continue
                 progress(f"{out} holds another preset than {preset!r}, or was exported from another artifact "
                          "than the shipped one; exporting again")
@@ -61,9 +64,9 @@ def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
                 progress(f"{exc}; exporting again")
         progress(f"exporting the {preset} {role} to {out}")
         if preset == "small":
-            from triton_models.export_small import export_small
+            from triton_models.export_small import default_artifact, export_small
 
-            export_small(role, out, progress=progress)
+            export_small(role, out, default_artifact(role, settings.small_tagger), progress=progress)
         else:
             from triton_models.export import export_model
 

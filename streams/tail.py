@@ -37,7 +37,7 @@ def summarise(value: Any, field: str = "") -> Any:
     if isinstance(value, dict):
         return {k: summarise(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        if field == "images":
+        if field in ("images", "thumbnails"):
             return [media(v) if isinstance(v, bytes) else summarise(v) for v in value]
         return [summarise(v) for v in value]
     if not isinstance(value, bytes):

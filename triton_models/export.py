@@ -185,7 +185,13 @@ def _row_embeds(merged: np.ndarray, slices: list[slice], rows: int) -> list[np.n
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
             dynamic: dict[str, dict[int, str]]) -> None:
-    with torch.no_grad():
+    import warnings
+
+    # The tracer warns about every shape it freezes (the fixed image size, the masks' Python branches);
+    # the parity check after each export is what tells whether the graph is right, so they are noise here.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=[output],
                           dynamic_axes=dynamic, opset_version=17, dynamo=False)
 

@@ -6,8 +6,13 @@
   [N,3,224,224] -> ``image_embeds`` [N,384]) and ``text.onnx`` (MiniLM + trained late-fusion
   gate: ``input_ids``, ``attention_mask`` [B,S], ``image_embeds`` [B,384] (the item's mean image
   vector), ``has_image`` [B] -> ``embeddings`` [B,384]);
-- tagger: ``text.onnx`` only (a text cross-encoder: ``input_ids``, ``attention_mask``,
-  ``token_type_ids`` [N,S] -> ``label_logits`` [N,3]).
+- tagger, packed (the default, ``packed_tagger.py``): ``vision.onnx`` (EfficientNet-Lite0 + visual
+  projection: ``pixel_values`` [N,3,224,224] -> ``image_embeds`` [N,9,384], the image's visual tokens) and
+  ``text.onnx`` (MiniLM over packed rows: ``input_ids``, ``attn_bias`` [B,1,S,S], ``position_ids`` [B,3,S],
+  ``token_type_ids`` [B,S], ``image_embeds`` [B,T,384], ``readout_index`` [B,R] -> ``label_logits``
+  [B,R,3]);
+- tagger, pairwise (the text cross-encoder it replaced, kept as the baseline): ``text.onnx`` only
+  (``input_ids``, ``attention_mask``, ``token_type_ids`` [N,S] -> ``label_logits`` [N,3]).
 
 The MiniLM tokenizer is saved beside the graphs; parity against PyTorch is checked on
 padded batches the export never saw.
@@ -27,6 +32,12 @@ from torch import nn
 
 from enrich.model_meta import GRAPH_CONTRACT, ModelMeta
 from triton_models.export import ExportResult, ParityError, _export, _weights_digest
+from triton_models.packed_tagger import (
+    VISUAL_TOKENS,
+    PackedTaggerVision,
+    is_packed_artifact,
+    load_packed_tagger,
+)
 from triton_models.small_models import (
     ARTIFACTS,
     IMAGE_SIZE,
@@ -45,9 +56,11 @@ log = logging.getLogger(__name__)
 SMALL_PRESET = "small"
 EMBEDDER_NAME = "minilm-effnet-fusion"
 TAGGER_NAME = "minilm-cross-encoder"
+PACKED_TAGGER_NAME = "minilm-effnet-packed-tagger"
 EMOJI_FUSION = ARTIFACTS / "fusion-effnet-minilm-emoji-v1.pt"  # the image projection, trained on emoji
 DEFAULT_FUSION = ARTIFACTS / "fusion-effnet-minilm-apps-v2.pt"  # its gate retrained on the AppStream kinds
-DEFAULT_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v2.pt"
+PAIRWISE_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v2.pt"  # text only, one row per (item, tag)
+DEFAULT_TAGGER = ARTIFACTS / "tagger-packed-visual-v2.pt"  # trained from v1 (the same data without keywords)
 DEFAULT_PROTOTYPES = ARTIFACTS / "tag-prototypes-debtags-v1.npz"
 EMBEDDER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on (and truncates to) 256 word pieces
 
@@ -85,8 +98,17 @@ def _check(path: Path, module: nn.Module, cases: list[dict[str, np.ndarray]], to
     return worst
 
 
-def default_artifact(role: str) -> Path:
-    return {"embedder": DEFAULT_FUSION, "tagger": DEFAULT_TAGGER}[role]
+SMALL_TAGGERS = {"packed": DEFAULT_TAGGER, "pairwise": PAIRWISE_TAGGER}
+
+
+def default_artifact(role: str, small_tagger: str = "packed") -> Path:
+    return DEFAULT_FUSION if role == "embedder" else SMALL_TAGGERS[small_tagger]
+
+
+def model_name(role: str, small_tagger: str = "packed") -> str:
+    if role == "embedder":
+        return EMBEDDER_NAME
+    return PACKED_TAGGER_NAME if small_tagger == "packed" else TAGGER_NAME
 
 
 def artifact_digest(path: Path) -> str:
@@ -120,6 +142,8 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
         digest = _weights_digest(vision, text)
         axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                 "image_embeds": {0: "batch"}, "has_image": {0: "batch"}, out_name: {0: "batch"}}
+    elif role == "tagger" and is_packed_artifact(artifact):
+        return _export_packed_tagger(artifact, out_dir, progress)
     elif role == "tagger":
         model, info = load_tagger(artifact)
         # Rows as long as in training: longer ones would be text the head never learned from.
@@ -151,28 +175,86 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
     return ExportResult(out_dir, meta, diffs)
 
 
+def _packed_sample(tok, rows: int, seed: int) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Packed rows with and without visual tokens, candidates of unequal counts and lengths."""
+    from enrich.encoder_models import IMAGE_TOKEN, PackedRowTokens, packed_inputs
+
+    rng = np.random.default_rng(seed)
+    tokens = PackedRowTokens(tok.cls_token_id, tok.sep_token_id, tok.convert_tokens_to_ids(IMAGE_TOKEN))
+    seqs, visual = [], []
+    for r in range(rows):
+        n_visual = VISUAL_TOKENS * (r % 3)  # 0, 1 or 2 images
+        text = rng.integers(1000, 20000, size=5 + 3 * r).tolist()
+        tags = [rng.integers(1000, 20000, size=1 + (j % 4)).tolist() for j in range(2 + r)]
+        seqs.append(tokens.row(n_visual, text, tags))
+        visual.append(rng.standard_normal((n_visual, TEXT_WIDTH)).astype(np.float32))
+    inputs = packed_inputs(seqs, visual, int(tok.pad_token_id))
+    return {k: inputs[k] for k in PACKED_TEXT_INPUTS}
+
+
+PACKED_TEXT_INPUTS = ("input_ids", "attn_bias", "position_ids", "token_type_ids", "image_embeds", "readout_index")
+
+
+def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str], None]) -> ExportResult:
+    from enrich.encoder_models import PACKED_TAGGER_ARCH
+
+    model, info = load_packed_tagger(artifact)
+    text = model.merge_lora().eval()
+    vision = PackedTaggerVision(EfficientNetLite0.pretrained(), model.visual).eval()
+    tok = minilm_tokenizer()
+    diffs: dict[str, float] = {}
+    progress("exporting the packed tagger's visual-token graph")
+    pixels = np.random.default_rng(0).uniform(-1, 1, (2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    _export(vision, (torch.from_numpy(pixels),), out_dir / "vision.onnx", ["pixel_values"], "image_embeds",
+            {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
+    other = np.random.default_rng(1).uniform(-1, 1, (3, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    diffs["vision"] = _check(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
+    progress("exporting the packed tagger's MiniLM text graph")
+    sample = _packed_sample(tok, 3, seed=2)
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attn_bias": {0: "batch", 2: "seq", 3: "seq"},
+            "position_ids": {0: "batch", 2: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
+            "image_embeds": {0: "batch", 1: "image_tokens"}, "readout_index": {0: "batch", 1: "readouts"},
+            "label_logits": {0: "batch", 1: "readouts"}}
+    _export(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx",
+            list(PACKED_TEXT_INPUTS), "label_logits", axes)
+    diffs["text"] = _check(out_dir / "text.onnx", text, [_packed_sample(tok, 5, seed=3),
+                                                         _packed_sample(tok, 1, seed=4)], 1e-4)
+    digest = _weights_digest(vision, text)
+    meta = ModelMeta(name=PACKED_TAGGER_NAME, role="tagger", arch=PACKED_TAGGER_ARCH,
+                     version=f"{PACKED_TAGGER_NAME}-{digest}", hidden_size=TEXT_WIDTH, tokenizer="hf",
+                     special={"pad": int(tok.pad_token_id), "eos": int(tok.sep_token_id),
+                              "cls": int(tok.cls_token_id), "vision_start": -1, "vision_end": -1,
+                              "image_pad": int(model.image_token_id), "visual_tokens": VISUAL_TOKENS},
+                     vision=None, contract=GRAPH_CONTRACT, family="encoder", image_size=IMAGE_SIZE,
+                     max_tokens=int(info.get("max_tokens", 96)), source=artifact_digest(artifact))
+    meta.write(out_dir / "meta.json")
+    progress(f"parity ok: {diffs}")
+    return ExportResult(out_dir, meta, diffs)
+
+
 def ship_tag_prior(models_path: Path, progress: Callable[[str], None]) -> None:
-    """The shipped tag prior goes beside the tagger when both exported models are the ones it was built
-    with: its exemplars live in the embedder's space and its head reads the tagger's grades."""
+    """The shipped tag prior built with both exported models goes beside the tagger: its exemplars live
+    in the embedder's space and its head reads the tagger's grades. None fits: none is shipped."""
     from enrich.model_meta import ModelMeta
     from enrich.tag_prior import TAG_PRIOR_FILE, TagPrior
-    from triton_models.train_tag_prior import DEFAULT_TAG_PRIOR
+    from triton_models import train_tag_prior
 
     target = models_path / "tagger" / TAG_PRIOR_FILE
-    if not DEFAULT_TAG_PRIOR.exists():
-        target.unlink(missing_ok=True)
-        return
-    prior = TagPrior.load(DEFAULT_TAG_PRIOR)
     versions = {role: ModelMeta.read(models_path / role / "meta.json").version for role in ("embedder", "tagger")}
-    if (prior.embedder, prior.tagger) != (versions["embedder"], versions["tagger"]):
-        if target.exists() or prior.tagger == versions["tagger"]:
-            progress(f"not shipping {prior.version}: built for {prior.embedder} + {prior.tagger}, "
-                     f"the export is {versions['embedder']} + {versions['tagger']}")
-        target.unlink(missing_ok=True)
-        return
-    if not target.exists() or target.read_bytes() != DEFAULT_TAG_PRIOR.read_bytes():
-        shutil.copyfile(DEFAULT_TAG_PRIOR, target)
-        progress(f"tag prior {prior.version} -> {target}")
+    same_tagger = []
+    for path in train_tag_prior.shipped_tag_priors():
+        prior = TagPrior.load(path)
+        if (prior.embedder, prior.tagger) == (versions["embedder"], versions["tagger"]):
+            if not target.exists() or target.read_bytes() != path.read_bytes():
+                shutil.copyfile(path, target)
+                progress(f"tag prior {prior.version} -> {target}")
+            return
+        if prior.tagger == versions["tagger"]:
+            same_tagger.append(f"{prior.version} (built for {prior.embedder} + {prior.tagger})")
+    if target.exists() or same_tagger:
+        progress(f"not shipping {', '.join(same_tagger) or 'a tag prior'}: none was built for "
+                 f"{versions['embedder']} + {versions['tagger']}")
+    target.unlink(missing_ok=True)
 
 
 def _ship_cf_adapter(embedder_version: str, out_dir: Path, progress: Callable[[str], None]) -> None:

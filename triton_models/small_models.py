@@ -109,13 +109,16 @@ class EfficientNetLite0(nn.Module):
         net.load_state_dict(state, strict=True)
         return net.eval()
 
-    def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``pixels`` [N, 3, 224, 224] scaled to [-1, 1] -> pooled features [N, 1280]."""
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``pixels`` [N, 3, 224, 224] scaled to [-1, 1] -> the last feature map [N, 1280, 7, 7]."""
         x = F.relu6(self._bn0(self._conv_stem(pixels)))
         for block in self._blocks:
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return x.mean(dim=(2, 3))
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled features [N, 1280]."""
+        return self.feature_map(pixels).mean(dim=(2, 3))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(pixels))
@@ -123,6 +126,9 @@ class EfficientNetLite0(nn.Module):
 
 def load_minilm() -> nn.Module:
     from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per load of a 90 MB local file says nothing
 
     return BertModel.from_pretrained(str(minilm_dir()), local_files_only=True, attn_implementation="eager").eval()
 
@@ -206,6 +212,17 @@ def _swap(root: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
+def add_lora(bert: nn.Module, rank: int, alpha: float, layers: int) -> None:
+    """Freeze ``bert`` and put LoRA adapters on its top ``layers`` encoder layers."""
+    for p in bert.parameters():
+        p.requires_grad_(False)
+    n = len(bert.encoder.layer)
+    for i in range(n - layers, n):
+        layer = bert.encoder.layer[i]
+        for target in _LORA_TARGETS:
+            _swap(layer, target, LoRALinear(layer.get_submodule(target), rank, alpha))
+
+
 class CrossEncoderTagger(nn.Module):
     """MiniLM over ``[CLS] item [SEP] tag [SEP]``, mean-pooled, -> logits of grades 0/1/2.
 
@@ -217,13 +234,7 @@ class CrossEncoderTagger(nn.Module):
         super().__init__()
         self.bert = bert
         self.rank, self.alpha, self.lora_layers = rank, alpha, lora_layers
-        for p in self.bert.parameters():
-            p.requires_grad_(False)
-        n = len(bert.encoder.layer)
-        for i in range(n - lora_layers, n):
-            layer = bert.encoder.layer[i]
-            for target in _LORA_TARGETS:
-                _swap(layer, target, LoRALinear(layer.get_submodule(target), rank, alpha))
+        add_lora(bert, rank, alpha, lora_layers)
         self.head = nn.Linear(TEXT_WIDTH, 3)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -1,29 +1,40 @@
-"""Build the neighbour-vote tag prior from the debtags snapshot and the exported small models.
+"""Build the neighbour-vote tag prior from the debtags and AppStream snapshots and the exported small models.
 
-Exemplars: the train split (vectors from the exported embedder). The decision head is fitted on
-the validation split exactly as a worker would see it: the same vocabulary vectors (prototypes),
-the same candidates (vocabulary top-M joined by the neighbours' votes) and the exported tagger's
-grade probabilities; its threshold is the one with the best micro F1 there. The test split is
+Exemplars: the debtags train split (text vectors from the exported embedder) and the tagged AppStream train
+apps as their icon alone (an icon's vector has neighbours only among icons: without them an image-only item
+gets no votes). The decision head is fitted on the validation splits exactly as a worker would see them
+(the debtags packages as text, the AppStream apps in all three kinds): the same vocabulary vectors
+(prototypes), the same candidates (vocabulary top-M joined by the neighbours' votes) and the exported
+tagger's grade probabilities; its threshold is the one with the best micro F1 there. The test splits are
 never read.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 import numpy as np
 
-from enrich.debtags import DebtagsItem, as_event
 from enrich.models import Embedder, Tagger
-from enrich.preprocess import prepare
+from enrich.preprocess import PreparedItem, prepare
 from enrich.schemas import decode_item
 from enrich.tag_prior import FEATURES, DecisionHead, TagPrior, with_votes
 from enrich.tags import VocabSnapshot
 
+if TYPE_CHECKING:
+    from enrich.settings import Settings
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
-DEFAULT_TAG_PRIOR = ARTIFACTS / "tag-prior-debtags-v1.npz"
+DEFAULT_TAG_PRIOR = ARTIFACTS / "tag-prior-debtags-v2.npz"  # for the packed visual tagger
+PAIRWISE_TAG_PRIOR = ARTIFACTS / "tag-prior-debtags-v1.npz"  # for the pairwise text tagger
+
+
+def shipped_tag_priors() -> list[Path]:
+    return [p for p in (DEFAULT_TAG_PRIOR, PAIRWISE_TAG_PRIOR) if p.exists()]
 THRESHOLDS = np.round(np.arange(0.1, 0.81, 0.025), 3)
 
 
@@ -33,30 +44,38 @@ def micro_f1(predicted: Sequence[set[str]], gold: Sequence[set[str]]) -> float:
     return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
 
 
-def fit_tag_prior(train: Sequence[DebtagsItem], train_vectors: np.ndarray, val: Sequence[DebtagsItem],
-                  val_vectors: np.ndarray, embedder: Embedder, tagger: Tagger, vocab: VocabSnapshot,
-                  candidate_tags: int, max_text_chars: int, say: Callable[[str], None] = print) -> TagPrior:
-    info = {"embedder": embedder.version, "tagger": tagger.version, "exemplars": len(train),
-            "fitted_on": len(val), "candidate_tags": candidate_tags}
-    draft = TagPrior.from_items([it.tags for it in train], train_vectors, DecisionHead.unfitted(), info)
+def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.ndarray,
+                  val: Sequence[PreparedItem], val_gold: Sequence[set[str]], val_vectors: np.ndarray,
+                  embedder: Embedder, tagger: Tagger, vocab: VocabSnapshot, candidate_tags: int,
+                  say: Callable[[str], None] = print, sources: dict | None = None) -> TagPrior:
+    """The prior over ``exemplar_*``, its head fitted on the validation items ``val`` (prepared as a worker
+    prepares them) with their gold tags and content vectors."""
+    info = {"embedder": embedder.version, "tagger": tagger.version, "exemplars": len(exemplar_tags),
+            "fitted_on": len(val), "candidate_tags": candidate_tags} | (sources or {})
+    draft = TagPrior.from_items(exemplar_tags, exemplar_vectors, DecisionHead.unfitted(), info)
     base = vocab.candidates(val_vectors, candidate_tags)
     candidates, view = with_votes(draft, vocab, val_vectors, candidate_tags, base)
-    # what a worker decodes from the item's event
-    prepared = [prepare(decode_item(msgpack.packb(as_event(it), use_bin_type=True)), max_text_chars)
-                for it in val]
     say(f"grading {sum(map(len, candidates))} candidates of {len(val)} validation items with {tagger.version}")
-    scores = tagger.score(prepared, candidates)
+    scores = [sc for i in range(0, len(val), 32) for sc in tagger.score(val[i:i + 32], candidates[i:i + 32])]
     rows = [view.features(i, sc.probs, sc.tags) for i, sc in enumerate(scores)]
-    gold = [set(it.tags) for it in val]
+    gold = list(val_gold)
     carried = np.concatenate([[t in g for t in sc.tags] for sc, g in zip(scores, gold, strict=True)])
     head = DecisionHead.fit(np.concatenate(rows), carried)
     per_item = [head.score(r) for r in rows]
 
-    def f1_at(threshold: float) -> float:
-        return micro_f1([{t for t, p in zip(sc.tags, s, strict=True) if p >= threshold}
-                         for sc, s in zip(scores, per_item, strict=True)], gold)
+    def f1_at(threshold: float, rows_of: Sequence[int] | None = None) -> float:
+        keep = range(len(scores)) if rows_of is None else rows_of
+        return micro_f1([{t for t, p in zip(scores[i].tags, per_item[i], strict=True) if p >= threshold}
+                         for i in keep], [gold[i] for i in keep])
 
-    best = max(THRESHOLDS, key=f1_at)
+    with_text = [i for i, it in enumerate(val) if it.text]
+    without_text = [i for i, it in enumerate(val) if not it.text]
+    best = max(THRESHOLDS, key=lambda t: f1_at(t, with_text))
+    if without_text:  # an image alone: its own threshold (see TagPrior.head_for)
+        alone = max(THRESHOLDS, key=lambda t: f1_at(t, without_text))
+        info |= {"threshold_without_text": float(alone),
+                 "validation_f1_without_text": round(f1_at(alone, without_text), 4),
+                 "validation_f1_without_text_at_the_text_threshold": round(f1_at(best, without_text), 4)}
     # The votes alone, thresholded the same way: what the tagger adds is measured against this.
     votes = [r[:, 3] for r in rows]
 
@@ -66,10 +85,76 @@ def fit_tag_prior(train: Sequence[DebtagsItem], train_vectors: np.ndarray, val: 
 
     vote_best = max(THRESHOLDS, key=vote_f1_at)
     info |= {"votes_alone_threshold": float(vote_best), "votes_alone_validation_f1": round(vote_f1_at(vote_best), 4)}
-    info |= {"threshold": float(best), "validation_f1": round(f1_at(best), 4),
+    info |= {"threshold": float(best), "validation_f1": round(f1_at(best, with_text), 4),
              "validation_candidate_recall": round(float(carried.sum() / sum(map(len, gold))), 4),
              "weights": {"bias": round(head.bias, 3)} | {
                  name: round(float(w), 3) for name, w in zip(FEATURES, head.weights, strict=True)}}
-    say(f"decision head: threshold {best}, validation F1 {info['validation_f1']} (votes alone "
+    say(f"decision head: threshold {best}, validation F1 {info['validation_f1']} with text (votes alone "
         f"{info['votes_alone_validation_f1']} at {vote_best}), weights {info['weights']}")
+    if without_text:
+        say(f"items without text: threshold {info['threshold_without_text']}, validation F1 "
+            f"{info['validation_f1_without_text']} ({info['validation_f1_without_text_at_the_text_threshold']} at "
+            f"the text threshold)")
     return TagPrior(draft.tags, draft.vectors, draft.item_tags, head.with_threshold(best), info)
+
+
+def prepared_event(event: dict, max_text_chars: int) -> PreparedItem:
+    """What a worker decodes from the item's event."""
+    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), max_text_chars)
+
+
+def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
+    """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
+    of ``s.small_tagger`` (and then shipped into the state dir's export)."""
+    from enrich import appstream, debtags
+    from enrich.inference import OnnxRuntimeBackend
+    from enrich.models import load_models
+    from enrich.tags import TagVocabulary
+    from streams.evaluate import embed_debtags
+    from streams.stack import debtags_vocabulary, ensure_models
+    from triton_models.export_small import ship_tag_prior
+
+    s = s.model_copy(update={"model_preset": "small"})
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_models(s, progress=say)
+    items = debtags.load_snapshot()
+    train = [it for it in items if it.split == "train"]
+    val = [it for it in items if it.split == "val"]  # never the evaluated (test) items
+    train_vecs, _ = embed_debtags(s, train, say)
+    val_vecs, _ = embed_debtags(s, val, say)
+    apps, icons = appstream.load_snapshot(), appstream.load_icons()
+    app_train = [a for a in apps if a.split == "train" and a.tags]
+    app_val = [(a, kind) for a in apps if a.split == "val" and a.tags for kind in appstream.KINDS]
+    backend = OnnxRuntimeBackend(s.models_path)
+    try:
+        embedder, tagger = load_models(s.models_path, backend, s.max_text_tokens, s.model_batch)
+
+        def embed(prepared: list) -> np.ndarray:
+            return np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
+
+        icon_items = [prepared_event(a.event("image_only", icons[a.id]), s.max_text_chars) for a in app_train]
+        val_items = ([prepared_event(debtags.as_event(it), s.max_text_chars) for it in val]
+                     + [prepared_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in app_val])
+        say(f"embedding {len(icon_items)} train apps' icons and {len(app_val)} validation app items")
+        vocabulary = TagVocabulary(embedder.embed_texts, embedder.version)
+        for entry in debtags_vocabulary(s):  # the vectors the workers rank candidates by
+            vocabulary.apply(entry)
+        prior = fit_tag_prior([it.tags for it in train] + [a.tags for a in app_train],
+                              np.concatenate([train_vecs, embed(icon_items)]), val_items,
+                              [set(it.tags) for it in val] + [set(a.tags) for a, _ in app_val],
+                              np.concatenate([val_vecs, embed(val_items[len(val):])]), embedder, tagger,
+                              vocabulary.snapshot(), s.candidate_tags, say,
+                              {"exemplar_sources": {"debtags_train_text": len(train), "appstream_train_icons":
+                                                    len(app_train)},
+                               "fitted_on_sources": {"debtags_val_text": len(val),
+                                                     "appstream_val_three_kinds": len(app_val)}})
+    finally:
+        backend.close()
+    shipped = DEFAULT_TAG_PRIOR if s.small_tagger == "packed" else PAIRWISE_TAG_PRIOR
+    target = out or shipped
+    prior.save(target)
+    target.with_suffix(".json").write_text(json.dumps({"version": prior.version} | prior.info, indent=2) + "\n")
+    say(f"{prior.version} ({len(train)} exemplars) -> {target}")
+    if target == shipped:
+        ship_tag_prior(s.models_path, say)
+    return prior

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -36,9 +37,11 @@ def run_demo(exported: Settings, state_dir: Path, items: int = 8) -> str:
     again; returns its output after checking it succeeded."""
     s = exported.model_copy(update={"state_dir": state_dir, "model_dir": exported.models_path,
                                     "codebook": exported.codebook_path})
-    res = cli(s, "demo", "--items", str(items), timeout=300)
+    res = cli(s, "demo", "--items", str(items), "--no-wait", timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert f"{items} items enriched" in res.stdout and "8 dead letters" in res.stdout
+    published = int(re.search(r"published (\d+) items", res.stdout).group(1))
+    assert published >= items and f"\n{published} items enriched" in res.stdout and "8 dead letters" in res.stdout
+    assert "inspector page: http://127.0.0.1:" in res.stdout
     return res.stdout
 
 

@@ -128,7 +128,9 @@ def _latest(settings, item: str, after: int) -> dict | None:
 def test_demo_uses_the_small_presets_and_reads_sensibly(small_model_settings, tmp_path):
     out = run_demo(small_model_settings, tmp_path)
     assert "gold (debtags):" in out and "neighbours:" in out and "CF-tuned neighbours:" in out
-    assert "minilm-effnet-fusion-" in out and "minilm-cross-encoder-" in out and "feature ids" in out
+    assert "minilm-effnet-fusion-" in out and "minilm-effnet-packed-tagger-" in out and "feature ids" in out
+    # application listings with their icons, each beside its twin without the icon, and icons alone
+    assert out.count("the icon changed:") >= 4 and "(an image alone)" in out and "an image alone;" in out
 
 
 def test_eval_command_reports_every_metric_beside_the_baselines(small_model_settings, tmp_path):
@@ -136,11 +138,17 @@ def test_eval_command_reports_every_metric_beside_the_baselines(small_model_sett
     env = settings_env(s) | {"ENRICH_MODEL_DIR": str(small_model_settings.models_path),
                              "ENRICH_CODEBOOK": str(small_model_settings.codebook_path)}
     out = tmp_path / "eval.json"
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "eval", "--limit", "16", "--catalogue-limit", "400",
-                          "--out", str(out)], env=env, capture_output=True, text=True, timeout=400)
+    res = subprocess.run([sys.executable, "-m", "streams.cli", "eval", "--limit", "8", "--catalogue-limit", "200",
+                          "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     r = json.loads(out.read_text())
-    assert r["test_items"] == 16 and r["catalogue_items"] == 400
+    assert r["test_items"] == 8 and r["catalogue_items"] == 200
+    kinds = r["per_kind"]["kinds"]  # the AppStream test apps through the same stream, per kind
+    assert set(kinds) == {"long_text", "long_text_image", "short_text", "short_text_image", "image_only"}
+    assert r["per_kind"]["test_apps"] == 8 and all(0 <= k["tags_grade2"]["f1"] <= 1 for k in kinds.values())
+    assert 0 < kinds["long_text_image"]["gate_image_share"] < kinds["image_only"]["gate_image_share"] <= 1
+    assert set(r["per_kind"]["targets"]) >= {"long_text_image tag_f1", "image_only tag_f1 vs most popular"}
+    assert "per kind:" in res.stdout and "image share" in res.stdout
     for name in ("tagger_grade>=1", "tagger_grade=2", "zero_shot_top3", "knn_propagation_top3", "prototype_top3",
                  "neighbour_votes_alone"):
         assert set(r["tagging"][name]) == {"precision", "recall", "f1"}

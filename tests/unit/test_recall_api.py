@@ -94,3 +94,70 @@ def test_a_client_that_sends_nothing_is_dropped(api):
                               b"Content-Length: 100\r\n\r\n", read_timeout=10)
     assert time.monotonic() - t0 < 5
     assert reply == "" or " 400 " in reply.split("\r\n", 1)[0]
+
+
+def _raw_get(port: int, path: str, token: str | None = "s3cret") -> tuple[int, dict[str, str], bytes]:
+    lines = [f"GET {path} HTTP/1.1", "Host: x", "Connection: close"] + (
+        [f"Authorization: Bearer {token}"] if token else [])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_the_inspector_views_show_items_tags_neighbours_and_previews_behind_the_token(api):
+    from PIL import Image
+
+    from enrich.thumbnails import ThumbnailSpec, thumbnail
+
+    port, indexes = api
+    preview = thumbnail(Image.new("RGBA", (300, 200), (200, 30, 30, 255)), ThumbnailSpec())
+    for k in range(5):
+        indexes.items.apply_enriched({"item_id": f"i{k}", "kind": "image_post", "title": f"Item number {k}",
+                                      "created_at": 1, "enriched_at": 1, "semantic_id": [k, 0],
+                                      "tags": [{"tag": "t-weak", "grade": 1, "prob": 0.9},
+                                               {"tag": "t-strong", "grade": 2, "prob": 0.6}],
+                                      "caption": "a caption", "caption_features": [1, 2, 3],
+                                      "versions": {"embedder": "e1"}})
+        indexes.items.apply_neighbor({"item_id": f"i{k}", "thumbnails": [preview] if k % 2 == 0 else []})
+        indexes.tags.apply_edge({"item_id": f"i{k}", "tag": "t-strong", "grade": 2, "prob": 0.6, "created_at": 1,
+                                 "enriched_at": 1})
+    status, headers, page = _raw_get(port, "/", token=None)  # the page holds no data: served to anyone
+    assert status == 200 and headers["content-type"].startswith("text/html") and b"enrich inspector" in page
+    assert _raw_get(port, "/api/status", token=None)[0] == 401  # its data is behind the API's token
+    assert _raw_get(port, "/api/thumb/i0/0", token=None)[0] == 401
+    status, item = request(port, "GET", "/api/item/i0?k=3")
+    assert status == 200 and item["title"] == "Item number 0" and item["thumbnails"] == 1
+    assert [t["tag"] for t in item["tags"]] == ["t-strong", "t-weak"]  # strong first
+    assert item["caption_features"] == 3 and item["semantic_id"] == [0, 0] and item["versions"] == {"embedder": "e1"}
+    assert len(item["neighbours"]["ann"]) == 3 and item["neighbours"]["cf"] == []
+    assert all(set(h) >= {"item_id", "score", "title", "thumbnails"} for h in item["neighbours"]["ann"])
+    status, headers, body = _raw_get(port, "/api/thumb/i0/0")
+    assert status == 200 and headers["content-type"] == "image/webp" and body == preview
+    assert Image.open(__import__("io").BytesIO(body)).size == (96, 64)
+    assert _raw_get(port, "/api/thumb/i1/0")[0] == 404 and _raw_get(port, "/api/thumb/i0/x")[0] == 404
+    status, hits = request(port, "GET", "/api/tag/t-strong?k=10")
+    assert status == 200 and {h["item_id"] for h in hits} == {f"i{k}" for k in range(5)}
+    assert all(h["age_s"] >= 0 and h["grade"] == 2 for h in hits)
+    status, found = request(port, "GET", "/api/search?q=number%203")
+    assert found["items"] == ["i3"] and request(port, "GET", "/api/search?q=strong")[1]["tags"] == ["t-strong"]
+    status, st = request(port, "GET", "/api/status")
+    assert st["items"] == 5 and st["newest"][0]["item_id"] == "i4" and "lag" in st
+    assert request(port, "GET", "/api/item/nope")[0] == 404
+
+
+def test_the_page_store_keeps_only_the_newest_items():
+    from streams.inspector import ItemStore
+
+    store = ItemStore(capacity=3)
+    for k in range(5):
+        store.apply_neighbor({"item_id": f"i{k}", "thumbnails": [b"x"]})
+    assert len(store) == 3 and store.get("i0") is None and store.thumbnail("i4", 0) == b"x"
+    store.apply_enriched({"item_id": "i4", "kind": "article", "enriched_at": 5, "tags": [], "title": "new"})
+    store.apply_enriched({"item_id": "i4", "kind": "article", "enriched_at": 2, "tags": [], "title": "old"})
+    assert store.get("i4")["title"] == "new"  # an older enrichment replayed late does not win

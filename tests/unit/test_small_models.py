@@ -16,7 +16,7 @@ from enrich.models import load_models
 from enrich.preprocess import PreparedItem
 from enrich.schemas import Item
 from enrich.tags import readable_tag
-from triton_models.export_small import DEFAULT_FUSION, DEFAULT_TAGGER
+from triton_models.export_small import DEFAULT_FUSION, PAIRWISE_TAGGER
 from triton_models.small_models import (
     CrossEncoderTagger,
     EfficientNetLite0,
@@ -92,13 +92,24 @@ def test_images_move_the_vector_through_the_trained_gate(small) -> None:
     assert all(abs(float(np.linalg.norm(v)) - 1) < 1e-5 for v in (v_text, v_photo, v_both))
 
 
-def test_served_tagger_equals_the_trained_lora_model(small) -> None:
-    _, tagger = small
+def test_served_pairwise_tagger_equals_the_trained_lora_model(small_model_settings, tmp_path) -> None:
+    """The baseline tagger (ENRICH_SMALL_TAGGER=pairwise): its export grades as the trained model does."""
+    import shutil
+
+    from enrich.encoder_models import EncoderTagger
+    from triton_models.export_small import export_small
+
+    shutil.copytree(small_model_settings.models_path / "embedder", tmp_path / "embedder")
+    export_small("tagger", tmp_path / "tagger", PAIRWISE_TAGGER, progress=lambda _: None)
+    backend = OnnxRuntimeBackend(tmp_path)
+    _, tagger = load_models(tmp_path, backend, max_text_tokens=128, max_batch=8)
+    assert isinstance(tagger, EncoderTagger) and tagger.graphs == ["tagger_text"]
     flac = next(it for it in fixture_items() if it.id == "flac")
     text = f"{flac.title}\n{flac.text}"
     tags = ["works-with::audio", "game::strategy", "use::converting", "hardware::storage:cd"]
     served = tagger.score([prepared(text)], [tags])[0].probs
-    model, info = load_tagger(DEFAULT_TAGGER)  # adapters not merged: a different computation
+    backend.close()
+    model, info = load_tagger(PAIRWISE_TAGGER)  # adapters not merged: a different computation
     tok = minilm_tokenizer()
     enc = tok([text] * len(tags), [readable_tag(t) for t in tags], padding=True, truncation="only_first",
               max_length=info["max_tokens"], return_tensors="pt")  # the row length it was trained on
@@ -179,7 +190,7 @@ def test_small_production_repository_batches_every_graph_and_its_warmup_runs(sma
     from triton_models.repository import build_repository
 
     names = build_repository(small_model_settings.models_path, tmp_path / "repo", "production")
-    assert names == ["embedder_vision", "embedder_text", "tagger_text"]  # the tagger reads text only
+    assert names == ["embedder_vision", "embedder_text", "tagger_vision", "tagger_text"]  # the tagger sees images
     dtypes = {mc.TYPE_FP32: np.float32, mc.TYPE_INT64: np.int64}
     for name in names:
         cfg = text_format.Parse((tmp_path / "repo" / name / "config.pbtxt").read_text(), mc.ModelConfig())

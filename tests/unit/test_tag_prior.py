@@ -68,6 +68,22 @@ def test_the_head_learns_which_feature_carries_the_tag_and_decides_grades():
     assert prob[1] >= 0.5
 
 
+def test_a_tag_no_exemplar_carries_takes_the_taggers_own_grade():
+    """An open vocabulary: the head caps an unvoted 2 at 1, but only for tags the exemplars know."""
+    prior = _prior(head=DecisionHead(np.array([0, 0, 0, 10.0, 0]), -5.0, np.zeros(5), np.ones(5), 0.5))
+    vocab = VocabSnapshot(["audio", "brand-new"], _unit([[1, 0, 0], [1, 0.1, 0]]))
+    q = _unit([[1, 0, 0.01]])
+    merged, view = with_votes(prior, vocab, q, 2, vocab.candidates(q, 2))
+    assert set(merged[0]) == {"audio", "brand-new"}
+    probs = np.array([[0.05, 0.05, 0.9]] * len(merged[0]), np.float32)
+    grades, prob = view.decide(prior.head, 0, probs, merged[0])
+    by_tag = dict(zip(merged[0], grades.tolist(), strict=True))
+    assert view.known.tolist() == [True, False]
+    assert by_tag["brand-new"] == 2  # the tagger's own grade: no exemplar could have voted for it
+    assert by_tag["audio"] == (2 if view.votes[0, 0] > 0.5 else 1)
+    np.testing.assert_allclose(prob[merged[0].index("brand-new")], 0.9, atol=1e-6)
+
+
 def test_the_artifact_round_trips_and_refuses_other_models(tmp_path):
     prior = _prior(head=DecisionHead.unfitted().with_threshold(0.3))
     prior.save(tmp_path / "p.npz")
@@ -97,7 +113,10 @@ def test_the_pipeline_grades_neighbour_voted_tags_and_stamps_the_prior(model_set
     far = [[t for t in vocab_tags if t not in {g.tag for g in o.record.tags}][-1] for o in plain]
     always = DecisionHead(np.array([0, 0, 0, 10, 0], np.float32), -5.0, np.zeros(5, np.float32),
                           np.ones(5, np.float32), 0.5)  # grade 2 exactly when the vote is above one half
-    prior = TagPrior.from_items([[t] for t in far], vecs, always,
+    # One more exemplar, never anyone's nearest, carries every tag: the prior knows them all, so the
+    # head decides for every candidate (a tag no exemplar carries takes the tagger's own grade).
+    away = -vecs.mean(axis=0, keepdims=True)
+    prior = TagPrior.from_items([[t] for t in far] + [vocab_tags], np.concatenate([vecs, away]), always,
                                 {"embedder": base.embedder.version, "tagger": base.tagger.version})
     prior = TagPrior(prior.tags, prior.vectors, prior.item_tags, prior.head, prior.info, k=1)
     prior.save(tmp_path / "prior.npz")
@@ -141,7 +160,7 @@ def test_the_export_ships_the_prior_only_beside_the_models_it_was_built_for(mode
     versions = {role: ModelMeta.read(models / role / "meta.json").version for role in ("embedder", "tagger")}
     mine = _prior(info={"embedder": versions["embedder"], "tagger": versions["tagger"]})
     mine.save(tmp_path / "mine.npz")
-    monkeypatch.setattr(builder, "DEFAULT_TAG_PRIOR", tmp_path / "mine.npz")
+    monkeypatch.setattr(builder, "shipped_tag_priors", lambda: [tmp_path / "mine.npz"])
     ship_tag_prior(models, said.append)
     assert TagPrior.load(target).version == mine.version
     other = _prior(info={"embedder": versions["embedder"], "tagger": "another-tagger"})
@@ -157,3 +176,12 @@ def test_a_prior_fitted_with_another_candidate_count_is_refused_with_the_fix(sma
     with pytest.raises(ModelConfigError, match=f"set ENRICH_CANDIDATE_TAGS={fitted}"):
         make_pipeline(small_model_settings.model_copy(update={"candidate_tags": fitted * 4}),
                       make_backend(small_model_settings))
+
+
+def test_items_without_text_use_the_threshold_validation_fitted_for_them():
+    head = DecisionHead.unfitted().with_threshold(0.5)
+    prior = _prior(head=head, info={"embedder": "e", "tagger": "t", "threshold_without_text": 0.2})
+    assert prior.head_for(True).threshold == 0.5 and prior.head_for(False).threshold == 0.2
+    plain = _prior(head=head)
+    assert plain.head_for(False).threshold == 0.5  # a prior fitted on text only: one threshold
+    assert prior.version != _prior(head=head, info={"embedder": "e", "tagger": "t"}).version
