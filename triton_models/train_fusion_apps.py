@@ -10,23 +10,17 @@ worker embeds it) and the EfficientNet-Lite0 feature of the icon as the serving 
 - listing + icon, name and summary + icon: the fused vector must retrieve the same app's listing vector
   (its most complete description) among the batch (InfoNCE), so the gate keeps the text where the text
   says more than the icon;
-- icon alone: the fused vector must stay the projected icon (the empty text carries nothing to mix in);
-- related apps (off in the shipped v2, `related_weight`; the packages' Depends/Recommends/Suggests links within the train split, the closest
-  record of co-use the archive has, as NoteLLM-2 trains on co-occurring notes): the fused vectors of two
-  related apps, each in a kind of its own, must find each other among the batch's pairs (InfoNCE). Own-listing
-  retrieval alone rewards what makes an item distinctive, and an icon is distinctive, which is not what
-  makes neighbours.
+- icon alone: the fused vector must stay the projected icon (the empty text carries nothing to mix in).
 
 Validation and the training record: per kind, recall@1 of the app's own listing among all apps' listings,
-the mean cosine of the fused vector to the item's text and to its icon, the gate's mean image share, and
-recall@10 of related apps among all apps of the same kind.
+the mean cosine of the fused vector to the item's text and to its icon, and the gate's mean image share.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -54,7 +48,6 @@ class AppFeatures:
     splits: list[str]
     text: dict[str, torch.Tensor]  # kind -> [N, 384] unit vectors of the text that kind carries
     icon: torch.Tensor  # [N, 1280] image features
-    related: list[list[int]] = field(default_factory=list)  # per app, the rows of its related apps
 
     @property
     def listing(self) -> torch.Tensor:
@@ -78,9 +71,7 @@ def app_features(max_tokens: int = 256, max_text_chars: int = 8000) -> AppFeatur
         images = images or [p.images[0] for p in prepared]  # decoded by the serving decoder
     net = EfficientNetLite0.pretrained()
     feats = torch.cat([net.features(image_pixels(images[i:i + 64])) for i in range(0, len(images), 64)])
-    row = {it.id: n for n, it in enumerate(items)}
-    related = [sorted({row[r] for r in it.related if r in row}) for it in items]
-    return AppFeatures([it.split for it in items], text, feats, related)
+    return AppFeatures([it.split for it in items], text, feats)
 
 
 @torch.no_grad()
@@ -97,55 +88,13 @@ def evaluate(head: FusionHead, f: AppFeatures, split: str) -> dict[str, dict[str
             "cosine_to_icon": round(float((fused * v).sum(1).mean()), 4),
             "mean_image_share": round(torch.sigmoid(head.gate.proj(torch.cat([v, t], dim=-1))).mean().item(), 4),
         }
-        if f.related:
-            out[kind]["related_recall_at_10"] = _related_recall(head, f, kind, idx)
     return out
 
 
-def _fused_all(head: FusionHead, f: AppFeatures, kind: str) -> torch.Tensor:
-    return head.fuse(head.project(f.icon), f.text[kind], torch.ones(len(f.splits)))
-
-
-def _related_recall(head: FusionHead, f: AppFeatures, kind: str, idx: np.ndarray, k: int = 10) -> float | None:
-    """Recall@k of each query's related apps among all apps embedded as the same kind."""
-    fused = _fused_all(head, f, kind)
-    recalls = []
-    for i in idx:
-        rel = set(f.related[i])
-        if not rel:
-            continue
-        sims = fused @ fused[i]
-        sims[i] = -np.inf
-        top = set(torch.topk(sims, k).indices.tolist())
-        recalls.append(len(top & rel) / min(k, len(rel)))
-    return round(float(np.mean(recalls)), 4) if recalls else None
-
-
-def _pair_loss(head: FusionHead, f: AppFeatures, icons: torch.Tensor, pairs: list[tuple[int, int]],
-               rng: np.random.Generator, batch: int, temperature: float) -> torch.Tensor:
-    """Related apps, each shown as a random kind, must find each other among the sampled pairs."""
-    pick = rng.choice(len(pairs), size=min(batch, len(pairs)), replace=False)
-    a = np.array([pairs[p][0] for p in pick])
-    b = np.array([pairs[p][1] for p in pick])
-
-    def fused(rows: np.ndarray) -> torch.Tensor:
-        kinds = rng.integers(0, len(KINDS), len(rows))
-        t = torch.stack([f.text[KINDS[k]][i] for k, i in zip(kinds, rows, strict=True)])
-        return head.fuse(icons[rows], t, torch.ones(len(rows)))
-
-    logits = fused(a) @ fused(b).T / temperature
-    # two pairs may share an app (or be the same pair reversed): those are not negatives of each other
-    same = torch.from_numpy((a[:, None] == a[None, :]) | (b[:, None] == b[None, :]) | (a[:, None] == b[None, :]))
-    logits = logits.masked_fill(same & ~torch.eye(len(a), dtype=torch.bool), float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(a)))
-
-
 def train_gate(f: AppFeatures, start: Path, epochs: int = 40, batch: int = 128, lr: float = 5e-3,
-               temperature: float = 0.05, seed: int = 0, related_weight: float = 0.0) -> FusionHead:
+               temperature: float = 0.05, seed: int = 0) -> FusionHead:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_rows = {i for i, s in enumerate(f.splits) if s == "train"}
-    pairs = [(i, j) for i in sorted(train_rows) for j in f.related[i] if j in train_rows] if related_weight else []
     head, _ = load_fusion_head(start)
     for p in head.projection.parameters():
         p.requires_grad_(False)
@@ -166,22 +115,19 @@ def train_gate(f: AppFeatures, start: Path, epochs: int = 40, batch: int = 128, 
             loss = F.cross_entropy(logits[with_text], torch.arange(len(a))[with_text])
             if (~with_text).any():
                 loss = loss + (1 - (z[~with_text] * v[~with_text]).sum(-1)).mean()
-            if pairs:
-                loss = loss + related_weight * _pair_loss(head, f, icons, pairs, rng, batch, temperature)
             loss.backward()
             opt.step()
             opt.zero_grad()
     return head.eval()
 
 
-def train_fusion_apps(out: Path, start: Path, epochs: int = 40, seed: int = 0, related_weight: float = 0.0) -> dict:
+def train_fusion_apps(out: Path, start: Path, epochs: int = 40, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     f = app_features()
     before = load_fusion_head(start)[0]
-    head = train_gate(f, start, epochs=epochs, seed=seed, related_weight=related_weight)
+    head = train_gate(f, start, epochs=epochs, seed=seed)
     info = {"version": FUSION_APPS_VERSION, "started_from": start.name, "epochs": epochs, "trained": "gate only",
             "data": "appstream-bookworm-v1 train split, three kinds, modality dropout",
-            "related_weight": related_weight,
             "validation_before": evaluate(before, f, "val"), "validation": evaluate(head, f, "val"),
             "test": evaluate(head, f, "test"), "train_seconds": round(time.perf_counter() - t0, 1)}
     save_fusion_artifact(head, out, info)
