@@ -40,6 +40,7 @@ from streams import evaluate_kinds
 from streams.demo import on_free_ports, start_worker
 from streams.kafka_tools import TopicReader, publish
 from streams.recall import RecallIndexes
+from streams.services import in_process_models
 from streams.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 
 K = 10
@@ -72,17 +73,13 @@ def top_tags(sims: np.ndarray, vocab: list[str], n: int) -> list[list[str]]:
 
 def _grade(settings: Settings, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
     """Grades (0/1/2) of each text's candidate tags by the exported tagger (in-process ONNX Runtime, same graph)."""
-    from enrich.inference import OnnxRuntimeBackend
-    from enrich.models import load_models
     from enrich.preprocess import PreparedItem
     from enrich.schemas import Item
 
-    backend = OnnxRuntimeBackend(settings.models_path)
-    _, tagger = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
     items = [PreparedItem(Item(id=str(n), kind="article", title="", text=t, images=[], created_at=0), t, [])
              for n, t in enumerate(texts)]
-    scores = tagger.score(items, candidates)
-    backend.close()
+    with in_process_models(settings) as (_, tagger):
+        scores = tagger.score(items, candidates)
     return [sc.probs.argmax(axis=1) for sc in scores]
 
 
@@ -135,12 +132,7 @@ def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
     the whole snapshot takes minutes on a small CPU."""
     import hashlib
 
-    from enrich.inference import OnnxRuntimeBackend
-    from enrich.models import load_models
-
-    backend = OnnxRuntimeBackend(settings.models_path)
-    try:
-        embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
+    with in_process_models(settings) as (embedder, _):
         ids = [it.id for it in items]
         cached = settings.state_dir / "vectors" / f"{embedder.version}-{debtags.SNAPSHOT_VERSION}"
         whole = cached / "all.npz"  # the whole snapshot, when some run embedded it: any subset is a slice
@@ -157,8 +149,6 @@ def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
         t0 = time.perf_counter()
         vecs = embedder.embed_texts([f"{it.title}\n{it.text}" for it in items])
         say(f"{len(items)} items embedded in-process in {time.perf_counter() - t0:.0f}s")
-    finally:
-        backend.close()
     cache.parent.mkdir(parents=True, exist_ok=True)
     if len(ids) == len(debtags.load_snapshot()):
         np.savez(whole, ids=np.array(ids), vectors=vecs)
@@ -169,8 +159,6 @@ def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
 
 def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path | None = None,
              say: Callable[[str], None] = print, catalogue_limit: int = 0, kinds: bool = True) -> dict:
-    from enrich.inference import OnnxRuntimeBackend
-    from enrich.models import load_models
     from enrich.semantic_ids import SemanticIdCodebook
 
     t_start = time.perf_counter()
@@ -193,10 +181,8 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
     if kinds:
         apps = evaluate_kinds.select_apps(limit, catalogue_limit)
         app_catalogue = evaluate_kinds.embed_catalogue(settings, apps, say)
-    backend = OnnxRuntimeBackend(settings.models_path)
-    embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
-    tag_vecs = embedder.embed_texts([readable_tag(t) for t in vocab])
-    backend.close()
+    with in_process_models(settings) as (embedder, _):
+        tag_vecs = embedder.embed_texts([readable_tag(t) for t in vocab])
     book = SemanticIdCodebook.load(settings.codebook_path)
     indexes = RecallIndexes()
     cat_codes = book.quantize(cat_vecs)

@@ -63,13 +63,10 @@ def select_apps(limit: int = 0, catalogue_limit: int = 0) -> list[appstream.AppI
 def embed_catalogue(settings: Settings, apps: list[appstream.AppItem],
                     say: Callable[[str], None] = print) -> AppCatalogue:
     """``apps`` in every kind, embedded in-process with the exported embedder; cached per embedder version."""
-    from enrich.inference import OnnxRuntimeBackend
-    from enrich.models import load_models
+    from streams.services import in_process_models
 
     icons = appstream.load_icons()
-    backend = OnnxRuntimeBackend(settings.models_path)
-    try:
-        embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch)
+    with in_process_models(settings) as (embedder, _):
         ids = "\n".join(it.id for it in apps)
         key = hashlib.sha256(f"{embedder.version}/{appstream.SNAPSHOT_VERSION}/{KINDS}/{ids}".encode()).hexdigest()
         cache = settings.state_dir / "vectors" / f"apps-{key[:12]}.npz"
@@ -86,8 +83,6 @@ def embed_catalogue(settings: Settings, apps: list[appstream.AppItem],
                 icon_vecs = [embedder.image_vectors(prepared[i:i + 64])[0] for i in range(0, len(prepared), 64)]
         empty = embedder.embed_texts([""])[0]
         say(f"{len(apps)} apps x {len(KINDS)} kinds embedded in-process in {time.perf_counter() - t0:.0f}s")
-    finally:
-        backend.close()
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, icons=np.concatenate(icon_vecs), empty_text=empty, **vectors)
     return AppCatalogue(apps, vectors, np.concatenate(icon_vecs), empty)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from enrich import metrics
 from enrich.captions import CaptionHasher
@@ -53,6 +55,18 @@ def warm_up_event() -> bytes:
 def limits(settings: Settings) -> Limits:
     return Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes,
                   max_video_bytes=settings.max_video_bytes)
+
+
+@contextmanager
+def in_process_models(settings: Settings) -> Iterator[tuple[Any, Any]]:
+    """The exported (embedder, tagger) on an in-process ONNX Runtime backend, closed afterwards: what the
+    offline tools (evaluation, prior and codebook builders) embed and grade with, the workers' graphs."""
+    backend = OnnxRuntimeBackend(settings.models_path)
+    try:
+        yield load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
+                          settings.seq_bucket)
+    finally:
+        backend.close()
 
 
 def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:

@@ -113,21 +113,17 @@ def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
     import msgpack
 
     from enrich import samples
-    from enrich.inference import OnnxRuntimeBackend
-    from enrich.models import load_models
     from enrich.preprocess import prepare
     from enrich.schemas import decode_item
+    from streams.services import in_process_models
 
-    backend = OnnxRuntimeBackend(settings.models_path)
-    embedder, _ = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
-                              settings.seq_bucket)
-    if settings.model_preset == "small":
-        vecs = [embedder.embed_texts(debtags_sample_texts())]
-    else:
-        items = [prepare(decode_item(msgpack.packb(i)), settings.max_text_chars)
-                 for i in samples.sample_items(n_items, seed=7)]
-        vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
-    backend.close()
+    with in_process_models(settings) as (embedder, _):
+        if settings.model_preset == "small":
+            vecs = [embedder.embed_texts(debtags_sample_texts())]
+        else:
+            items = [prepare(decode_item(msgpack.packb(i)), settings.max_text_chars)
+                     for i in samples.sample_items(n_items, seed=7)]
+            vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
     return np.concatenate(vecs)
 
 

@@ -107,10 +107,9 @@ def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = 
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
     of ``s.small_tagger`` (and then shipped into the state dir's export)."""
     from enrich import appstream, debtags
-    from enrich.inference import OnnxRuntimeBackend
-    from enrich.models import load_models
     from enrich.tags import TagVocabulary
     from streams.evaluate import embed_debtags
+    from streams.services import in_process_models
     from streams.stack import debtags_vocabulary, ensure_models
     from triton_models.export_small import ship_tag_prior
 
@@ -125,9 +124,7 @@ def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = 
     apps, icons = appstream.load_snapshot(), appstream.load_icons()
     app_train = [a for a in apps if a.split == "train" and a.tags]
     app_val = [(a, kind) for a in apps if a.split == "val" and a.tags for kind in appstream.KINDS]
-    backend = OnnxRuntimeBackend(s.models_path)
-    try:
-        embedder, tagger = load_models(s.models_path, backend, s.max_text_tokens, s.model_batch)
+    with in_process_models(s) as (embedder, tagger):
 
         def embed(prepared: list) -> np.ndarray:
             return np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
@@ -148,8 +145,6 @@ def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = 
                                                     len(app_train)},
                                "fitted_on_sources": {"debtags_val_text": len(val),
                                                      "appstream_val_three_kinds": len(app_val)}})
-    finally:
-        backend.close()
     shipped = DEFAULT_TAG_PRIOR if s.small_tagger == "packed" else PAIRWISE_TAG_PRIOR
     target = out or shipped
     prior.save(target)

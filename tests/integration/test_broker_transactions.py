@@ -1,4 +1,4 @@
-"""Why the service has no exactly-once mode on the local stack (README "Delivery").
+"""Why the service has no exactly-once mode on the local stack (docs/reliability.md, "Delivery").
 
 The bundled broker accepts the whole transactional API (init, send offsets, commit, abort), but a
 ``read_committed`` consumer still reads an aborted transaction's records, so transactions there
