@@ -66,6 +66,19 @@ class _EncoderModel:
         return [f"{self.meta.role}_vision", f"{self.meta.role}_text"] if self.image_pixels else \
             [f"{self.meta.role}_text"]
 
+    def _vision(self, chunk: Sequence[PreparedItem]) -> list[np.ndarray | None]:
+        """One vision-graph call for all images of ``chunk``; per item, its images' outputs (None without)."""
+        flat = [img for it in chunk for img in it.images]
+        if not flat:
+            return [None] * len(chunk)
+        outputs = self.backend.infer(f"{self.meta.role}_vision",
+                                     {"pixel_values": square_pixels(flat, self.meta.image_size)})
+        per_item, k = [], 0
+        for it in chunk:
+            per_item.append(outputs[k:k + len(it.images)] if it.images else None)
+            k += len(it.images)
+        return per_item
+
     def _encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         strategy = "only_first" if second is not None else "longest_first"
         if (self.tokenizer.truncation or {}).get("strategy") != strategy:  # set once per model in practice
@@ -85,19 +98,11 @@ class EncoderEmbedder(_EncoderModel):
     """MiniLM text vector fused with the EfficientNet-Lite0 image vector by the late-fusion gate."""
 
     def image_vectors(self, chunk: Sequence[PreparedItem]) -> tuple[np.ndarray, np.ndarray]:
-        width = self.meta.hidden_size
-        flat = [img for it in chunk for img in it.images]
-        vecs = np.zeros((len(chunk), width), np.float32)
+        vecs = np.zeros((len(chunk), self.meta.hidden_size), np.float32)
         has = np.zeros(len(chunk), np.float32)
-        if flat:
-            per_image = self.backend.infer(f"{self.meta.role}_vision",
-                                           {"pixel_values": square_pixels(flat, self.meta.image_size)})
-            k = 0
-            for i, it in enumerate(chunk):
-                if it.images:
-                    vecs[i] = per_image[k:k + len(it.images)].mean(axis=0)
-                    has[i] = 1.0
-                    k += len(it.images)
+        for i, out in enumerate(self._vision(chunk)):
+            if out is not None:
+                vecs[i], has[i] = out.mean(axis=0), 1.0
         return vecs, has
 
     def _run_text(self, texts: Sequence[str], vecs: np.ndarray, has: np.ndarray) -> np.ndarray:
@@ -194,18 +199,10 @@ class PackedEncoderTagger(_EncoderModel):
         return [self._tag_ids[t] for t in tags]
 
     def _visual(self, chunk: Sequence[PreparedItem]) -> list[np.ndarray]:
+        """Per item, its images' visual tokens in a row ([images x tokens, width]; none without images)."""
         width = self.meta.hidden_size
-        flat = [img for it in chunk for img in it.images]
-        out = [np.zeros((0, width), np.float32) for _ in chunk]
-        if flat:
-            tokens = self.backend.infer(f"{self.meta.role}_vision",
-                                        {"pixel_values": square_pixels(flat, self.meta.image_size)})
-            k = 0
-            for i, it in enumerate(chunk):
-                if it.images:
-                    out[i] = tokens[k:k + len(it.images)].reshape(-1, width)
-                    k += len(it.images)
-        return out
+        return [np.zeros((0, width), np.float32) if out is None else out.reshape(-1, width)
+                for out in self._vision(chunk)]
 
     def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
         results: list[TagScores] = []

@@ -15,7 +15,7 @@ from PIL import Image
 from enrich.errors import InvalidItem
 from enrich.images import PatchedImage, VisionSpec, patchify
 from enrich.media_sandbox import MediaDecoder, SandboxSpec
-from enrich.schemas import Item
+from enrich.schemas import Item, decode_item
 
 _SPACE = re.compile(r"\s+")
 
@@ -55,3 +55,11 @@ def prepare(item: Item, max_text_chars: int, decoder: MediaDecoder = INLINE_DECO
     if not text and not images:
         raise InvalidItem("empty_content", "no text left after normalisation and no images", stage="preprocess")
     return PreparedItem(item=item, text=text[:max_text_chars], images=images)
+
+
+def prepare_event(event: dict, max_text_chars: int, decoder: MediaDecoder = INLINE_DECODER) -> PreparedItem:
+    """An ``items.new`` record given as a dict, through the worker's own decoding: what offline tools embed
+    and grade, so they see exactly what serving sees."""
+    import msgpack
+
+    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), max_text_chars, decoder)

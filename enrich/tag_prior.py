@@ -206,7 +206,8 @@ class PriorView:
 
     def decide(self, head: DecisionHead, row: int, probs: np.ndarray, candidates: Sequence[str],
                ) -> tuple[np.ndarray, np.ndarray]:
-        return decide(head, probs, self.features(row, probs, candidates), self.known[self._columns(candidates)])
+        cols = self._columns(candidates)
+        return decide(head, probs, features(probs, self.votes[row, cols], self.cosines[row, cols]), self.known[cols])
 
 
 def with_votes(prior: TagPrior, vocab: VocabSnapshot, vectors: np.ndarray, top_m: int,

@@ -23,12 +23,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import msgpack
 import numpy as np
 
 from enrich import appstream
-from enrich.preprocess import PreparedItem, prepare
-from enrich.schemas import decode_item
+from enrich.preprocess import prepare_event
 from enrich.settings import Settings
 
 KINDS = ("long_text", "long_text_image", "short_text", "short_text_image", "image_only")
@@ -77,7 +75,8 @@ def embed_catalogue(settings: Settings, apps: list[appstream.AppItem],
         t0 = time.perf_counter()
         vectors, icon_vecs = {}, []
         for kind in KINDS:
-            prepared = [_prepared(app_event(it, kind, icons[it.id]), settings) for it in apps]
+            prepared = [prepare_event(app_event(it, kind, icons[it.id]), settings.max_text_chars)
+                        for it in apps]
             vectors[kind] = np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
             if kind == "image_only":
                 icon_vecs = [embedder.image_vectors(prepared[i:i + 64])[0] for i in range(0, len(prepared), 64)]
@@ -86,10 +85,6 @@ def embed_catalogue(settings: Settings, apps: list[appstream.AppItem],
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, icons=np.concatenate(icon_vecs), empty_text=empty, **vectors)
     return AppCatalogue(apps, vectors, np.concatenate(icon_vecs), empty)
-
-
-def _prepared(event: dict, settings: Settings) -> PreparedItem:
-    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), settings.max_text_chars)
 
 
 def held_out_events(apps: list[appstream.AppItem]) -> list[dict]:

@@ -64,7 +64,13 @@ class ItemStore:
 
     def newest(self, n: int = NEWEST) -> list[dict[str, Any]]:
         with self._lock:
-            return [self.card(e) for e in reversed(self._items.values()) if "kind" in e][:n]
+            found = []
+            for e in reversed(self._items.values()):  # newest first; stop at n, not at the whole store
+                if "kind" in e:
+                    found.append(self.card(e))
+                    if len(found) == n:
+                        break
+            return found
 
     def search(self, q: str, n: int = 20) -> list[str]:
         q = q.lower()

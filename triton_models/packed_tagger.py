@@ -32,8 +32,7 @@ from triton_models.small_models import (
     IMAGE_FEATURES,
     TEXT_WIDTH,
     EfficientNetLite0,
-    LoRALinear,
-    _swap,
+    LoRATagger,
     add_lora,
     load_minilm,
 )
@@ -86,7 +85,7 @@ class PackedTaggerVision(nn.Module):
         return self.visual(pooled_cells(self.net, pixel_values))
 
 
-class PackedEncoderTagger(nn.Module):
+class PackedEncoderTagger(LoRATagger):
     """MiniLM with LoRA adapters over packed rows and an additive attention bias, a 3-grade head."""
 
     def __init__(self, bert: nn.Module, image_token_id: int, rank: int = 8, alpha: float = 16.0,
@@ -132,15 +131,6 @@ class PackedEncoderTagger(nn.Module):
             h = self._attend(layer, h, attn_bias)
         picked = torch.gather(h, 1, readout_index.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         return self.head(picked)
-
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
-
-    def merge_lora(self) -> PackedEncoderTagger:
-        for name, module in list(self.bert.named_modules()):
-            if isinstance(module, LoRALinear):
-                _swap(self.bert, name, module.merged())
-        return self
 
 
 def save_packed_tagger(model: PackedEncoderTagger, path: Path, info: dict) -> None:

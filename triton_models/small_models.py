@@ -223,7 +223,23 @@ def add_lora(bert: nn.Module, rank: int, alpha: float, layers: int) -> None:
             _swap(layer, target, LoRALinear(layer.get_submodule(target), rank, alpha))
 
 
-class CrossEncoderTagger(nn.Module):
+class LoRATagger(nn.Module):
+    """What both small taggers share: a frozen MiniLM (``self.bert``) whose LoRA adapters and own heads train."""
+
+    bert: nn.Module
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
+
+    def merge_lora(self) -> LoRATagger:
+        """Fold the adapters into the base weights (the exported graph is a plain BERT)."""
+        for name, module in list(self.bert.named_modules()):
+            if isinstance(module, LoRALinear):
+                _swap(self.bert, name, module.merged())
+        return self
+
+
+class CrossEncoderTagger(LoRATagger):
     """MiniLM over ``[CLS] item [SEP] tag [SEP]``, mean-pooled, -> logits of grades 0/1/2.
 
     LoRA adapters sit on the top ``lora_layers`` encoder layers; the layers below stay frozen,
@@ -242,16 +258,6 @@ class CrossEncoderTagger(nn.Module):
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                            token_type_ids=token_type_ids).last_hidden_state
         return self.head(mean_pool(hidden, attention_mask))
-
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
-
-    def merge_lora(self) -> CrossEncoderTagger:
-        """Fold the adapters into the base weights (the exported graph is a plain BERT)."""
-        for name, module in list(self.bert.named_modules()):
-            if isinstance(module, LoRALinear):
-                _swap(self.bert, name, module.merged())
-        return self
 
 
 def save_tagger_artifact(model: CrossEncoderTagger, path: Path, info: dict) -> None:

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,8 +37,7 @@ import torch.nn.functional as F
 from enrich import appstream, debtags
 from enrich.debtags import grade_of, tag_vocabulary
 from enrich.encoder_models import PackedRowTokens, _load_tokenizer, packed_inputs
-from enrich.preprocess import prepare
-from enrich.schemas import decode_item
+from enrich.preprocess import prepare_event
 from enrich.tags import readable_tag
 from triton_models.packed_tagger import (
     VISUAL_TOKENS,
@@ -49,7 +46,7 @@ from triton_models.packed_tagger import (
     save_packed_tagger,
 )
 from triton_models.small_models import EfficientNetLite0, image_pixels, load_minilm, minilm_dir
-from triton_models.train_tagger import minilm_vectors, neighbour_candidates, zero_shot_candidates
+from triton_models.train_tagger import _schedule, minilm_vectors, neighbour_candidates, zero_shot_candidates
 
 log = logging.getLogger(__name__)
 PACKED_TAGGER_VERSION = "tagger-packed-visual-v2"
@@ -93,16 +90,6 @@ def label_grade(tag: str, gold: list[str]) -> int:
 def keyword_labels(app: appstream.AppItem) -> list[str]:
     """An app's AppStream keywords as free-text labels (the open vocabulary the tagger learns to grade)."""
     return sorted({k.strip().lower() for k in app.keywords if 2 <= len(k.strip()) <= 40})
-
-
-def _schedule(progress: float, warmup: float = 0.05) -> float:
-    if progress < warmup:
-        return progress / warmup
-    return 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
-
-
-def served_text(event: dict, max_text_chars: int = 8000) -> str:
-    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), max_text_chars).text
 
 
 class RowBuilder:
@@ -178,8 +165,7 @@ def _forward(model: PackedEncoderTagger, b: Batch) -> tuple[torch.Tensor, torch.
 def icon_cells(apps: list[appstream.AppItem]) -> torch.Tensor:
     """Pooled EfficientNet-Lite0 feature maps of the icons, decoded as serving decodes them."""
     icons = appstream.load_icons()
-    images = [prepare(decode_item(msgpack.packb(it.event("image_only", icons[it.id]), use_bin_type=True)),
-                      8000).images[0] for it in apps]
+    images = [prepare_event(it.event("image_only", icons[it.id]), 8000).images[0] for it in apps]
     net = EfficientNetLite0.pretrained()
     return torch.cat([pooled_cells(net, image_pixels(images[i:i + 64])) for i in range(0, len(images), 64)])
 
@@ -198,7 +184,8 @@ def build_examples(seed: int) -> tuple[list[str], dict[str, list[Example]], list
     cands = {it.id: list(dict.fromkeys([*n, *z])) for it, n, z in zip(both, near, zero, strict=True)}
     examples: dict[str, list[Example]] = {"train": [], "val": []}
     for it in both:
-        examples[it.split].append(Example(served_text(debtags.as_event(it)), list(it.tags), cands[it.id]))
+        text = prepare_event(debtags.as_event(it), 8000).text
+        examples[it.split].append(Example(text, list(it.tags), cands[it.id]))
     apps = [a for a in appstream.load_snapshot() if a.split in ("train", "val") and (a.tags or keyword_labels(a))]
     cells = icon_cells(apps)
     keyword_negatives = _keyword_negatives(apps)
@@ -209,7 +196,7 @@ def build_examples(seed: int) -> tuple[list[str], dict[str, list[Example]], list
         negatives = cands.get(a.id, []) + keyword_negatives[a.id]
         for kind in kinds:
             unillustrated = a.event(kind, b"") | {"kind": "article", "images": []}
-            text = "" if kind == "image_only" else served_text(unillustrated)
+            text = "" if kind == "image_only" else prepare_event(unillustrated, 8000).text
             examples[a.split].append(Example(text, gold, negatives, k, kind))
     return vocab, examples, apps, cells
 

@@ -16,12 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgpack
 import numpy as np
 
 from enrich.models import Embedder, Tagger
-from enrich.preprocess import PreparedItem, prepare
-from enrich.schemas import decode_item
+from enrich.preprocess import PreparedItem, prepare_event
 from enrich.tag_prior import FEATURES, DecisionHead, TagPrior, with_votes
 from enrich.tags import VocabSnapshot
 
@@ -98,10 +96,6 @@ def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.n
     return TagPrior(draft.tags, draft.vectors, draft.item_tags, head.with_threshold(best), info)
 
 
-def prepared_event(event: dict, max_text_chars: int) -> PreparedItem:
-    """What a worker decodes from the item's event."""
-    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), max_text_chars)
-
 
 def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
@@ -129,9 +123,9 @@ def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = 
         def embed(prepared: list) -> np.ndarray:
             return np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
 
-        icon_items = [prepared_event(a.event("image_only", icons[a.id]), s.max_text_chars) for a in app_train]
-        val_items = ([prepared_event(debtags.as_event(it), s.max_text_chars) for it in val]
-                     + [prepared_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in app_val])
+        icon_items = [prepare_event(a.event("image_only", icons[a.id]), s.max_text_chars) for a in app_train]
+        val_items = ([prepare_event(debtags.as_event(it), s.max_text_chars) for it in val]
+                     + [prepare_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in app_val])
         say(f"embedding {len(icon_items)} train apps' icons and {len(app_val)} validation app items")
         vocabulary = TagVocabulary(embedder.embed_texts, embedder.version)
         for entry in debtags_vocabulary(s):  # the vectors the workers rank candidates by
