@@ -170,6 +170,12 @@ def cmd_models(s: Settings, a: argparse.Namespace) -> int:
                                                        sort_keys=True) + "\n")
         _say(json.dumps(adapter.info, indent=2))
         _say(f"{adapter.version} -> {out}")
+        if out == DEFAULT_CF:  # the state dir's export gets it now, not at its next export
+            from enrich.model_meta import ModelMeta
+            from triton_models.export_small import ship_cf_adapter
+
+            embedder_dir = s.models_path / "embedder"
+            ship_cf_adapter(ModelMeta.read(embedder_dir / "meta.json").version, embedder_dir, _say)
     elif a.action == "train-fusion" and a.apps:
         from triton_models.export_small import DEFAULT_FUSION, EMOJI_FUSION
         from triton_models.train_fusion_apps import train_fusion_apps

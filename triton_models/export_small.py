@@ -58,7 +58,7 @@ EMBEDDER_NAME = "minilm-effnet-fusion"
 TAGGER_NAME = "minilm-cross-encoder"
 PACKED_TAGGER_NAME = "minilm-effnet-packed-tagger"
 EMOJI_FUSION = ARTIFACTS / "fusion-effnet-minilm-emoji-v1.pt"  # the image projection, trained on emoji
-DEFAULT_FUSION = ARTIFACTS / "fusion-effnet-minilm-apps-v2.pt"  # its gate retrained on the AppStream kinds
+DEFAULT_FUSION = ARTIFACTS / "fusion-effnet-minilm-apps-v3.pt"  # its gate retrained on the AppStream kinds, calibrated
 PAIRWISE_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v2.pt"  # text only, one row per (item, tag)
 DEFAULT_TAGGER = ARTIFACTS / "tagger-packed-visual-v2.pt"  # trained from v1 (the same data without keywords)
 DEFAULT_PROTOTYPES = ARTIFACTS / "tag-prototypes-debtags-v1.npz"
@@ -171,7 +171,7 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
     meta.write(out_dir / "meta.json")
     progress(f"parity ok: {diffs}")
     if role == "embedder":
-        _ship_cf_adapter(meta.version, out_dir, progress)
+        ship_cf_adapter(meta.version, out_dir, progress)
     return ExportResult(out_dir, meta, diffs)
 
 
@@ -257,7 +257,7 @@ def ship_tag_prior(models_path: Path, progress: Callable[[str], None]) -> None:
     target.unlink(missing_ok=True)
 
 
-def _ship_cf_adapter(embedder_version: str, out_dir: Path, progress: Callable[[str], None]) -> None:
+def ship_cf_adapter(embedder_version: str, out_dir: Path, progress: Callable[[str], None]) -> None:
     """The shipped CF adapter goes beside the embedder it was trained on (and so into bundles);
     after any other embedder it would be meaningless, so it is left out."""
     from enrich.cf_adapter import CF_ADAPTER_FILE, CfAdapter

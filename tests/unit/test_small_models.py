@@ -245,3 +245,34 @@ def test_the_apps_gate_learns_to_keep_text_and_to_keep_an_icon_alone():
         assert after[kind]["mean_image_share"] < before[kind]["mean_image_share"]
     assert after["image_only"]["cosine_to_icon"] > 0.9  # the real icons: 0.924 -> 0.998 (the training record)
     assert after["image_only"]["mean_image_share"] > after["long_text_image"]["mean_image_share"]
+
+
+def test_the_gate_calibration_takes_as_much_of_the_icon_as_the_neighbours_bear():
+    """On validation apps whose icons say nothing about their tags the calibration turns the image down; where
+    the icons tell the tag groups apart and the texts barely do, it keeps more of it."""
+    import torch.nn.functional as F
+
+    from triton_models.export_small import DEFAULT_FUSION
+    from triton_models.small_models import load_fusion_head
+    from triton_models.train_fusion_apps import AppFeatures, calibrate_gate
+
+    g = torch.Generator().manual_seed(0)
+    n, groups = 240, 6
+    group = torch.arange(n) % groups
+    tags = [frozenset({f"t{int(k)}"}) for k in group]
+    centres = F.normalize(torch.randn(groups, 384, generator=g), dim=-1)
+    icon_patterns = torch.randn(groups, 1280, generator=g).abs() * 3
+
+    def features(text_noise: float, informative_icons: bool) -> AppFeatures:
+        text = F.normalize(centres[group] + text_noise * torch.randn(n, 384, generator=g) / 384 ** 0.5, dim=-1)
+        icons = icon_patterns[group] if informative_icons else torch.randn(n, 1280, generator=g).abs() * 3
+        return AppFeatures(["val"] * n, {"long_text_image": text, "short_text_image": text,
+                                         "image_only": F.normalize(torch.ones(n, 384), dim=-1)}, icons, tags)
+
+    base, _ = load_fusion_head(DEFAULT_FUSION)
+    bias = base.gate.proj.bias.detach().clone()
+    _, noisy_icons = calibrate_gate(load_fusion_head(DEFAULT_FUSION)[0], features(8.0, False))
+    head, telling_icons = calibrate_gate(load_fusion_head(DEFAULT_FUSION)[0], features(40.0, True))
+    assert noisy_icons["offset"] < telling_icons["offset"], (noisy_icons, telling_icons)
+    assert torch.allclose(head.gate.proj.bias, bias + telling_icons["offset"])
+    assert set(telling_icons["table"]) == {str(o) for o in (0.0, -0.25, -0.5, -0.75, -1.0, -1.25, -1.5, -2.0, -3.0)}
