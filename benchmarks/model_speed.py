@@ -7,7 +7,7 @@ Workload per item (MODELS.md): one image (448 x 448 at real size; the tiny prese
 - ``hf_packed``: the stock vision tower once, then the stock language model over one packed row
   per item (shared prefix, K tag suffixes, block mask), in the run's dtype and attention kernel;
 - ``hf_embed``: the stock model's full forward, last-token readout (embedder);
-- ``served``: the project's serving code (``enrich.models``: mICL prompt, late fusion, packed tags)
+- ``served``: the project's serving code (``enrich.models.base``: mICL prompt, late fusion, packed tags)
   over the exported ONNX graphs in ONNX Runtime (``--served onnx``, tiny presets), or over the same
   graph modules in PyTorch (``--served torch``: the path for real-size presets on a GPU).
 
@@ -37,11 +37,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from enrich.images import build_vision_batch, patchify_frames  # noqa: E402
-from enrich.model_meta import ModelMeta  # noqa: E402
-from enrich.models import Embedder, Tagger  # noqa: E402
+from enrich.media.images import build_vision_batch, patchify_frames  # noqa: E402
+from enrich.models.base import Embedder, Tagger  # noqa: E402
+from enrich.models.meta import ModelMeta  # noqa: E402
+from enrich.models.sequences import Prefix, build_text_batch  # noqa: E402
 from enrich.preprocess import PreparedItem  # noqa: E402
-from enrich.sequences import Prefix, build_text_batch  # noqa: E402
 from triton_models.export import TEXT_INPUTS, export_model  # noqa: E402
 from triton_models.graphs import LateFusionGate, TextGraph, VisionGraph, build_random_model  # noqa: E402
 from triton_models.presets import get_preset  # noqa: E402
@@ -220,7 +220,7 @@ def main() -> None:
     if a.served == "torch":
         backend: object = TorchBackend(torch_graphs, a.device, dtype)
     else:
-        from enrich.inference import OnnxRuntimeBackend
+        from enrich.models.inference import OnnxRuntimeBackend
 
         backend = OnnxRuntimeBackend(tmp)
     embedder = Embedder(metas["embedder"], backend, a.text_tokens, a.items)  # type: ignore[arg-type]

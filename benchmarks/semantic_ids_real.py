@@ -73,7 +73,7 @@ def main() -> None:
     emb = args.work / "embeddings.npy"
     np.save(emb, vecs)
     book, report = args.work / "codebook.npz", args.work / "eval.json"
-    cli = [sys.executable, "-m", "streams.cli", "codebook"]
+    cli = [sys.executable, "-m", "ops.cli", "codebook"]
     t0 = time.perf_counter()
     subprocess.run([*cli, "fit", "--embeddings", str(emb), "--levels", str(args.levels), "--codes", str(args.codes),
                     "--epochs", str(args.epochs), "--out", str(book)], check=True)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from enrich.settings import Settings
-from streams.evaluate import run_eval
+from ops.evaluate import run_eval
 
 
 def main() -> None:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from enrich import metrics
-from enrich.captions import CaptionHasher, describe
-from enrich.cf_adapter import CfAdapter
 from enrich.errors import InvalidItem, Retry, RetryAlone, Stop
-from enrich.media import MediaBudget
-from enrich.media_sandbox import MediaDecoder, SandboxSpec
-from enrich.models import Embedder, Tagger
+from enrich.media.decode import MediaBudget
+from enrich.media.sandbox import MediaDecoder, SandboxSpec
+from enrich.media.thumbnails import ThumbnailSpec, thumbnails
+from enrich.media.video import VideoSpec
+from enrich.models.base import Embedder, Tagger
 from enrich.preprocess import PreparedItem, prepare
 from enrich.schemas import (
     MAX_MESSAGE_BYTES,
@@ -40,11 +40,11 @@ from enrich.schemas import (
     now_ms,
     vector_bytes,
 )
-from enrich.semantic_ids import Quantizer
-from enrich.tag_prior import TagPrior, with_votes
-from enrich.tags import TagVocabulary
-from enrich.thumbnails import ThumbnailSpec, thumbnails
-from enrich.video import VideoSpec
+from enrich.tagging.captions import CaptionHasher, describe
+from enrich.tagging.prior import TagPrior, with_votes
+from enrich.tagging.vocabulary import TagVocabulary
+from enrich.vectors.cf_adapter import CfAdapter
+from enrich.vectors.semantic_ids import Quantizer
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = "internal_error"

@@ -1,6 +1,6 @@
 """Preprocessing: text normalisation and truncation, media decoding.
 
-Images are decoded once per item (within the media budget, see ``enrich/media.py``); each model
+Images are decoded once per item (within the media budget, see ``enrich/media/decode.py``); each model
 then patches them with its own ``VisionSpec`` (the embedder and tagger may use different resolutions).
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from enrich.errors import InvalidItem
-from enrich.images import PatchedImage, VisionSpec, patchify
-from enrich.media_sandbox import MediaDecoder, SandboxSpec
+from enrich.media.images import PatchedImage, VisionSpec, patchify
+from enrich.media.sandbox import MediaDecoder, SandboxSpec
 from enrich.schemas import Item, decode_item
 
 _SPACE = re.compile(r"\s+")

@@ -88,7 +88,7 @@ class EnrichedItem:
     versions: ModelVersions
     schema: int = SCHEMA_VERSION
     cf_embedding: bytes | None = None  # float32: the content vector through the CF adapter, when configured
-    caption: str | None = None  # a short description of the item (enrich/captions.py)
+    caption: str | None = None  # a short description of the item (enrich/tagging/captions.py)
     caption_features: list[int] | None = None  # the caption's hashed token ids, for ranking models
     title: str = ""  # the item's title, cut to TITLE_CHARS (for people looking at the outputs)
 

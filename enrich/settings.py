@@ -11,9 +11,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from enrich.cf_adapter import CF_ADAPTER_FILE
 from enrich.schemas import MAX_MESSAGE_BYTES
-from enrich.tag_prior import TAG_PRIOR_FILE
+from enrich.tagging.prior import TAG_PRIOR_FILE
+from enrich.vectors.cf_adapter import CF_ADAPTER_FILE
 
 
 class Settings(BaseSettings):

@@ -22,8 +22,8 @@ from enrich import metrics
 from enrich.errors import InvalidItem, Stop
 from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, encode, now_ms
-from enrich.semantic_ids import collision_key
 from enrich.settings import Settings
+from enrich.vectors.semantic_ids import collision_key
 from streams.collision_digits import DigitStore, encode_digits
 from streams.services import Enrichment
 from streams.transport import EnrichApp

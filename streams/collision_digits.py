@@ -23,8 +23,8 @@ import time
 
 import msgpack
 
-from enrich.semantic_ids import assign_digit
 from enrich.settings import Settings
+from enrich.vectors.semantic_ids import assign_digit
 from streams.kafka_tools import read_to_end
 
 log = logging.getLogger(__name__)

@@ -10,21 +10,21 @@ from contextlib import contextmanager
 from typing import Any
 
 from enrich import metrics
-from enrich.captions import CaptionHasher
-from enrich.cf_adapter import CfAdapter
 from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError, ModelRejected
-from enrich.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
-from enrich.media import MediaBudget
-from enrich.media_sandbox import SandboxSpec
-from enrich.models import load_models
+from enrich.media.decode import MediaBudget
+from enrich.media.sandbox import SandboxSpec
+from enrich.media.thumbnails import ThumbnailSpec
+from enrich.media.video import VideoSpec
+from enrich.models.base import load_models
+from enrich.models.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
 from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, SourceRef, dead_letter
 from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, decode_item, now_ms
-from enrich.semantic_ids import SemanticIdCodebook
 from enrich.settings import Settings
-from enrich.tag_prior import TagPrior
-from enrich.tags import TagVocabulary
-from enrich.thumbnails import ThumbnailSpec
-from enrich.video import VideoSpec
+from enrich.tagging.captions import CaptionHasher
+from enrich.tagging.prior import TagPrior
+from enrich.tagging.vocabulary import TagVocabulary
+from enrich.vectors.cf_adapter import CfAdapter
+from enrich.vectors.semantic_ids import SemanticIdCodebook
 from streams.vocab_feed import VocabularyFeed
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from enrich import metrics
 from enrich.errors import InvalidItem
 from enrich.schemas import VocabEntry, decode_vocab
 from enrich.settings import Settings
-from enrich.tags import TagVocabulary
+from enrich.tagging.vocabulary import TagVocabulary
 from streams.kafka_tools import CatchUp
 
 log = logging.getLogger(__name__)

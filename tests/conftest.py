@@ -13,7 +13,7 @@ from enrich.settings import Settings
 @pytest.fixture(scope="session")
 def model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings whose state dir holds freshly exported tiny models and a fitted codebook."""
-    from streams.stack import ensure_codebook, ensure_models
+    from ops.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("state")
     s = Settings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="tiny")
@@ -25,7 +25,7 @@ def model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings whose state dir holds the exported real small presets and a codebook fitted on them."""
-    from streams.stack import ensure_codebook, ensure_models
+    from ops.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("small")
     s = Settings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="small")
@@ -37,8 +37,8 @@ def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def local_stack(model_settings: Settings) -> Iterator[Settings]:
     """The real Tansu broker and real Triton on free ports; yields settings pointing at them."""
-    from streams.demo import on_free_ports
-    from streams.stack import start_stack
+    from ops.demo import on_free_ports
+    from ops.stack import start_stack
 
     s = on_free_ports(model_settings).model_copy(update={"backend": "triton"})
     stack = start_stack(s, progress=lambda _m: None)
@@ -49,8 +49,8 @@ def local_stack(model_settings: Settings) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def small_stack(small_model_settings: Settings) -> Iterator[Settings]:
     """The real broker and real Triton serving the small presets; yields settings pointing at them."""
-    from streams.demo import on_free_ports
-    from streams.stack import start_stack
+    from ops.demo import on_free_ports
+    from ops.stack import start_stack
 
     s = on_free_ports(small_model_settings).model_copy(update={"backend": "triton", "batch_size": 8})
     stack = start_stack(s, progress=lambda _m: None)

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from enrich.errors import ModelConfigError, Stop
-from enrich.images import VisionSpec, build_vision_batch, patchify_frames
-from enrich.model_meta import GRAPH_CONTRACT, ModelMeta
-from enrich.sequences import PackedSequence, Prefix, build_text_batch
+from enrich.media.images import VisionSpec, build_vision_batch, patchify_frames
+from enrich.models.meta import GRAPH_CONTRACT, ModelMeta
+from enrich.models.sequences import PackedSequence, Prefix, build_text_batch
 from triton_models.graphs import LateFusionGate, TextGraph, VisionGraph, build_random_model
 from triton_models.presets import BYTE_SPECIALS, get_preset
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from enrich.model_meta import GRAPH_CONTRACT, ModelMeta
+from enrich.models.meta import GRAPH_CONTRACT, ModelMeta
 from triton_models.export import ExportResult, ParityError, _export, _weights_digest
 from triton_models.packed_tagger import (
     VISUAL_TOKENS,
@@ -62,6 +62,10 @@ DEFAULT_FUSION = ARTIFACTS / "fusion-effnet-minilm-apps-v3.pt"  # its gate retra
 PAIRWISE_TAGGER = ARTIFACTS / "tagger-minilm-debtags-v2.pt"  # text only, one row per (item, tag)
 DEFAULT_TAGGER = ARTIFACTS / "tagger-packed-visual-v2.pt"  # trained from v1 (the same data without keywords)
 DEFAULT_PROTOTYPES = ARTIFACTS / "tag-prototypes-debtags-v1.npz"
+DEFAULT_TAG_PRIOR = ARTIFACTS / "tag-prior-debtags-v2.npz"  # for the packed visual tagger
+PAIRWISE_TAG_PRIOR = ARTIFACTS / "tag-prior-debtags-v1.npz"  # for the pairwise text tagger
+CF_ARTIFACT_VERSION = "cf-adapter-debtags-v1"
+DEFAULT_CF = ARTIFACTS / f"{CF_ARTIFACT_VERSION}.npz"
 EMBEDDER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on (and truncates to) 256 word pieces
 
 
@@ -177,7 +181,7 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
 
 def _packed_sample(tok, rows: int, seed: int) -> dict[str, np.ndarray]:  # noqa: ANN001
     """Packed rows with and without visual tokens, candidates of unequal counts and lengths."""
-    from enrich.encoder_models import IMAGE_TOKEN, PackedRowTokens, packed_inputs
+    from enrich.models.encoders import IMAGE_TOKEN, PackedRowTokens, packed_inputs
 
     rng = np.random.default_rng(seed)
     tokens = PackedRowTokens(tok.cls_token_id, tok.sep_token_id, tok.convert_tokens_to_ids(IMAGE_TOKEN))
@@ -196,7 +200,7 @@ PACKED_TEXT_INPUTS = ("input_ids", "attn_bias", "position_ids", "token_type_ids"
 
 
 def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str], None]) -> ExportResult:
-    from enrich.encoder_models import PACKED_TAGGER_ARCH
+    from enrich.models.encoders import PACKED_TAGGER_ARCH
 
     model, info = load_packed_tagger(artifact)
     text = model.merge_lora().eval()
@@ -232,17 +236,20 @@ def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str
     return ExportResult(out_dir, meta, diffs)
 
 
+def shipped_tag_priors() -> list[Path]:
+    return [p for p in (DEFAULT_TAG_PRIOR, PAIRWISE_TAG_PRIOR) if p.exists()]
+
+
 def ship_tag_prior(models_path: Path, progress: Callable[[str], None]) -> None:
     """The shipped tag prior built with both exported models goes beside the tagger: its exemplars live
     in the embedder's space and its head reads the tagger's grades. None fits: none is shipped."""
-    from enrich.model_meta import ModelMeta
-    from enrich.tag_prior import TAG_PRIOR_FILE, TagPrior
-    from triton_models import train_tag_prior
+    from enrich.models.meta import ModelMeta
+    from enrich.tagging.prior import TAG_PRIOR_FILE, TagPrior
 
     target = models_path / "tagger" / TAG_PRIOR_FILE
     versions = {role: ModelMeta.read(models_path / role / "meta.json").version for role in ("embedder", "tagger")}
     same_tagger = []
-    for path in train_tag_prior.shipped_tag_priors():
+    for path in shipped_tag_priors():
         prior = TagPrior.load(path)
         if (prior.embedder, prior.tagger) == (versions["embedder"], versions["tagger"]):
             if not target.exists() or target.read_bytes() != path.read_bytes():
@@ -260,8 +267,7 @@ def ship_tag_prior(models_path: Path, progress: Callable[[str], None]) -> None:
 def ship_cf_adapter(embedder_version: str, out_dir: Path, progress: Callable[[str], None]) -> None:
     """The shipped CF adapter goes beside the embedder it was trained on (and so into bundles);
     after any other embedder it would be meaningless, so it is left out."""
-    from enrich.cf_adapter import CF_ADAPTER_FILE, CfAdapter
-    from triton_models.train_cf import DEFAULT_CF
+    from enrich.vectors.cf_adapter import CF_ADAPTER_FILE, CfAdapter
 
     target = out_dir / CF_ADAPTER_FILE
     target.unlink(missing_ok=True)

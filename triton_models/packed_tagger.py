@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from enrich.encoder_models import PACKED_TAGGER_ARCH
 from enrich.errors import ModelConfigError
+from enrich.models.encoders import PACKED_TAGGER_ARCH
 from triton_models.small_models import (
     IMAGE_FEATURES,
     TEXT_WIDTH,

@@ -19,7 +19,7 @@ from enrich.errors import ModelConfigError
 Architecture = Literal["qwen2_vl", "qwen2_5_vl"]
 Role = Literal["embedder", "tagger"]
 
-# Byte-level tokenizer layout shared by the tiny presets (see enrich.tokenizer):
+# Byte-level tokenizer layout shared by the tiny presets (see enrich.models.tokenizer):
 # ids 0..255 are UTF-8 bytes, specials follow.
 BYTE_SPECIALS = {
     "pad": 256,

@@ -5,9 +5,9 @@
   features. The module below reproduces the network with the weight file's own key names, so the
   state dict loads strictly (timm would pull a torchvision that does not run beside the CPU torch).
 - ``FusionEmbedder*``: the two joined by a projection and the NoteLLM-2 late-fusion gate (trained on
-  real emoji image + name pairs, ``triton_models/train_fusion.py``).
+  real emoji image + name pairs, ``training/fusion_emoji.py``).
 - ``CrossEncoderTagger``: MiniLM over "item [SEP] tag" with LoRA adapters and a 3-grade head
-  (trained on the Debian debtags dataset, ``triton_models/train_tagger.py``).
+  (trained on the Debian debtags dataset, ``training/pairwise_tagger.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enrich.errors import ModelConfigError
-from enrich.images import square_pixels
+from enrich.media.images import square_pixels
 from triton_models.graphs import LateFusionGate
 
 TEXT_WIDTH = 384

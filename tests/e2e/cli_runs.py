@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from enrich.settings import Settings
-from streams.demo import settings_env
+from ops.demo import settings_env
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
@@ -28,7 +28,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 
 
 def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], env=settings_env(settings),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -63,9 +63,9 @@ def re_enrich_in_shadow(live: Settings, tmp_path: Path, n_items: int, vocab_args
     ``live`` holds ``n_items`` items in ``items.new``; returns the shadow's enriched records by item id."""
     import signal
 
-    from enrich.process import free_port
     from enrich.schemas import decode
-    from streams.demo import start_worker
+    from ops.demo import start_worker
+    from ops.process import free_port
     from streams.kafka_tools import TopicReader
 
     shadow = live.model_copy(update={"topic_prefix": f"shadow.{live.topic_prefix}", "web_port": free_port(),

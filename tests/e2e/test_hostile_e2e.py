@@ -19,11 +19,11 @@ from cli_runs import cli, http_get, wait_for
 from hostile_corpus import all_cases, item_event, solid
 from PIL import Image
 
-from enrich import debtags
-from enrich.model_meta import ModelMeta
-from enrich.process import free_port
+from corpora import debtags
+from enrich.models.meta import ModelMeta
 from enrich.schemas import VocabEntry, decode, encode, vector_bytes
-from streams.demo import start_worker
+from ops.demo import start_worker
+from ops.process import free_port
 from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e

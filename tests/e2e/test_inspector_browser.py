@@ -18,10 +18,10 @@ import pytest
 from cli_runs import cli, wait_for
 from pydantic import SecretStr
 
-from enrich import appstream
-from enrich.process import free_port, stop_pid
-from streams.demo import settings_env, start_worker
-from streams.evaluate_kinds import app_event
+from corpora import appstream
+from ops.demo import settings_env, start_worker
+from ops.evaluate_kinds import app_event
+from ops.process import free_port, stop_pid
 from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +90,7 @@ def test_an_item_page_shows_its_tags_image_and_neighbours_images(small_stack, br
     events += [app_event(it, "image_only", icons[it.id]) for it in apps[6:]]
     worker = start_worker(s, tmp_path / "worker.log")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streams.cli", "recall", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "ops.cli", "recall", "serve", "--port", str(port)],
                               env=settings_env(s), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         publish(s, "items.new", [(e["id"].encode(), msgpack.packb(e, use_bin_type=True)) for e in events])

@@ -12,9 +12,9 @@ import msgpack
 import pytest
 from cli_runs import cli, re_enrich_in_shadow, run_demo, wait_for
 
-from enrich import debtags
-from enrich.process import free_port, stop_pid
-from streams.demo import settings_env, start_worker
+from corpora import debtags
+from ops.demo import settings_env, start_worker
+from ops.process import free_port, stop_pid
 from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ def test_recall_commands_answer_from_the_live_feeds_and_follow_re_enrichment(sma
     assert res.returncode == 0 and f"published {len(debtags.tag_vocabulary(items))} tags" in res.stdout, res.stderr
     worker = start_worker(s, tmp_path / "worker.log")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streams.cli", "recall", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "ops.cli", "recall", "serve", "--port", str(port)],
                               env=settings_env(s), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         picked = {it.id: it for it in items if it.id in ("0ad", "freeciv", "abcde", "flac", "lame",
@@ -138,7 +138,7 @@ def test_eval_command_reports_every_metric_beside_the_baselines(small_model_sett
     env = settings_env(s) | {"ENRICH_MODEL_DIR": str(small_model_settings.models_path),
                              "ENRICH_CODEBOOK": str(small_model_settings.codebook_path)}
     out = tmp_path / "eval.json"
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "eval", "--limit", "8", "--catalogue-limit", "200",
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "eval", "--limit", "8", "--catalogue-limit", "200",
                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     r = json.loads(out.read_text())

@@ -14,10 +14,10 @@ import msgpack
 import pytest
 from cli_runs import cli, http_get, re_enrich_in_shadow, run_demo, wait_for
 
-from enrich import samples
-from enrich.process import free_port
+from corpora import samples
 from enrich.schemas import decode
-from streams.demo import start_worker
+from ops.demo import start_worker
+from ops.process import free_port
 from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
@@ -190,7 +190,7 @@ def test_demo_command_prints_enriched_output(model_settings, tmp_path):
 
 def test_cli_explains_bad_settings():
     env = dict(os.environ, ENRICH_BATCH_SIZE="zero")
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "create"], env=env,
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "topics", "create"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "batch_size" in res.stderr and "ENRICH_" in res.stderr
 
@@ -198,7 +198,7 @@ def test_cli_explains_bad_settings():
 def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
     """Triton is killed under load and comes back; meanwhile a second worker joins and the first is stopped.
     The worker pauses its input while the backend is down and says so; the audit finds every item once."""
-    from triton_models.launcher import LocalTriton
+    from ops.triton_launcher import LocalTriton
 
     ports = {k: free_port() for k in ("http", "grpc", "metrics")}
     s = fresh.model_copy(update={"triton_url": f"127.0.0.1:{ports['grpc']}", "retry_max_s": 1.0})

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from enrich.settings import Settings
+from ops.cli import build_parser
 from streams.app import LIVE_PATH, METRICS_PATH, READY_PATH
-from streams.cli import build_parser
 
 pytestmark = pytest.mark.helm
 

@@ -7,9 +7,9 @@ import time
 import msgpack
 import pytest
 
-from enrich import samples
+from corpora import samples
 from enrich.errors import EnrichError
-from streams.backfill import RateLimiter, backfill
+from ops.backfill import RateLimiter, backfill
 from streams.kafka_tools import create_topics, publish, read_to_end
 
 pytestmark = pytest.mark.integration

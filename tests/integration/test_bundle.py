@@ -9,9 +9,9 @@ import sys
 import msgpack
 import pytest
 
-from enrich import samples
+from corpora import samples
 from enrich.pipeline import Enriched, RawEvent, SourceRef
-from streams.demo import settings_env
+from ops.demo import settings_env
 from streams.services import make_backend, make_pipeline
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_bundle_serves_workers_without_the_weights(local_stack, tmp_path):
     bundle = tmp_path / "bundle"
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "models", "bundle", "--out", str(bundle)],
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "models", "bundle", "--out", str(bundle)],
                          env=settings_env(local_stack), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     for role in ("embedder", "tagger"):
@@ -51,6 +51,6 @@ def test_bundle_serves_workers_without_the_weights(local_stack, tmp_path):
 def test_bundle_refuses_a_used_directory(local_stack, tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "x").write_text("v1")
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "models", "bundle", "--out", str(tmp_path / "old")],
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "models", "bundle", "--out", str(tmp_path / "old")],
                          env=settings_env(local_stack), capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "is not empty" in res.stderr

@@ -4,15 +4,15 @@ import msgpack
 import numpy as np
 import pytest
 
-from enrich import samples
+from corpora import samples
 from enrich.errors import BackendUnavailable
-from enrich.inference import OnnxRuntimeBackend, TritonBackend
-from enrich.models import load_models
+from enrich.models.base import load_models
+from enrich.models.inference import OnnxRuntimeBackend, TritonBackend
 from enrich.preprocess import prepare
-from enrich.process import LaunchError
 from enrich.schemas import decode_item
+from ops.local_broker import LocalBroker
+from ops.process import LaunchError
 from streams.kafka_tools import TopicReader, create_topics, publish
-from streams.local_broker import LocalBroker
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_triton_serves_the_same_numbers_as_in_process(local_stack):
 
 
 def test_unreachable_triton_is_unavailable_not_fatal():
-    from enrich.process import free_port
+    from ops.process import free_port
 
     backend = TritonBackend(f"127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(BackendUnavailable):

@@ -11,11 +11,11 @@ import msgpack
 import numpy as np
 import pytest
 
-from enrich import samples
+from corpora import samples
 from enrich.schemas import DeadLetter, encode, vector_bytes
-from streams.demo import settings_env
+from ops.demo import settings_env
+from ops.tail import summarise
 from streams.kafka_tools import create_topics, publish
-from streams.tail import summarise
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_tail_prints_the_decoded_records_of_a_topic(local_stack):
     publish(s, "items.dlq", [(b"k", encode(dead))])
 
     def run(*args: str) -> list[dict]:
-        res = subprocess.run([sys.executable, "-m", "streams.cli", "tail", *args, "--json", "--idle-s", "3"],
+        res = subprocess.run([sys.executable, "-m", "ops.cli", "tail", *args, "--json", "--idle-s", "3"],
                              env=settings_env(s), capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         return [json.loads(line) for line in res.stdout.splitlines()]
@@ -51,6 +51,6 @@ def test_tail_prints_the_decoded_records_of_a_topic(local_stack):
     assert [r["key"] for r in one] == [items[0]["id"]] and one[0]["value"]["title"] == items[0]["title"]
     dlq = run("items.dlq", "--from-beginning")
     assert dlq[0]["value"]["reason"] == "not_msgpack" and dlq[0]["value"]["original"] == "1 B, not msgpack"
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "tail", "items.old"], env=settings_env(s),
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "tail", "items.old"], env=settings_env(s),
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "not one of the service's topics" in res.stderr

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from enrich import samples
+from corpora import samples
 from enrich.schemas import encode
-from enrich.tags import TagVocabulary
+from enrich.tagging.vocabulary import TagVocabulary
 from enrich.topics import TOPIC_NAMES
 from streams.collision_digits import DigitStore, encode_digits
 from streams.kafka_tools import KafkaToolError, check_topics, create_topics, publish

@@ -21,12 +21,12 @@ def prefixed(settings, name: str):
 def test_topics_are_created_as_specified_and_checked_for_drift(local_stack):
     import subprocess
 
-    from streams.demo import settings_env
+    from ops.demo import settings_env
 
     s = prefixed(local_stack, "spec")
     assert sorted(create_topics(s)) == sorted(s.topic(t) for t in TOPIC_NAMES)
     assert topic_drift(s) == []
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "check"], env=settings_env(s),
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "topics", "check"], env=settings_env(s),
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "every topic matches" in res.stdout, res.stdout + res.stderr
     # the same topics checked against a spec that asks for more: every difference is named
@@ -36,7 +36,7 @@ def test_topics_are_created_as_specified_and_checked_for_drift(local_stack):
                for d in drift)
     assert any(d.startswith(f"{s.topic('items.dlq')}: retention.ms=") for d in drift)
     assert not any("tags.vocab: " in d and "partitions" in d for d in drift)  # always one partition
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "check"], env=settings_env(wider),
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "topics", "check"], env=settings_env(wider),
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "differences from the topic specification" in res.stdout
 

@@ -12,8 +12,8 @@ import msgpack
 import pytest
 from PIL import Image
 
-from enrich import appstream, debtags
-from enrich.media import decode_image
+from corpora import appstream, debtags
+from enrich.media.decode import decode_image
 from enrich.schemas import decode_item
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "appstream"
@@ -78,7 +78,7 @@ def test_snapshot_is_byte_for_byte_reproducible(built, tmp_path: Path) -> None:
 
 
 def test_builder_cli_reads_an_apt_lists_dir(tmp_path: Path) -> None:
-    from streams.cli import main
+    from ops.cli import main
 
     assert main(["data", "appstream", "--lists", str(FIXTURE), "--out", str(tmp_path / "snap")]) == 0
     assert json.loads((tmp_path / "snap" / "manifest.json").read_text())["items"] == 3

@@ -3,7 +3,7 @@
 import msgpack
 
 from enrich.schemas import DeadLetter, EnrichedItem, ModelVersions, TagGrade, encode
-from streams.audit import audit
+from ops.audit import audit
 from streams.kafka_tools import Record
 
 TOPIC = "p.items.new"

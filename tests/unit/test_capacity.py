@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from enrich.errors import EnrichError
-from streams.capacity import ItemCosts, costs_from_metrics, plan, throughput
+from ops.capacity import ItemCosts, costs_from_metrics, plan, throughput
 
 COSTS = ItemCosts(worker_cpu_s=0.004, model_s=1 / 45, in_bytes=3_000, out_bytes=6_000, source="test")
 
@@ -56,7 +56,7 @@ def test_costs_come_from_a_workers_metrics_page():
 
 
 def test_the_command_plans_from_a_costs_file(tmp_path, capsys):
-    from streams.cli import main
+    from ops.cli import main
 
     (tmp_path / "costs.json").write_text(json.dumps({"costs": {"worker_cpu_s": 0.004, "model_s": 0.01,
                                                                "in_bytes": 3000, "out_bytes": 6000}}))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgpack
 
-from enrich import samples
-from enrich.captions import CaptionHasher, describe
+from corpora import samples
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import TagGrade
+from enrich.tagging.captions import CaptionHasher, describe
 from streams.services import make_backend, make_pipeline
 
 

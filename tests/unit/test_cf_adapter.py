@@ -6,15 +6,15 @@ import msgpack
 import numpy as np
 import pytest
 
-from enrich import samples
-from enrich.cf_adapter import CfAdapter
-from enrich.debtags import DebtagsItem
+from corpora import samples
+from corpora.debtags import DebtagsItem
 from enrich.errors import ModelConfigError
 from enrich.pipeline import Enriched, RawEvent, SourceRef
-from enrich.recall_index import NeighborIndex
 from enrich.schemas import vector_from_bytes
+from enrich.vectors.cf_adapter import CfAdapter
+from ops.recall_index import NeighborIndex
 from streams.services import make_backend, make_pipeline
-from triton_models.train_cf import train_cf
+from training.cf_adapter import train_cf
 
 
 def _co_use_world(n_groups: int = 40, per_group: int = 6, dim: int = 32, seed: int = 0):

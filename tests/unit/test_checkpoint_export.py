@@ -15,12 +15,12 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from enrich import samples
-from enrich.inference import OnnxRuntimeBackend
-from enrich.models import load_models
+from corpora import samples
+from enrich.models.base import load_models
+from enrich.models.inference import OnnxRuntimeBackend
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item
-from streams.demo import settings_env
+from ops.demo import settings_env
 from triton_models.export import export_model
 from triton_models.graphs import build_random_model
 from triton_models.presets import Preset, get_preset
@@ -76,7 +76,7 @@ def test_checkpoint_exports_with_its_own_tokenizer_and_serves(checkpoints, tmp_p
 
 
 def test_cli_refuses_a_directory_that_is_no_checkpoint(tmp_path, model_settings):
-    res = subprocess.run([sys.executable, "-m", "streams.cli", "models", "export", "--role", "tagger",
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "models", "export", "--role", "tagger",
                           "--tagger-checkpoint", str(tmp_path), "--out", str(tmp_path / "out")],
                          env=settings_env(model_settings), capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "no config.json there" in res.stderr, res.stderr

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from enrich import debtags
-from enrich.debtags import build, grade_of, is_semantic, load_snapshot, write_snapshot
-from enrich.tags import readable_tag
+from corpora import debtags
+from corpora.debtags import build, grade_of, is_semantic, load_snapshot, write_snapshot
+from enrich.tagging.vocabulary import readable_tag
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian"
 
@@ -77,7 +77,7 @@ def test_snapshot_is_byte_for_byte_reproducible_and_round_trips(items: dict, tmp
 
 
 def test_builder_cli_reads_an_apt_lists_dir(tmp_path: Path) -> None:
-    from streams.cli import main
+    from ops.cli import main
 
     lists = tmp_path / "lists"
     lists.mkdir()

@@ -1,27 +1,59 @@
-"""The dependency rule, checked in fresh interpreters (what a module imports at load time):
+"""The dependency rule (docs/architecture.md), checked in fresh interpreters (what a module imports at load
+time: no third-party stack it must not load) and on the source (no first-party package it must not import,
+anywhere in its code, functions included):
 
-- the serving pipeline (every ``enrich`` module but the offline ones) imports no torch, transformers,
-  Faust, Kafka client, ``triton_models`` or ``streams``: it is plain code over numpy and the inference
-  clients, testable without a broker;
-- the worker (``streams.worker`` and what it loads) imports no torch, transformers or ``triton_models``,
-  and none of the offline modules (codebook training, dataset builders, evaluation, recall consumers);
-- the offline modules, the tools and the CLI may import anything.
+- ``enrich`` (the serving pipeline) imports no torch, transformers, Faust, Kafka client, and none of
+  ``triton_models``, ``streams``, ``training``, ``corpora`` or ``ops``: plain code over numpy and the
+  inference clients, testable without a broker;
+- ``streams`` (the worker) imports ``enrich``, Faust and the Kafka client, and no torch, transformers,
+  ``triton_models``, ``training``, ``corpora`` or ``ops``;
+- ``triton_models`` (export, graphs, repository) imports no ``streams``, ``training``, ``corpora`` or ``ops``;
+- ``training`` and ``corpora`` are offline: nothing in ``enrich``, ``streams`` or ``triton_models`` imports
+  them; ``corpora`` imports no ``training``;
+- ``ops`` (the CLI and the tools) may import anything, and nothing imports ``ops``.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-ENRICH = Path(__file__).resolve().parents[2] / "enrich"
-OFFLINE = {"enrich.rqvae", "enrich.debtags", "enrich.appstream", "enrich.snapshots", "enrich.semantic_eval",
-           "enrich.recall_index", "enrich.tag_prototypes", "enrich.samples"}
-SERVING = sorted(f"enrich.{p.stem}" for p in ENRICH.glob("*.py") if p.stem != "__init__"
-                 and f"enrich.{p.stem}" not in OFFLINE)
-NOT_IN_SERVING = ("torch", "transformers", "faust", "confluent_kafka", "triton_models", "streams")
-NOT_IN_WORKER = ("torch", "transformers", "triton_models", *sorted(OFFLINE))
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("enrich", "streams", "triton_models", "training", "corpora", "ops")
+# package -> the first-party packages and third-party stacks it must not import
+FORBIDDEN = {
+    "enrich": ("streams", "triton_models", "training", "corpora", "ops", "torch", "transformers", "faust",
+               "confluent_kafka"),
+    "streams": ("triton_models", "training", "corpora", "ops", "torch", "transformers"),
+    "triton_models": ("streams", "training", "corpora", "ops"),
+    "training": ("ops",),
+    "corpora": ("training", "ops", "streams"),
+}
+
+
+def modules_of(package: str) -> list[str]:
+    return sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                  for p in (ROOT / package).rglob("*.py") if "python_backend" not in p.parts)
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of its code (absolute imports; the project uses no others)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def offenders(loaded: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
 
 
 def loaded_by(modules: list[str]) -> set[str]:
@@ -32,21 +64,47 @@ def loaded_by(modules: list[str]) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-def offenders(loaded: set[str], forbidden: tuple[str, ...]) -> list[str]:
-    return sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
+def test_the_layout_is_the_architecture():
+    top = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert top == set(PACKAGES)
+    assert {"media", "models", "tagging", "vectors"} <= {p.parent.name for p in (ROOT / "enrich").glob("*/__init__.py")}
 
 
-def test_the_serving_pipeline_imports_no_training_stack_no_broker_client_and_no_worker():
-    assert "enrich.pipeline" in SERVING and "enrich.rqvae" not in SERVING
-    assert offenders(loaded_by(SERVING), NOT_IN_SERVING) == []
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_module_imports_across_the_rule_anywhere_in_its_code(package):
+    first_party = tuple(f for f in FORBIDDEN[package] if f in PACKAGES)  # a third-party stack may load lazily
+    bad = {m: offenders(imported_names(_path(m)), first_party) for m in modules_of(package)}
+    assert {m: o for m, o in bad.items() if o} == {}
 
 
-def test_the_worker_imports_no_training_stack_and_no_offline_module():
-    loaded = loaded_by(["streams.worker", "streams.app", "streams.services"])
+def test_nothing_but_the_tools_imports_the_tools():
+    users = {m for pkg in PACKAGES if pkg != "ops" for m in modules_of(pkg)
+             if offenders(imported_names(_path(m)), ("ops",))}
+    assert users == set()
+
+
+def test_the_serving_pipeline_loads_no_training_stack_no_broker_client_and_no_worker():
+    serving = modules_of("enrich")
+    assert "enrich.pipeline" in serving and "enrich.media.sandbox" in serving
+    assert offenders(loaded_by(serving), FORBIDDEN["enrich"]) == []
+
+
+def test_the_worker_loads_no_training_stack_and_no_offline_module():
+    loaded = loaded_by(modules_of("streams"))
     assert "faust" in loaded and "enrich.pipeline" in loaded  # it is the worker
-    assert offenders(loaded, NOT_IN_WORKER) == []
+    assert offenders(loaded, FORBIDDEN["streams"]) == []
 
 
-def test_the_check_sees_an_offender():
-    """Codebook training is offline: it loads torch, which the serving check would refuse."""
-    assert "torch" in offenders(loaded_by(["enrich.rqvae"]), NOT_IN_SERVING)
+def test_the_check_sees_an_offender(tmp_path):
+    """Codebook training is offline: it loads torch, which the serving check would refuse; and a source
+    import inside a function is found too."""
+    assert "torch" in offenders(loaded_by(["training.rqvae"]), FORBIDDEN["enrich"])
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    from training.rqvae import train\n")
+    assert offenders(imported_names(src), FORBIDDEN["enrich"]) == ["training.rqvae", "training.rqvae.train"]
+    assert _path("enrich.models") == ROOT / "enrich" / "models" / "__init__.py"
+
+
+def _path(module: str) -> Path:
+    base = ROOT / Path(*module.split("."))
+    return base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"

@@ -15,8 +15,8 @@ from enrich.errors import (
     SkipItem,
     Stop,
 )
-from enrich.inference import TritonBackend
-from enrich.process import LaunchError
+from enrich.models.inference import TritonBackend
+from ops.process import LaunchError
 from streams.kafka_tools import KafkaToolError
 
 
@@ -45,7 +45,7 @@ def test_triton_errors_are_classified_by_status_code_not_message(status, kind):
 
 
 def test_the_cli_prints_expected_errors_and_shows_a_bugs_traceback(monkeypatch, capsys):
-    import streams.cli as cli
+    import ops.cli as cli
 
     def expected(_s, _a):
         raise KafkaToolError("cannot reach the broker at x:1; start it")

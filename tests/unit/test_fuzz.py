@@ -5,8 +5,8 @@ from collections import Counter
 
 import msgpack
 
-from enrich import samples
-from enrich.inference import OnnxRuntimeBackend
+from corpora import samples
+from enrich.models.inference import OnnxRuntimeBackend
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import DeadLetter
 from streams.services import make_pipeline

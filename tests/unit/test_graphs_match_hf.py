@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from enrich.images import PatchedImage, VisionSpec, build_vision_batch, patchify_frames
-from enrich.sequences import PackedSequence, Prefix, build_text_batch
+from enrich.media.images import PatchedImage, VisionSpec, build_vision_batch, patchify_frames
+from enrich.models.sequences import PackedSequence, Prefix, build_text_batch
 from triton_models.export import TEXT_INPUTS
 from triton_models.graphs import LateFusionGate, TextGraph, VisionGraph, build_random_model
 from triton_models.presets import get_preset

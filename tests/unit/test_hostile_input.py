@@ -16,12 +16,13 @@ import pytest
 from hostile_corpus import all_cases, item_event, long_clip, solid
 from PIL import Image
 
-from enrich import metrics, samples
+from corpora import samples
+from enrich import metrics
 from enrich.errors import InvalidItem
-from enrich.images import square_pixels
-from enrich.inference import OnnxRuntimeBackend
-from enrich.media import MediaBudget, decode_image
-from enrich.media_sandbox import MediaDecoder, SandboxSpec
+from enrich.media.decode import MediaBudget, decode_image
+from enrich.media.images import square_pixels
+from enrich.media.sandbox import MediaDecoder, SandboxSpec
+from enrich.models.inference import OnnxRuntimeBackend
 from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, VocabEntry, encode, vector_bytes
 from streams.services import make_pipeline

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from corpora.samples import draw_image
 from enrich.errors import InvalidItem
-from enrich.images import VisionSpec, build_vision_batch, patchify, smart_resize
-from enrich.media import decode_image
-from enrich.samples import draw_image
+from enrich.media.decode import decode_image
+from enrich.media.images import VisionSpec, build_vision_batch, patchify, smart_resize
 
 
 @pytest.mark.parametrize("size", [(160, 120), (96, 200), (640, 480), (30, 30)])
@@ -44,7 +44,7 @@ def test_decode_rejects_garbage():
 def test_window_order_is_undone_by_token_slices():
     spec = VisionSpec(min_pixels=28 * 28, max_pixels=168 * 168, window_size=56)
     rng = np.random.default_rng(0)
-    from enrich.images import patchify_frames
+    from enrich.media.images import patchify_frames
 
     imgs = [patchify_frames(rng.standard_normal((1, 3, 112, 168)).astype(np.float32), spec),
             patchify_frames(rng.standard_normal((1, 3, 56, 56)).astype(np.float32), spec)]

@@ -10,7 +10,7 @@ import pytest
 
 import streams.services as services
 from enrich.errors import ModelConfigError, ModelRejected
-from enrich.inference import OnnxRuntimeBackend
+from enrich.models.inference import OnnxRuntimeBackend
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import DeadLetter, now_ms
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from enrich import samples
-from enrich.inference import OnnxRuntimeBackend
-from enrich.models import load_models
+from corpora import samples
+from enrich.models.base import load_models
+from enrich.models.inference import OnnxRuntimeBackend
+from enrich.models.sequences import Prefix
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item
-from enrich.sequences import Prefix
 from triton_models.export import ParityError, check_parity
 from triton_models.graphs import LateFusionGate, TextGraph, VisionGraph, build_random_model
 from triton_models.presets import get_preset
@@ -79,7 +79,7 @@ def test_host_mrope_positions_match_hf_get_rope_index(role):
 
 
 def test_parity_check_fails_loudly_on_a_wrong_graph(models_dir):
-    from enrich.model_meta import ModelMeta
+    from enrich.models.meta import ModelMeta
 
     meta = ModelMeta.read(models_dir / "embedder" / "meta.json")
     other = build_random_model(get_preset("embedder", "tiny"), seed=123)  # different weights
@@ -105,7 +105,7 @@ def test_a_stale_export_is_refused_with_the_fix(models_dir, tmp_path):
     import shutil
 
     from enrich.errors import ModelConfigError
-    from enrich.model_meta import ModelMeta
+    from enrich.models.meta import ModelMeta
 
     shutil.copy(models_dir / "embedder" / "meta.json", tmp_path / "meta.json")
     raw = json.loads((tmp_path / "meta.json").read_text())

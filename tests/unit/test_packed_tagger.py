@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from enrich.encoder_models import IMAGE_TOKEN, PackedRowTokens, _load_tokenizer, packed_inputs
-from enrich.inference import OnnxRuntimeBackend
-from enrich.models import load_models
+from enrich.models.base import load_models
+from enrich.models.encoders import IMAGE_TOKEN, PackedRowTokens, _load_tokenizer, packed_inputs
+from enrich.models.inference import OnnxRuntimeBackend
+from enrich.models.sequences import NEG, PackedSequence, Prefix, build_text_batch
 from enrich.preprocess import PreparedItem
 from enrich.schemas import Item
-from enrich.sequences import NEG, PackedSequence, Prefix, build_text_batch
-from enrich.tags import readable_tag
+from enrich.tagging.vocabulary import readable_tag
 from triton_models.export_small import DEFAULT_TAGGER
 from triton_models.packed_tagger import (
     VISUAL_TOKENS,
@@ -119,10 +119,10 @@ MAIN_CATEGORIES = ("AudioVideo", "Development", "Education", "Game", "Graphics",
 def test_a_vocabulary_the_prior_never_saw_gets_strong_tags_from_the_taggers_own_evidence(small_model_settings):
     """AppStream's main categories as the vocabulary: no exemplar of the shipped prior carries one, so
     the prior cannot vote for them; the tagger's grade 2 has to carry them."""
-    from enrich import appstream
+    from corpora import appstream
     from enrich.schemas import VocabEntry
-    from enrich.tag_prior import TagPrior
-    from streams.evaluate_kinds import app_event
+    from enrich.tagging.prior import TagPrior
+    from ops.evaluate_kinds import app_event
     from streams.services import make_backend, make_pipeline
 
     pipeline = make_pipeline(small_model_settings, make_backend(small_model_settings))

@@ -2,7 +2,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from enrich import samples
+from corpora import samples
 from enrich.errors import BackendUnavailable
 from enrich.pipeline import DeadLetter, Enriched, RawEvent, SourceRef
 from enrich.schemas import VocabEntry, vector_from_bytes

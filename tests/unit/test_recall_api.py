@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from enrich.schemas import vector_bytes
 from enrich.settings import Settings
-from streams.recall import RecallIndexes, _handler
+from ops.recall import RecallIndexes, _handler
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def _raw_get(port: int, path: str, token: str | None = "s3cret") -> tuple[int, d
 def test_the_inspector_views_show_items_tags_neighbours_and_previews_behind_the_token(api):
     from PIL import Image
 
-    from enrich.thumbnails import ThumbnailSpec, thumbnail
+    from enrich.media.thumbnails import ThumbnailSpec, thumbnail
 
     port, indexes = api
     preview = thumbnail(Image.new("RGBA", (300, 200), (200, 30, 30, 255)), ThumbnailSpec())
@@ -152,7 +152,7 @@ def test_the_inspector_views_show_items_tags_neighbours_and_previews_behind_the_
 
 
 def test_the_page_store_keeps_only_the_newest_items():
-    from streams.inspector import ItemStore
+    from ops.inspector import ItemStore
 
     store = ItemStore(capacity=3)
     for k in range(5):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enrich.recall_index import NeighborIndex, TagIndex
+from ops.recall_index import NeighborIndex, TagIndex
 
 DAY_MS = 24 * 3600 * 1000
 

@@ -2,7 +2,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from enrich import samples
+from corpora import samples
 from enrich.errors import InvalidItem
 from enrich.schemas import (
     DeadLetter,

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from enrich.errors import ModelConfigError
-from enrich.rqvae import RQVAE, TrainConfig, _reset_dead_codes, load_embeddings, train_rqvae
-from enrich.semantic_eval import evaluate, prefix_neighbours
-from enrich.semantic_ids import SemanticIdCodebook, code_stats
+from enrich.vectors.semantic_ids import SemanticIdCodebook, code_stats
+from ops.semantic_eval import evaluate, prefix_neighbours
+from training.rqvae import RQVAE, TrainConfig, _reset_dead_codes, load_embeddings, train_rqvae
 
 SMALL = TrainConfig(levels=3, codes=32, latent_dim=16, hidden=(64,), epochs=12, warmup_epochs=2, batch_size=256)
 
@@ -149,9 +149,9 @@ def test_embeddings_load_from_npy_and_parquet(tmp_path):
 
 
 def test_a_codebook_is_bound_to_the_embedder_it_was_fitted_on(model_settings, tmp_path):
-    from enrich.inference import OnnxRuntimeBackend
+    from enrich.models.inference import OnnxRuntimeBackend
+    from ops.stack import ensure_codebook, exported_embedder
     from streams.services import make_pipeline
-    from streams.stack import ensure_codebook, exported_embedder
 
     book = SemanticIdCodebook.load(model_settings.codebook_path)
     assert book.embedder == exported_embedder(model_settings)  # stamped when it was fitted

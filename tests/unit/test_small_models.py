@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from enrich.debtags import DebtagsItem, build
-from enrich.inference import OnnxRuntimeBackend
-from enrich.models import load_models
+from corpora.debtags import DebtagsItem, build
+from enrich.models.base import load_models
+from enrich.models.inference import OnnxRuntimeBackend
 from enrich.preprocess import PreparedItem
 from enrich.schemas import Item
-from enrich.tags import readable_tag
+from enrich.tagging.vocabulary import readable_tag
 from triton_models.export_small import DEFAULT_FUSION, PAIRWISE_TAGGER
 from triton_models.small_models import (
     CrossEncoderTagger,
@@ -96,7 +96,7 @@ def test_served_pairwise_tagger_equals_the_trained_lora_model(small_model_settin
     """The baseline tagger (ENRICH_SMALL_TAGGER=pairwise): its export grades as the trained model does."""
     import shutil
 
-    from enrich.encoder_models import EncoderTagger
+    from enrich.models.encoders import EncoderTagger
     from triton_models.export_small import export_small
 
     shutil.copytree(small_model_settings.models_path / "embedder", tmp_path / "embedder")
@@ -133,7 +133,7 @@ def test_lora_merge_folds_the_adapters_exactly() -> None:
 
 
 def test_tagger_training_runs_and_writes_a_loadable_artifact(tmp_path: Path) -> None:
-    from triton_models.train_tagger import TrainConfig, train_tagger
+    from training.pairwise_tagger import TrainConfig, train_tagger
 
     items = fixture_items()
     # the fixture has one validation item; make two more so accuracy is measured on something
@@ -149,7 +149,7 @@ def test_tagger_training_runs_and_writes_a_loadable_artifact(tmp_path: Path) -> 
 
 
 def test_fusion_training_runs_on_an_emoji_shaped_package(tmp_path: Path) -> None:
-    from triton_models.train_fusion import train_fusion
+    from training.fusion_emoji import train_fusion
 
     pkg = tmp_path / "emoji"
     (pkg / "img" / "google" / "64").mkdir(parents=True)
@@ -176,7 +176,7 @@ def test_fusion_training_runs_on_an_emoji_shaped_package(tmp_path: Path) -> None
 
 
 def test_cli_names_what_training_the_fusion_needs(tmp_path: Path) -> None:
-    from streams.cli import main
+    from ops.cli import main
 
     assert main(["models", "train-fusion"]) == 1
     assert main(["models", "train-fusion", "--emoji", str(tmp_path)]) == 1  # no emoji.json there
@@ -206,7 +206,7 @@ def test_small_production_repository_batches_every_graph_and_its_warmup_runs(sma
 def test_the_serving_tokenizer_gives_the_ids_of_the_hugging_face_one(small_model_settings):
     from transformers import AutoTokenizer
 
-    from enrich.encoder_models import _load_tokenizer
+    from enrich.models.encoders import _load_tokenizer
 
     path = small_model_settings.models_path / "tagger" / "tokenizer"
     hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -226,9 +226,9 @@ def test_the_apps_gate_learns_to_keep_text_and_to_keep_an_icon_alone():
     into items with text than before, and keeps an icon alone as it is."""
     import torch.nn.functional as F
 
+    from training.fusion_apps import AppFeatures, evaluate, train_gate
     from triton_models.export_small import EMOJI_FUSION
     from triton_models.small_models import load_fusion_head
-    from triton_models.train_fusion_apps import AppFeatures, evaluate, train_gate
 
     g = torch.Generator().manual_seed(0)
     n = 400

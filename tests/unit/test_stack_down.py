@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from enrich.process import process_identity
 from enrich.settings import Settings
-from streams.stack import stack_down
+from ops.process import process_identity
+from ops.stack import stack_down
 
 
 def test_stack_down_stops_its_own_processes_and_leaves_a_reused_pid_alone(tmp_path):

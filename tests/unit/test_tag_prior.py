@@ -6,11 +6,11 @@ import msgpack
 import numpy as np
 import pytest
 
-from enrich import samples
+from corpora import samples
 from enrich.errors import ModelConfigError
 from enrich.pipeline import Enriched, RawEvent, SourceRef
-from enrich.tag_prior import DecisionHead, TagPrior, decide, with_votes
-from enrich.tags import VocabSnapshot
+from enrich.tagging.prior import DecisionHead, TagPrior, decide, with_votes
+from enrich.tagging.vocabulary import VocabSnapshot
 from streams.services import make_backend, make_pipeline
 
 
@@ -144,9 +144,9 @@ def test_the_pipeline_grades_neighbour_voted_tags_and_stamps_the_prior(model_set
 def test_the_export_ships_the_prior_only_beside_the_models_it_was_built_for(model_settings, tmp_path, monkeypatch):
     import shutil
 
-    import triton_models.train_tag_prior as builder
-    from enrich.model_meta import ModelMeta
-    from enrich.tag_prior import TAG_PRIOR_FILE
+    import triton_models.export_small as builder
+    from enrich.models.meta import ModelMeta
+    from enrich.tagging.prior import TAG_PRIOR_FILE
     from triton_models.export_small import ship_tag_prior
 
     models = tmp_path / "models"

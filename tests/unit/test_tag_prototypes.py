@@ -7,7 +7,7 @@ import pytest
 
 from enrich.errors import InvalidItem, ModelConfigError
 from enrich.schemas import VocabEntry, decode_vocab, encode
-from enrich.tag_prototypes import TagPrototypes
+from enrich.tagging.prototypes import TagPrototypes
 
 
 def test_prototypes_are_normalised_means_of_the_items_carrying_each_tag(tmp_path):
@@ -37,9 +37,9 @@ def test_vocab_entries_carry_prototypes_over_the_wire():
 def test_the_shipped_artifacts_belong_to_the_exported_small_models(small_model_settings):
     """The CF adapter, the prototypes and the tag prior are bound to the model versions they were made
     with: a change to the small models must come with rebuilt artifacts, or they silently stop shipping."""
-    from enrich.cf_adapter import CF_ADAPTER_FILE, CfAdapter
-    from enrich.model_meta import ModelMeta
-    from streams.stack import debtags_vocabulary
+    from enrich.models.meta import ModelMeta
+    from enrich.vectors.cf_adapter import CF_ADAPTER_FILE, CfAdapter
+    from ops.stack import debtags_vocabulary
 
     embedder = ModelMeta.read(small_model_settings.models_path / "embedder" / "meta.json").version
     assert CfAdapter.load(small_model_settings.models_path / "embedder" / CF_ADAPTER_FILE).embedder == embedder
@@ -47,7 +47,7 @@ def test_the_shipped_artifacts_belong_to_the_exported_small_models(small_model_s
     entries = debtags_vocabulary(small_model_settings)
     with_proto = [e for e in entries if e.prototype]
     assert len(with_proto) >= 0.95 * len(entries) and {e.prototype_embedder for e in with_proto} == {embedder}
-    from enrich.tag_prior import TagPrior
+    from enrich.tagging.prior import TagPrior
 
     tagger = ModelMeta.read(small_model_settings.models_path / "tagger" / "meta.json").version
     prior_path = small_model_settings.tag_prior_path

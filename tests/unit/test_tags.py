@@ -1,7 +1,7 @@
 import numpy as np
 
 from enrich.schemas import VocabEntry
-from enrich.tags import TagVocabulary
+from enrich.tagging.vocabulary import TagVocabulary
 
 
 def _embed(texts):

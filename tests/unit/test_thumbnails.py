@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from enrich.thumbnails import ThumbnailSpec, thumbnail, thumbnails
+from enrich.media.thumbnails import ThumbnailSpec, thumbnail, thumbnails
 
 
 def test_previews_are_small_webp_with_transparency_on_white_and_leave_the_input_alone():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from enrich.errors import InvalidItem
+from enrich.media.video import VideoSpec, keyframes
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, decode_item, now_ms
-from enrich.video import VideoSpec, keyframes
 
 COLOURS = [(230, 20, 20), (20, 200, 20), (20, 20, 230), (240, 240, 20)]
 
@@ -95,7 +95,7 @@ def test_video_field_is_validated_at_decode() -> None:
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_video_items_are_enriched_as_multi_image_items_and_bad_ones_dead_lettered(preset, request) -> None:
-    from enrich.inference import OnnxRuntimeBackend
+    from enrich.models.inference import OnnxRuntimeBackend
     from streams.services import make_pipeline
 
     settings = request.getfixturevalue("model_settings" if preset == "tiny" else "small_model_settings")

@@ -1,0 +1,251 @@
+"""The neighbour-vote prior: labelled exemplars and a decision head over the tagger's grades.
+
+A new item's nearest labelled items carry most of its tags (Debian packages come in families
+that share their debtags; a platform's new items resemble ones editors already tagged). The
+prior keeps those labelled exemplars (unit content vectors and their tags) and, per item:
+
+- **candidates**: the tags its 10 nearest exemplars vote for (similarity-weighted, as a
+  fraction of the neighbourhood) join the vocabulary's nearest tags, so the tagger is asked
+  about the tags the neighbourhood suggests even when their vectors are far;
+- **decision**: a logistic head over the tagger's three grade probabilities, the vote and the
+  candidate's cosine gives P(the item carries the tag); grade 2 when it reaches the head's
+  threshold (fitted for F1 on validation items), else the tagger's grade capped at 1.
+
+Exemplar votes mean something only in the embedder's space that made them, and the head's
+weights only for the tagger whose probabilities it was fitted on: a worker checks both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from enrich.errors import ModelConfigError
+from enrich.tagging.vocabulary import VocabSnapshot
+
+TAG_PRIOR_FILE = "tag_prior.npz"  # beside the tagger's graphs in a model directory
+FEATURES = ("tagger_p0", "tagger_p1", "tagger_p2", "neighbour_vote", "candidate_cosine")
+
+
+@dataclass(frozen=True)
+class DecisionHead:
+    """Logistic regression over standardised ``FEATURES``; ``threshold`` on its output means grade 2."""
+
+    weights: np.ndarray  # [F]
+    bias: float
+    mean: np.ndarray  # [F]
+    scale: np.ndarray  # [F]
+    threshold: float
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.scale) @ self.weights + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+    @classmethod
+    def fit(cls, features: np.ndarray, carried: np.ndarray, l2: float = 1e-3, steps: int = 3000,
+            lr: float = 0.5) -> DecisionHead:
+        """Full-batch gradient descent on the log loss (a few thousand rows of five features: deterministic
+        and instant); the threshold is set afterwards with ``with_threshold``."""
+        mean = features.mean(axis=0)
+        scale = features.std(axis=0) + 1e-9
+        z = (features - mean) / scale
+        y = carried.astype(np.float64)
+        w, b = np.zeros(z.shape[1]), 0.0
+        for _ in range(steps):
+            p = 1.0 / (1.0 + np.exp(-(z @ w + b)))
+            w -= lr * (z.T @ (p - y) / len(y) + l2 * w)
+            b -= lr * float((p - y).mean())
+        return cls(w.astype(np.float32), float(b), mean.astype(np.float32), scale.astype(np.float32), 0.5)
+
+    @classmethod
+    def unfitted(cls) -> DecisionHead:
+        """Scores 0.5 and never reaches its threshold: for exemplars whose head is still to be fitted."""
+        n = len(FEATURES)
+        return cls(np.zeros(n, np.float32), 0.0, np.zeros(n, np.float32), np.ones(n, np.float32), 1.0)
+
+    def with_threshold(self, threshold: float) -> DecisionHead:
+        return DecisionHead(self.weights, self.bias, self.mean, self.scale, float(threshold))
+
+
+@dataclass(frozen=True)
+class TagPrior:
+    tags: list[str]  # the exemplars' tag vocabulary
+    vectors: np.ndarray  # [N, D] unit rows
+    item_tags: list[np.ndarray]  # per exemplar: indexes into ``tags``
+    head: DecisionHead
+    info: dict = field(default_factory=dict)  # embedder, tagger, fit figures
+    k: int = 10
+
+    @property
+    def embedder(self) -> str:
+        return str(self.info.get("embedder", ""))
+
+    @property
+    def tagger(self) -> str:
+        return str(self.info.get("tagger", ""))
+
+    @property
+    def version(self) -> str:
+        h = hashlib.sha256(self._int8().tobytes())
+        h.update("\n".join(self.tags).encode())
+        h.update(json.dumps([self.head.weights.tolist(), self.head.bias, self.head.threshold,
+                             self.info.get("threshold_without_text")]).encode())
+        return f"tag-prior-{h.hexdigest()[:12]}"
+
+    def head_for(self, has_text: bool) -> DecisionHead:
+        """The head with the threshold fitted for items like this one: an image alone has votes only from
+        icon exemplars and the tagger's reading of an icon, weaker evidence than text gives, so validation
+        sets its own (lower) threshold for it where the prior was fitted on such items."""
+        without = self.info.get("threshold_without_text")
+        return self.head if has_text or without is None else self.head.with_threshold(float(without))
+
+    def check(self, embedder: str, dim: int, tagger: str) -> None:
+        if dim != self.vectors.shape[1] or embedder != self.embedder:
+            raise ModelConfigError(
+                f"tag prior {self.version} holds exemplars embedded by {self.embedder or 'an unknown embedder'} "
+                f"({self.vectors.shape[1]}-d), the worker serves {embedder} ({dim}-d): rebuild it with "
+                "`enrich vocab prior` after an embedder change, or set ENRICH_TAG_PRIOR=off")
+        if tagger != self.tagger:
+            raise ModelConfigError(
+                f"tag prior {self.version} was fitted on the grades of {self.tagger or 'an unknown tagger'}, "
+                f"the worker serves {tagger}: rebuild it with `enrich vocab prior`, or set ENRICH_TAG_PRIOR=off")
+
+    def check_candidates(self, candidate_tags: int) -> None:
+        """The decision head was fitted on grades of ``candidate_tags`` candidates per item; another count
+        changes what its features mean."""
+        fitted = self.info.get("candidate_tags")
+        if fitted is not None and int(fitted) != candidate_tags:
+            raise ModelConfigError(
+                f"tag prior {self.version} was fitted with {fitted} candidate tags per item, the worker grades "
+                f"{candidate_tags} (ENRICH_CANDIDATE_TAGS): set ENRICH_CANDIDATE_TAGS={fitted}, rebuild it with "
+                "`enrich vocab prior` at this setting, or set ENRICH_TAG_PRIOR=off")
+
+    def votes(self, vectors: np.ndarray, tags: Sequence[str]) -> np.ndarray:
+        """[B, len(tags)]: the similarity-weighted share of each item's k nearest exemplars carrying each
+        of ``tags`` (0 for a tag no exemplar carries)."""
+        out = np.zeros((len(vectors), len(tags)), np.float32)
+        if not len(vectors) or not len(self.vectors) or not len(tags):
+            return out
+        column = {t: j for j, t in enumerate(tags)}
+        to_out = np.array([column.get(t, -1) for t in self.tags])
+        sims = vectors @ self.vectors.T
+        k = min(self.k, len(self.vectors))
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        for i, row in enumerate(near):
+            weights = np.clip(sims[i, row], 0.0, None)
+            total = float(weights.sum())
+            if total <= 0:
+                continue
+            for j, w in zip(row, weights, strict=True):
+                cols = to_out[self.item_tags[j]]
+                np.add.at(out[i], cols[cols >= 0], w / total)
+        return out
+
+    def _int8(self) -> np.ndarray:
+        return np.round(self.vectors * 127).astype(np.int8)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lengths = np.array([len(t) for t in self.item_tags], np.int32)
+        flat = np.concatenate(self.item_tags).astype(np.int16) if self.item_tags else np.zeros(0, np.int16)
+        h = self.head
+        with open(path, "wb") as fh:  # int8 unit vectors: cosines within 0.01, half of float16's size
+            np.savez_compressed(fh, vectors=self._int8(), tags=np.array(self.tags),
+                                tag_lengths=lengths, tag_ids=flat, weights=h.weights, bias=h.bias, mean=h.mean,
+                                scale=h.scale, threshold=h.threshold, k=self.k,
+                                info=json.dumps(self.info, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> TagPrior:
+        try:
+            with np.load(path) as z:
+                vecs = z["vectors"].astype(np.float32) / 127  # not renormalised: the version stays the saved one's
+                ends = np.cumsum(z["tag_lengths"])
+                flat = z["tag_ids"].astype(np.int64)
+                item_tags = [flat[e - n:e] for e, n in zip(ends, z["tag_lengths"], strict=True)]
+                head = DecisionHead(z["weights"].astype(np.float32), float(z["bias"]), z["mean"].astype(np.float32),
+                                    z["scale"].astype(np.float32), float(z["threshold"]))
+                return cls([str(t) for t in z["tags"]], vecs, item_tags, head, json.loads(str(z["info"])),
+                           int(z["k"]))
+        except FileNotFoundError:
+            raise ModelConfigError(f"tag prior {path} not found: build it with `enrich vocab prior`") from None
+        except (KeyError, ValueError) as exc:
+            raise ModelConfigError(f"{path} is not a tag-prior artifact: {exc}") from None
+
+    @classmethod
+    def from_items(cls, item_tags: Sequence[Sequence[str]], vectors: np.ndarray, head: DecisionHead,
+                   info: dict) -> TagPrior:
+        tags = sorted({t for ts in item_tags for t in ts})
+        col = {t: j for j, t in enumerate(tags)}
+        ids = [np.array([col[t] for t in ts], np.int64) for ts in item_tags]
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return cls(tags, unit.astype(np.float32), ids, head, info)
+
+
+@dataclass(frozen=True)
+class PriorView:
+    """One batch's neighbour votes and tag cosines, columns aligned with the live vocabulary's tags."""
+
+    tags: list[str]
+    votes: np.ndarray  # [B, T]
+    cosines: np.ndarray  # [B, T]
+    known: np.ndarray  # [T] bool: some exemplar carries the tag
+
+    def _columns(self, candidates: Sequence[str]) -> list[int]:
+        column = {t: j for j, t in enumerate(self.tags)}
+        return [column[t] for t in candidates]
+
+    def features(self, row: int, probs: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+        cols = self._columns(candidates)
+        return features(probs, self.votes[row, cols], self.cosines[row, cols])
+
+    def decide(self, head: DecisionHead, row: int, probs: np.ndarray, candidates: Sequence[str],
+               ) -> tuple[np.ndarray, np.ndarray]:
+        cols = self._columns(candidates)
+        return decide(head, probs, features(probs, self.votes[row, cols], self.cosines[row, cols]), self.known[cols])
+
+
+def with_votes(prior: TagPrior, vocab: VocabSnapshot, vectors: np.ndarray, top_m: int,
+               candidates: Sequence[Sequence[str]]) -> tuple[list[list[str]], PriorView]:
+    """The vocabulary's candidates joined by the tags the neighbours vote for (top ``top_m`` with a vote),
+    and the batch's view for the decision. Only live vocabulary tags: a retired tag is never proposed."""
+    carried = set(prior.tags)
+    view = PriorView(vocab.tags, prior.votes(vectors, vocab.tags), vocab.similarities(vectors),
+                     np.array([t in carried for t in vocab.tags], bool))
+    voted = vocab.candidates(vectors, top_m, view.votes)
+    column = {t: j for j, t in enumerate(vocab.tags)}
+    merged = [list(dict.fromkeys([*c, *(t for t in v if view.votes[i, column[t]] > 0)]))
+              for i, (c, v) in enumerate(zip(candidates, voted, strict=True))]
+    return merged, view
+
+
+def features(probs: np.ndarray, votes: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+    """[C, len(FEATURES)] for one item's C candidates."""
+    return np.column_stack([probs[:, 0], probs[:, 1], probs[:, 2], votes, cosines]).astype(np.float32)
+
+
+def decide(head: DecisionHead, probs: np.ndarray, feats: np.ndarray, known: np.ndarray | None = None,
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Grades and their probabilities for one item's candidates: grade 2 with P(carried) where the head
+    says so, else the tagger's grade capped at 1 (with the tagger's P(grade >= 1)) or 0 (with its P(0)).
+
+    ``known``: per candidate, whether any exemplar carries it. For a tag none carries (a tag added at
+    run time, another vocabulary) the missing vote is no evidence against it, and the head, fitted where
+    nearly every carried tag had votes, would cap it at grade 1 for ever; the tagger's own grade decides.
+    """
+    if not len(probs):
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    own = probs.argmax(axis=1)
+    carried = head.score(feats)
+    strong = carried >= head.threshold
+    grades = np.where(strong, 2, np.minimum(own, 1))
+    prob = np.where(strong, carried, np.where(grades == 1, probs[:, 1] + probs[:, 2], probs[:, 0]))
+    if known is not None:
+        grades = np.where(known, grades, own)
+        prob = np.where(known, prob, probs[np.arange(len(own)), own])
+    return grades.astype(np.int64), prob.astype(np.float32)

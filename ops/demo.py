@@ -1,0 +1,234 @@
+"""`enrich demo`: the whole path on the embedded local stack, printed for a person.
+
+Starts broker + Triton on free ports, a worker subprocess, publishes the
+sample vocabulary, sample items and malformed events, reads every output
+topic back, prints per item its tags, semantic ID and nearest neighbours so
+far, the DLQ with reasons, and the timings; then stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+from corpora import samples
+from enrich.errors import EnrichError
+from enrich.schemas import VocabEntry, decode, encode, vector_from_bytes
+from enrich.settings import Settings
+from ops.process import free_port, stop_pid
+from ops.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
+from streams.kafka_tools import TopicReader, publish
+
+OUTPUTS = ("items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ENRICH_* variables, for a child process."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"ENRICH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def on_free_ports(settings: Settings) -> Settings:
+    """The settings of a private local stack: free ports, a short session timeout so groups join fast,
+    and short fetch waits (Tansu holds every fetch for its whole wait)."""
+    ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port",
+                                      "triton_metrics_port", "web_port")}
+    return settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
+                                               "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
+                                               "session_timeout_s": 6.0, "fetch_max_wait_ms": 10,
+                                               # one broker: no replicas to wait for
+                                               "replication_factor": 1, "min_insync_replicas": 1})
+
+
+def start_worker(settings: Settings, log_path: os.PathLike[str]) -> subprocess.Popen[bytes]:
+    logf = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "worker"], env=settings_env(settings),
+                            stdout=logf, stderr=subprocess.STDOUT)
+    logf.close()
+    return proc
+
+
+@dataclass
+class Collected:
+    by_topic: dict[str, list] = field(default_factory=lambda: {t: [] for t in OUTPUTS})
+
+    def count(self, topic: str) -> int:
+        return len(self.by_topic[topic])
+
+
+def collect(reader: TopicReader, until: dict[str, int], timeout_s: float, alive: callable) -> Collected:
+    got = Collected()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for rec in reader.poll(0.5):
+            got.by_topic[rec.topic].append(decode(rec.value))
+        if all(got.count(t) >= n for t, n in until.items()):
+            return got
+        if not alive():
+            raise EnrichError("the worker exited early; see its log")
+    raise EnrichError(f"outputs incomplete after {timeout_s:.0f}s: " +
+                       ", ".join(f"{t} {got.count(t)}/{n}" for t, n in until.items()))
+
+
+def _serve_page(settings: Settings, out: callable) -> threading.Event:
+    """The recall server with its inspector page, in this process, fed from the demo's topics."""
+    from ops.recall import serve
+
+    port, ready, stop = free_port(), threading.Event(), threading.Event()
+    threading.Thread(target=serve, args=(settings, port, ready, stop), name="demo-recall", daemon=True).start()
+    ready.wait(30)
+    out(f"inspector page: http://{settings.recall_bind}:{port}/ (items, images, tags and neighbours)")
+    return stop
+
+
+def run_demo(settings: Settings, n_items: int = 30, out: callable = print, wait: bool = False) -> int:
+    t_start = time.perf_counter()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_models(settings, progress=out)
+    ensure_codebook(settings, progress=out)
+    settings = on_free_ports(settings)
+    stack = start_stack(settings, progress=out)
+    worker = None
+    try:
+        content = demo_content(settings, n_items)
+        items = content.items
+        publish(settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in content.vocab])
+        out(f"published {len(content.vocab)} tags to tags.vocab")
+        worker_log = settings.state_dir / "logs" / "worker.log"
+        worker = start_worker(settings, worker_log)
+        out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{settings.web_port}/metrics)")
+        bad = samples.malformed_events()
+        t_pub = time.perf_counter()
+        publish(settings, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items] +
+                [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(bad)])
+        alone = sum(1 for i in items if i["images"] and not i["title"] and not i["text"])
+        out(f"published {len(items)} items ({sum(1 for i in items if i['images'])} with images, {alone} of them "
+            f"an image alone; {len(content.twins)} twins without the image) and {len(bad)} malformed events "
+            "to items.new")
+        reader = TopicReader(settings, OUTPUTS)
+        got = collect(reader, {"items.enriched": len(items), "recall.neighbors": len(items),
+                               "items.dlq": len(bad)}, 180, lambda: worker.poll() is None)
+        t_done = time.perf_counter()
+        reader.close()
+        report(got, content, out)
+        page = _serve_page(settings, out)
+        enriched = got.by_topic["items.enriched"]
+        span = (max(r["enriched_at"] for r in enriched) - min(i["created_at"] for i in items)) / 1000
+        out(f"\n{len(enriched)} items enriched, {got.count('recall.tags')} tag edges, "
+            f"{got.count('items.dlq')} dead letters; all outputs read back {t_done - t_pub:.2f}s after publishing "
+            f"({len(items) / max(span, 1e-9):.1f} items/s from first publish to last enrichment)")
+        if wait:
+            input("\nthe stack and the inspector page stay up: press Enter to stop ")
+        page.set()
+    finally:
+        if worker is not None:
+            stop_pid(worker.pid, 30, worker)
+            out(f"worker stopped (exit code {worker.returncode})")
+        stack.stop()
+        out("stack stopped")
+    out(f"demo wall time {time.perf_counter() - t_start:.1f}s")
+    return 0
+
+
+@dataclass
+class DemoContent:
+    vocab: list[VocabEntry]
+    items: list[dict]
+    gold: dict[str, list[str]] = field(default_factory=dict)  # item id -> known tags
+    twins: dict[str, str] = field(default_factory=dict)  # item with an image -> the same item without it
+
+
+def demo_content(settings: Settings, n_items: int) -> DemoContent:
+    """What the demo publishes. Small preset: held-out AppStream apps (real listings and their icons, with
+    debtags as gold), two thirds as the listing with its icon, each beside its twin without the icon so the
+    report can say what the image changed, a third as the icon alone. Tiny preset: generated samples."""
+    if settings.model_preset != "small":
+        return DemoContent(samples.vocab_entries(), samples.sample_items(n_items))
+    from corpora import appstream
+    from ops.evaluate_kinds import app_event
+
+    test = [it for it in appstream.load_snapshot() if it.split == "test" and it.tags]
+    picked = test[:: max(1, len(test) // n_items)][:n_items]
+    icons = appstream.load_icons()
+    content = DemoContent(debtags_vocabulary(settings), [])
+    for n, it in enumerate(picked):
+        if n % 3 == 2:
+            item = app_event(it, "image_only", icons[it.id])
+        else:
+            item = app_event(it, "long_text_image", icons[it.id])
+            twin = app_event(it, "long_text", icons[it.id])
+            content.items.append(twin)
+            content.twins[item["id"]] = twin["id"]
+        content.items.append(item)
+        content.gold[item["id"]] = it.tags
+    return content
+
+
+def _image_change(record: dict, twin: dict, vec: np.ndarray, twin_vec: np.ndarray) -> str:
+    strong = {t["tag"] for t in record["tags"] if t["grade"] == 2}
+    before = {t["tag"] for t in twin["tags"] if t["grade"] == 2}
+    gained = ", ".join(f"+{t}" for t in sorted(strong - before))
+    lost = ", ".join(f"-{t}" for t in sorted(before - strong))
+    tags = "; ".join(x for x in (gained, lost) if x) or "no strong tag changed"
+    return f"the icon changed: {tags}; vector cosine to the text alone {float(vec @ twin_vec):.3f}"
+
+
+def _nearest(vecs: np.ndarray, k: int, ids: list[str], n: int = 3) -> str:
+    """Item ``k``'s nearest among the items before it."""
+    sims = vecs[:k] @ vecs[k]
+    return "; ".join(f"{ids[j]} ({sims[j]:.3f})" for j in np.argsort(-sims)[:n])
+
+
+def report(got: Collected, content: DemoContent, out: callable) -> None:
+    titles = {i["id"]: i["title"] or "(an image alone)" for i in content.items}
+    twin_ids = set(content.twins.values())
+    all_vecs = {n["item_id"]: vector_from_bytes(n["vector"]) for n in got.by_topic["recall.neighbors"]}
+    neighbors = [n for n in got.by_topic["recall.neighbors"] if n["item_id"] not in twin_ids]
+    ids = [n["item_id"] for n in neighbors]
+    vecs = np.stack([vector_from_bytes(n["vector"]) for n in neighbors])
+    cf_vecs = (np.stack([vector_from_bytes(n["cf_vector"]) for n in neighbors])
+               if neighbors and all(n.get("cf_vector") for n in neighbors) else None)
+    out("\n== enriched items (tags: grade/prob; semantic id; nearest neighbours among earlier items) ==")
+    by_id = {r["item_id"]: r for r in got.by_topic["items.enriched"]}
+    for k, item_id in enumerate(ids):
+        r = by_id[item_id]
+        tags = ", ".join(f"{t['tag']} {t['grade']}/{t['prob']:.2f}" for t in r["tags"][:4]) or "(none >= grade 1)"
+        near = cf_near = ""
+        if k:
+            near = _nearest(vecs, k, ids)
+            if cf_vecs is not None:
+                cf_near = _nearest(cf_vecs, k, ids)
+        sid = "-".join(str(c) for c in r["semantic_id"])
+        out(f"{item_id:<24} {r['kind']:<10} {titles[item_id][:40]:<40} sid {sid:<9} tags: {tags}")
+        if item_id in content.gold:
+            out(f"{'':<35} gold (debtags): {', '.join(content.gold[item_id])}")
+        if item_id in content.twins:
+            twin = content.twins[item_id]
+            out(f"{'':<35} {_image_change(r, by_id[twin], all_vecs[item_id], all_vecs[twin])}")
+        if near:
+            out(f"{'':<35} neighbours: {near}")
+        if cf_near:
+            out(f"{'':<35} CF-tuned neighbours: {cf_near}")
+        if r.get("caption"):
+            out(f"{'':<35} caption: {r['caption'][:90]} -> {len(r['caption_features'])} feature ids")
+    out("\n== dead letters ==")
+    for d in got.by_topic["items.dlq"]:
+        out(f"{d['source_topic']}[{d['source_partition']}]@{d['source_offset']:<4} {d['stage']:<10} "
+            f"{d['reason']:<18} {d['detail'][:70]}")
+    versions = got.by_topic["items.enriched"][0]["versions"]
+    out(f"\nmodel versions: embedder {versions['embedder']}, tagger {versions['tagger']}, "
+        f"codebook {versions['codebook']}, CF adapter {versions.get('cf_adapter') or 'none'}, "
+        f"tag prior {versions.get('tag_prior') or 'none'}, captions {versions.get('captions') or 'off'}")

@@ -1,0 +1,69 @@
+"""`enrich vocab prior`: the neighbour-vote tag prior for the exported small models, built end to end.
+
+Exports the models if needed, embeds the debtags and AppStream splits in-process as a worker would,
+fits the prior (``training.tag_prior.fit_tag_prior``) and writes the shipped artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from corpora import appstream, debtags
+from enrich.preprocess import prepare_event
+from enrich.settings import Settings
+from enrich.tagging.prior import TagPrior
+from enrich.tagging.vocabulary import TagVocabulary
+from ops.evaluate import embed_debtags
+from ops.stack import debtags_vocabulary, ensure_models
+from streams.services import in_process_models
+from training.tag_prior import fit_tag_prior
+from triton_models.export_small import DEFAULT_TAG_PRIOR, PAIRWISE_TAG_PRIOR, ship_tag_prior
+
+
+def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
+    """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
+    of ``s.small_tagger`` (and then shipped into the state dir's export)."""
+    s = s.model_copy(update={"model_preset": "small"})
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_models(s, progress=say)
+    items = debtags.load_snapshot()
+    train = [it for it in items if it.split == "train"]
+    val = [it for it in items if it.split == "val"]  # never the evaluated (test) items
+    train_vecs, _ = embed_debtags(s, train, say)
+    val_vecs, _ = embed_debtags(s, val, say)
+    apps, icons = appstream.load_snapshot(), appstream.load_icons()
+    app_train = [a for a in apps if a.split == "train" and a.tags]
+    app_val = [(a, kind) for a in apps if a.split == "val" and a.tags for kind in appstream.KINDS]
+    with in_process_models(s) as (embedder, tagger):
+
+        def embed(prepared: list) -> np.ndarray:
+            return np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
+
+        icon_items = [prepare_event(a.event("image_only", icons[a.id]), s.max_text_chars) for a in app_train]
+        val_items = ([prepare_event(debtags.as_event(it), s.max_text_chars) for it in val]
+                     + [prepare_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in app_val])
+        say(f"embedding {len(icon_items)} train apps' icons and {len(app_val)} validation app items")
+        vocabulary = TagVocabulary(embedder.embed_texts, embedder.version)
+        for entry in debtags_vocabulary(s):  # the vectors the workers rank candidates by
+            vocabulary.apply(entry)
+        prior = fit_tag_prior([it.tags for it in train] + [a.tags for a in app_train],
+                              np.concatenate([train_vecs, embed(icon_items)]), val_items,
+                              [set(it.tags) for it in val] + [set(a.tags) for a, _ in app_val],
+                              np.concatenate([val_vecs, embed(val_items[len(val):])]), embedder, tagger,
+                              vocabulary.snapshot(), s.candidate_tags, say,
+                              {"exemplar_sources": {"debtags_train_text": len(train), "appstream_train_icons":
+                                                    len(app_train)},
+                               "fitted_on_sources": {"debtags_val_text": len(val),
+                                                     "appstream_val_three_kinds": len(app_val)}})
+    shipped = DEFAULT_TAG_PRIOR if s.small_tagger == "packed" else PAIRWISE_TAG_PRIOR
+    target = out or shipped
+    prior.save(target)
+    target.with_suffix(".json").write_text(json.dumps({"version": prior.version} | prior.info, indent=2) + "\n")
+    say(f"{prior.version} ({len(train)} exemplars) -> {target}")
+    if target == shipped:
+        ship_tag_prior(s.models_path, say)
+    return prior

@@ -1,0 +1,87 @@
+"""Build the neighbour-vote tag prior from the debtags and AppStream snapshots and the exported small models.
+
+Exemplars: the debtags train split (text vectors from the exported embedder) and the tagged AppStream train
+apps as their icon alone (an icon's vector has neighbours only among icons: without them an image-only item
+gets no votes). The decision head is fitted on the validation splits exactly as a worker would see them
+(the debtags packages as text, the AppStream apps in all three kinds): the same vocabulary vectors
+(prototypes), the same candidates (vocabulary top-M joined by the neighbours' votes) and the exported
+tagger's grade probabilities; its threshold is the one with the best micro F1 there. The test splits are
+never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from enrich.models.base import Embedder, Tagger
+from enrich.preprocess import PreparedItem
+from enrich.tagging.prior import FEATURES, DecisionHead, TagPrior, with_votes
+from enrich.tagging.vocabulary import VocabSnapshot
+
+if TYPE_CHECKING:
+    pass
+
+THRESHOLDS = np.round(np.arange(0.1, 0.81, 0.025), 3)
+
+
+def micro_f1(predicted: Sequence[set[str]], gold: Sequence[set[str]]) -> float:
+    tp = sum(len(p & g) for p, g in zip(predicted, gold, strict=True))
+    n_pred, n_gold = sum(map(len, predicted)), sum(map(len, gold))
+    return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
+
+
+def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.ndarray,
+                  val: Sequence[PreparedItem], val_gold: Sequence[set[str]], val_vectors: np.ndarray,
+                  embedder: Embedder, tagger: Tagger, vocab: VocabSnapshot, candidate_tags: int,
+                  say: Callable[[str], None] = print, sources: dict | None = None) -> TagPrior:
+    """The prior over ``exemplar_*``, its head fitted on the validation items ``val`` (prepared as a worker
+    prepares them) with their gold tags and content vectors."""
+    info = {"embedder": embedder.version, "tagger": tagger.version, "exemplars": len(exemplar_tags),
+            "fitted_on": len(val), "candidate_tags": candidate_tags} | (sources or {})
+    draft = TagPrior.from_items(exemplar_tags, exemplar_vectors, DecisionHead.unfitted(), info)
+    base = vocab.candidates(val_vectors, candidate_tags)
+    candidates, view = with_votes(draft, vocab, val_vectors, candidate_tags, base)
+    say(f"grading {sum(map(len, candidates))} candidates of {len(val)} validation items with {tagger.version}")
+    scores = [sc for i in range(0, len(val), 32) for sc in tagger.score(val[i:i + 32], candidates[i:i + 32])]
+    rows = [view.features(i, sc.probs, sc.tags) for i, sc in enumerate(scores)]
+    gold = list(val_gold)
+    carried = np.concatenate([[t in g for t in sc.tags] for sc, g in zip(scores, gold, strict=True)])
+    head = DecisionHead.fit(np.concatenate(rows), carried)
+    per_item = [head.score(r) for r in rows]
+
+    def f1_at(threshold: float, rows_of: Sequence[int] | None = None) -> float:
+        keep = range(len(scores)) if rows_of is None else rows_of
+        return micro_f1([{t for t, p in zip(scores[i].tags, per_item[i], strict=True) if p >= threshold}
+                         for i in keep], [gold[i] for i in keep])
+
+    with_text = [i for i, it in enumerate(val) if it.text]
+    without_text = [i for i, it in enumerate(val) if not it.text]
+    best = max(THRESHOLDS, key=lambda t: f1_at(t, with_text))
+    if without_text:  # an image alone: its own threshold (see TagPrior.head_for)
+        alone = max(THRESHOLDS, key=lambda t: f1_at(t, without_text))
+        info |= {"threshold_without_text": float(alone),
+                 "validation_f1_without_text": round(f1_at(alone, without_text), 4),
+                 "validation_f1_without_text_at_the_text_threshold": round(f1_at(best, without_text), 4)}
+    # The votes alone, thresholded the same way: what the tagger adds is measured against this.
+    votes = [r[:, 3] for r in rows]
+
+    def vote_f1_at(threshold: float) -> float:
+        return micro_f1([{t for t, v in zip(sc.tags, vs, strict=True) if v >= threshold}
+                         for sc, vs in zip(scores, votes, strict=True)], gold)
+
+    vote_best = max(THRESHOLDS, key=vote_f1_at)
+    info |= {"votes_alone_threshold": float(vote_best), "votes_alone_validation_f1": round(vote_f1_at(vote_best), 4)}
+    info |= {"threshold": float(best), "validation_f1": round(f1_at(best, with_text), 4),
+             "validation_candidate_recall": round(float(carried.sum() / sum(map(len, gold))), 4),
+             "weights": {"bias": round(head.bias, 3)} | {
+                 name: round(float(w), 3) for name, w in zip(FEATURES, head.weights, strict=True)}}
+    say(f"decision head: threshold {best}, validation F1 {info['validation_f1']} with text (votes alone "
+        f"{info['votes_alone_validation_f1']} at {vote_best}), weights {info['weights']}")
+    if without_text:
+        say(f"items without text: threshold {info['threshold_without_text']}, validation F1 "
+            f"{info['validation_f1_without_text']} ({info['validation_f1_without_text_at_the_text_threshold']} at "
+            f"the text threshold)")
+    return TagPrior(draft.tags, draft.vectors, draft.item_tags, head.with_threshold(best), info)
