@@ -218,3 +218,21 @@ def _reset_dead_codes(model: RQVAE, usage: torch.Tensor, residuals: list[torch.T
         model.codebooks.data[level, dead] = pool[pick] + noise
         reset += len(dead)
     return reset
+
+
+def fit_with_progress(vectors: np.ndarray, cfg: TrainConfig, verbose: bool = False) -> SemanticIdCodebook:
+    """``train_rqvae`` with a progress bar of the epochs (and each epoch's metrics as JSON when ``verbose``)."""
+    import json
+
+    from tqdm import tqdm
+
+    with tqdm(total=cfg.warmup_epochs + cfg.epochs, unit="epoch", desc="rq-vae") as bar:
+        def on_epoch(r: dict) -> None:
+            util = "/".join(f"{u:.0%}" for u in r.get("utilisation", []))
+            bar.set_postfix_str(f"{r['phase']} loss {r['loss']:.4f} recon {r['recon']:.4f}"
+                                + (f" util {util} reset {r['dead_codes_reset']}" if util else ""))
+            bar.update()
+            if verbose:
+                bar.write(json.dumps(r))
+
+        return train_rqvae(vectors, cfg, on_epoch)

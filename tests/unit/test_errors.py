@@ -46,6 +46,7 @@ def test_triton_errors_are_classified_by_status_code_not_message(status, kind):
 
 def test_the_cli_prints_expected_errors_and_shows_a_bugs_traceback(monkeypatch, capsys):
     import ops.cli as cli
+    from ops.cli import kafka
 
     def expected(_s, _a):
         raise KafkaToolError("cannot reach the broker at x:1; start it")
@@ -53,9 +54,9 @@ def test_the_cli_prints_expected_errors_and_shows_a_bugs_traceback(monkeypatch, 
     def bug(_s, _a):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cli, "cmd_topics", expected)
+    monkeypatch.setattr(kafka, "cmd_topics", expected)
     assert cli.main(["topics", "create"]) == 1
     assert "cannot reach the broker" in capsys.readouterr().err
-    monkeypatch.setattr(cli, "cmd_topics", bug)
+    monkeypatch.setattr(kafka, "cmd_topics", bug)
     with pytest.raises(ZeroDivisionError):  # python prints the traceback and exits 1
         cli.main(["topics", "create"])

@@ -1,7 +1,9 @@
-"""`enrich vocab prior`: the neighbour-vote tag prior for the exported small models, built end to end.
+"""The artifacts bound to the exported small embedder, built end to end from the snapshots.
 
-Exports the models if needed, embeds the debtags and AppStream splits in-process as a worker would,
-fits the prior (``training.tag_prior.fit_tag_prior``) and writes the shipped artifact.
+Each export the models if needed, embeds the training data in-process as a worker would (cached per
+embedder version), fits the artifact with its trainer in ``training`` and writes the shipped file with
+its record: the tag prototypes (`enrich vocab prototypes`), the CF adapter (`enrich models train-cf`)
+and the neighbour-vote tag prior (`enrich vocab prior`). After an embedder change all three are rebuilt.
 """
 
 from __future__ import annotations
@@ -13,23 +15,70 @@ from pathlib import Path
 import numpy as np
 
 from corpora import appstream, debtags
+from enrich.models.meta import ModelMeta
 from enrich.preprocess import prepare_event
 from enrich.settings import Settings
 from enrich.tagging.prior import TagPrior
+from enrich.tagging.prototypes import TagPrototypes
 from enrich.tagging.vocabulary import TagVocabulary
 from ops.evaluate import embed_debtags
 from ops.stack import debtags_vocabulary, ensure_models
 from streams.services import in_process_models
+from training.cf_adapter import train_cf
 from training.tag_prior import fit_tag_prior
-from triton_models.export_small import DEFAULT_TAG_PRIOR, PAIRWISE_TAG_PRIOR, ship_tag_prior
+from triton_models.export_small import (
+    DEFAULT_CF,
+    DEFAULT_PROTOTYPES,
+    DEFAULT_TAG_PRIOR,
+    PAIRWISE_TAG_PRIOR,
+    ship_cf_adapter,
+    ship_tag_prior,
+)
+
+
+def small_models(s: Settings, say: Callable[[str], None]) -> Settings:
+    """``s`` on the small preset, with its models exported into the state dir."""
+    s = s.model_copy(update={"model_preset": "small"})
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_models(s, progress=say)
+    return s
+
+
+def build_prototypes(s: Settings, out: Path | None, say: Callable[[str], None] = print) -> TagPrototypes:
+    """Tag prototypes from the debtags train split (never the evaluated items), in the exported embedder's space."""
+    s = small_models(s, say)
+    train = [it for it in debtags.load_snapshot() if it.split == "train"]
+    vectors, embedder = embed_debtags(s, train, say)
+    protos = TagPrototypes.compute([it.tags for it in train], vectors, embedder)
+    target = out or DEFAULT_PROTOTYPES
+    protos.save(target)
+    say(f"{protos.version}: {protos.info} in the space of {embedder} -> {target}")
+    return protos
+
+
+def build_cf_adapter(s: Settings, dataset: Path | None, epochs: int, out: Path | None,
+                     say: Callable[[str], None] = print) -> Path:
+    """The CF adapter on the debtags co-use pairs, over the exported embedder's vectors."""
+    s = small_models(s, say)
+    items = debtags.load_snapshot(dataset or debtags.SNAPSHOT_DIR)
+    vectors, embedder = embed_debtags(s, items, say)
+    adapter = train_cf(items, vectors, embedder, epochs=epochs)
+    target = out or DEFAULT_CF
+    adapter.save(target)
+    target.with_suffix(".json").write_text(json.dumps(adapter.info | {"version": adapter.version}, indent=2,
+                                                      sort_keys=True) + "\n")
+    say(json.dumps(adapter.info, indent=2))
+    say(f"{adapter.version} -> {target}")
+    if target == DEFAULT_CF:  # the state dir's export gets it now, not at its next export
+        embedder_dir = s.models_path / "embedder"
+        ship_cf_adapter(ModelMeta.read(embedder_dir / "meta.json").version, embedder_dir, say)
+    return target
 
 
 def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
     of ``s.small_tagger`` (and then shipped into the state dir's export)."""
-    s = s.model_copy(update={"model_preset": "small"})
-    s.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_models(s, progress=say)
+    s = small_models(s, say)
     items = debtags.load_snapshot()
     train = [it for it in items if it.split == "train"]
     val = [it for it in items if it.split == "val"]  # never the evaluated (test) items

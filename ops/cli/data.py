@@ -1,0 +1,90 @@
+"""`enrich data debtags|appstream` (the dataset snapshots) and `enrich vocab load|prototypes|prior` (the tags)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from enrich.errors import EnrichError
+from enrich.settings import Settings
+from ops.cli.console import say
+
+
+def cmd_data(s: Settings, a: argparse.Namespace) -> int:
+    from corpora import appstream, debtags
+
+    dataset = {"debtags": debtags, "appstream": appstream}[a.action]
+    lists = a.lists
+    if a.fetch:
+        lists = lists or s.state_dir / f"apt-lists-{a.action}"
+        say(f"apt-get update ({'English descriptions' if a.action == 'debtags' else 'AppStream metadata and icons'})"
+             f" into {lists}")
+        dataset.fetch_lists(lists)
+    if lists is None:
+        needs = "*_Packages and *_Translation-en indexes" if a.action == "debtags" else \
+            "*_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz"
+        raise EnrichError(f"pass --fetch (runs apt-get update into a private lists dir) or --lists DIR (a dir "
+                          f"with {needs})")
+    manifest = dataset.build_from_lists(lists, a.out or dataset.SNAPSHOT_DIR)
+    say(json.dumps(manifest, indent=2))
+    return 0
+
+
+def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
+    from corpora import samples
+    from enrich.errors import InvalidItem
+    from enrich.schemas import VocabEntry, decode_vocab, encode, now_ms
+    from streams.kafka_tools import publish
+
+    if a.action == "prototypes":
+        from ops.builds import build_prototypes
+
+        build_prototypes(s, a.out, say)
+        return 0
+    if a.action == "prior":
+        from ops.builds import build_tag_prior
+
+        build_tag_prior(s, a.out, say)
+        return 0
+    if a.file and a.debtags:
+        raise EnrichError("--file and --debtags name two vocabularies: pick one")
+    if a.debtags:
+        from ops.stack import debtags_vocabulary
+
+        entries = debtags_vocabulary(s)
+    elif a.file:
+        try:
+            rows = json.loads(Path(a.file).read_text())
+            entries = [VocabEntry(tag=r["tag"], facet=r.get("facet", ""), description=r.get("description", ""),
+                                  updated_at=now_ms()) for r in rows]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EnrichError(f"{a.file}: expected a JSON list of {{\"tag\": ..., \"facet\": ...}}: {exc}") from exc
+    else:
+        entries = samples.vocab_entries()
+    for e in entries:  # what the workers would skip is refused here, with the reason
+        try:
+            decode_vocab(encode(e))
+        except InvalidItem as err:
+            raise EnrichError(f"tag {e.tag[:80]!r}: {err}; workers would skip it") from None
+    n = publish(s, "tags.vocab", [(e.tag.encode(), encode(e)) for e in entries])
+    say(f"published {n} tags to {s.topic('tags.vocab')}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    da = sub.add_parser("data", help="build a dataset snapshot: debtags (text, tags, relations) or appstream "
+                                     "(desktop applications with icons, joined with debtags)")
+    da.add_argument("action", choices=["debtags", "appstream"])
+    da.add_argument("--fetch", action="store_true", help="apt-get update into a private lists dir first")
+    da.add_argument("--lists", type=Path, help="apt lists dir holding the indexes (debtags: *_Packages and "
+                                               "*_Translation-en; appstream: the DEP-11 components and icons)")
+    da.add_argument("--out", type=Path, help="snapshot dir (default: the one shipped in corpora/data/)")
+    da.set_defaults(fn=cmd_data)
+    v = sub.add_parser("vocab", help="publish tags to tags.vocab, or build tag prototypes or the tag prior")
+    v.add_argument("action", choices=["load", "prototypes", "prior"])
+    v.add_argument("--file", help="load: JSON list of {tag, facet, description} (default: the sample vocabulary)")
+    v.add_argument("--debtags", action="store_true",
+                   help="load: the debtags vocabulary with the shipped prototypes (for the exported embedder)")
+    v.add_argument("--out", type=Path, help="prototypes, prior: artifact to write (default: the shipped one)")
+    v.set_defaults(fn=cmd_vocab)
