@@ -27,7 +27,7 @@ def main() -> None:
     base = Settings()
     result: dict = {"runs": {}}
     for tagger in ("pairwise", "packed"):
-        s = base.model_copy(update={"small_tagger": tagger, "model_dir": base.state_dir / f"models-{tagger}"})
+        s = base.updated(**{"small_tagger": tagger, "model_dir": base.state_dir / f"models-{tagger}"})
         r = run_eval(s, limit=args.limit, out_json=None, kinds=False)
         result["runs"][tagger] = {"tagger": r["versions"]["tagger"], "tag_prior": r["versions"]["tag_prior"],
                                   "throughput": r["throughput"], "tagger_grade=2": r["tagging"]["tagger_grade=2"],

@@ -17,7 +17,8 @@ from enrich.vectors.cf_adapter import CF_ADAPTER_FILE
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ENRICH_", extra="ignore")
+    # Frozen: a process reads its settings once; a variant is a new, validated object (``updated``).
+    model_config = SettingsConfigDict(env_prefix="ENRICH_", extra="ignore", frozen=True)
 
     # Kafka
     broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
@@ -147,15 +148,32 @@ class Settings(BaseSettings):
     def models_path(self) -> Path:
         return self.model_dir or self.state_dir / "models"
 
-    @property
-    def cf_adapter_path(self) -> Path | None:
+    def updated(self, **changes: object) -> Settings:
+        """These settings with ``changes``, validated like the environment's values (``model_copy`` is not)."""
+        return type(self)(**(self.model_dump() | changes))
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as the ``ENRICH_*`` variables that give them back: a child process's environment."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"ENRICH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
+    def cf_adapter_file(self) -> Path | None:
+        """``ENRICH_CF_ADAPTER``, else the adapter the export shipped beside the embedder, if there is one (read
+        from disk at each call: an export may ship or withdraw it)."""
         if self.cf_adapter is not None:
             return self.cf_adapter
         shipped = self.models_path / "embedder" / CF_ADAPTER_FILE
         return shipped if shipped.exists() else None
 
-    @property
-    def tag_prior_path(self) -> Path | None:
+    def tag_prior_file(self) -> Path | None:
+        """``ENRICH_TAG_PRIOR`` (a path, or ``off``), else the prior the export shipped beside the tagger, if any
+        (read from disk at each call)."""
         if self.tag_prior == "off":
             return None
         if self.tag_prior:

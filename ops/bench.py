@@ -112,12 +112,12 @@ class StreamHarness:
 
     def __init__(self, settings: Settings, workers: int, logs: Path) -> None:
         tag = f"b{time.time_ns()}"
-        self.settings = settings.model_copy(update={"topic_prefix": f"{tag}.", "group_id": f"g-{tag}"})
+        self.settings = settings.updated(**{"topic_prefix": f"{tag}.", "group_id": f"g-{tag}"})
         self.tag = tag
         create_topics(self.settings)
         publish(self.settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in samples.vocab_entries()])
         self.ports = [free_port() for _ in range(workers)]
-        self.procs = [start_worker(self.settings.model_copy(update={"web_port": port}), logs / f"{tag}-w{n}.log")
+        self.procs = [start_worker(self.settings.updated(web_port=port), logs / f"{tag}-w{n}.log")
                       for n, port in enumerate(self.ports)]
         self.reader = TopicReader(self.settings, ["items.enriched"])
         self._producer = producer(self.settings)
@@ -193,7 +193,7 @@ class StreamHarness:
 def bench_stream(settings: Settings, items: list[dict], batch_size: int, wait_s: float, inflight: int,
                  workers: int, logs: Path, rate: float | None = None, duration_s: float = 0.0) -> Run:
     """(c): a burst of ``items`` (``rate`` None) or a steady ``rate`` items/s for ``duration_s``."""
-    s = settings.model_copy(update={"batch_size": batch_size, "batch_wait_s": wait_s, "inflight_batches": inflight})
+    s = settings.updated(batch_size=batch_size, batch_wait_s=wait_s, inflight_batches=inflight)
     h = StreamHarness(s, workers, logs)
     try:
         h.warm_up()
@@ -255,7 +255,7 @@ def private_stack(settings: Settings, name: str, say: Say) -> tuple[Settings, Lo
     The caller stops the stack."""
     ensure_models(settings, progress=say)
     ensure_codebook(settings, progress=say)
-    settings = on_free_ports(settings).model_copy(update={"backend": "triton"})
+    settings = on_free_ports(settings).updated(backend="triton")
     logs = settings.state_dir / "logs" / name
     logs.mkdir(parents=True, exist_ok=True)
     return settings, start_stack(settings, progress=say), logs
@@ -289,7 +289,7 @@ def run_bench(settings: Settings, cfg: BenchConfig, say: Say = print) -> dict:
         steady_rate = best.items_per_s / 2
         steady = record(bench_stream(settings, items, b, w, n, 1, logs, rate=steady_rate, duration_s=cfg.steady_s))
         # The same load with faust-streaming's own fetch wait, to show what ENRICH_FETCH_MAX_WAIT_MS buys on Tansu.
-        faust_wait = settings.model_copy(update={"fetch_max_wait_ms": 1500})
+        faust_wait = settings.updated(fetch_max_wait_ms=1500)
         legacy = record(bench_stream(faust_wait, items, b, w, n, 1, logs, rate=steady_rate, duration_s=cfg.steady_s))
     finally:
         stack.stop()

@@ -38,7 +38,7 @@ from triton_models.export_small import (
 
 def small_models(s: Settings, say: Callable[[str], None]) -> Settings:
     """``s`` on the small preset, with its models exported into the state dir."""
-    s = s.model_copy(update={"model_preset": "small"})
+    s = s.updated(model_preset="small")
     s.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(s, progress=say)
     return s

@@ -30,15 +30,8 @@ OUTPUTS = ("items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as ENRICH_* variables, for a child process."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"ENRICH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
+    """This process's environment with the settings as ENRICH_* variables, for a child process."""
+    return dict(os.environ) | settings.as_env()
 
 
 def on_free_ports(settings: Settings) -> Settings:
@@ -46,7 +39,7 @@ def on_free_ports(settings: Settings) -> Settings:
     and short fetch waits (Tansu holds every fetch for its whole wait)."""
     ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port",
                                       "triton_metrics_port", "web_port")}
-    return settings.model_copy(update=ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
+    return settings.updated(**ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
                                                "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
                                                "session_timeout_s": 6.0, "fetch_max_wait_ms": 10,
                                                # one broker: no replicas to wait for

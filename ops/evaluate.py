@@ -88,7 +88,7 @@ def _votes_alone(settings: Settings, vecs: np.ndarray, vocab: list[str]) -> tupl
     reach the threshold fitted for them on validation (the ablation that shows what the tagger adds)."""
     from enrich.tagging.prior import TagPrior
 
-    path = settings.tag_prior_path
+    path = settings.tag_prior_file()
     if path is None:
         return None
     prior = TagPrior.load(path)
@@ -162,7 +162,7 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
     from enrich.vectors.semantic_ids import SemanticIdCodebook
 
     t_start = time.perf_counter()
-    settings = settings.model_copy(update={"model_preset": "small"})
+    settings = settings.updated(model_preset="small")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(settings, progress=say)
     ensure_codebook(settings, progress=say)
@@ -186,7 +186,7 @@ def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path 
     book = SemanticIdCodebook.load(settings.codebook_path)
     indexes = RecallIndexes()
     cat_codes = book.quantize(cat_vecs)
-    cf_path = settings.cf_adapter_path  # the workers' CF adapter: the catalogue gets the same CF vectors
+    cf_path = settings.cf_adapter_file()  # the workers' CF adapter: the catalogue gets the same CF vectors
     cat_cf = CfAdapter.load(cf_path).apply(cat_vecs) if cf_path is not None else [None] * len(catalogue)
     for it, vec, code, cf in zip(catalogue, cat_vecs, cat_codes, cat_cf, strict=True):
         record = {"item_id": it.id, "vector": vec.astype(np.float32).tobytes(),

@@ -218,8 +218,8 @@ def start_stack(settings: Settings, with_triton: bool = True, detach: bool = Fal
             undo.callback(triton.stop)
             progress(f"triton ready on {triton.grpc_url} (gRPC), models: {', '.join(triton.models)}")
         # one broker: nothing to replicate to (a worker pointed at the local stack should say the same)
-        create_topics(settings.model_copy(update={"broker": broker.bootstrap, "replication_factor": 1,
-                                                  "min_insync_replicas": 1}))
+        create_topics(settings.updated(broker=broker.bootstrap, replication_factor=1,
+                                                  min_insync_replicas=1))
         undo.pop_all()
         return LocalStack(broker, triton)
 

@@ -1,4 +1,5 @@
-"""Long-lived parts of a worker: the inference backend, the pipeline, the vocabulary feed."""
+"""The worker's long-lived service: the inference backend, the pipeline and the vocabulary feed, as one
+``mode`` Service the app starts before its consumer (``EnrichApp.start_first``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from mode import Service
 
 from enrich import metrics
 from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError, ModelRejected
@@ -89,17 +92,25 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                             max_message_bytes=settings.max_message_bytes,
                             thumbnails=ThumbnailSpec(settings.thumbnail_px, settings.thumbnail_bytes,
                                                      settings.thumbnail_count))
-    cf_path, prior_path = settings.cf_adapter_path, settings.tag_prior_path
+    cf_path, prior_path = settings.cf_adapter_file(), settings.tag_prior_file()
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version, embedder.meta.hidden_size),
                     SemanticIdCodebook.load(settings.codebook_path), config,
                     cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None,
                     tag_prior=TagPrior.load(prior_path) if prior_path is not None else None)
 
 
-class Enrichment:
-    """Owns the pipeline; runs batches off the event loop and retries an unavailable backend forever."""
+class Enrichment(Service):
+    """Owns the pipeline; runs batches off the event loop and retries an unavailable backend forever.
 
-    def __init__(self, settings: Settings) -> None:
+    Built, it holds the backend client and the loaded models; started, it feeds ``tags.vocab`` into the
+    vocabulary and waits (``VOCABULARY_WAIT_S`` at most) until the feed has read the topic to its end, so the
+    first batches see the whole vocabulary; stopped, it closes the feed, the decoders and the backend.
+    """
+
+    VOCABULARY_WAIT_S = 30.0
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.settings = settings
         self.backend = make_backend(settings)
         self.pipeline = make_pipeline(settings, self.backend)
@@ -110,10 +121,13 @@ class Enrichment:
         # pauses and resumes fetching its input partitions).
         self.on_backend_state: Callable[[bool], None] = lambda _up: None
 
-    def start(self) -> None:
+    async def on_start(self) -> None:
         self.feed.start()
+        if not await asyncio.to_thread(self.wait_vocabulary, self.VOCABULARY_WAIT_S):
+            log.warning("tags.vocab not fully read after %.0fs; starting with %d tags", self.VOCABULARY_WAIT_S,
+                        len(self.pipeline.vocabulary))
 
-    def stop(self) -> None:
+    async def on_stop(self) -> None:
         self.feed.stop()
         self.pipeline.close()
         self.backend.close()

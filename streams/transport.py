@@ -1,4 +1,4 @@
-"""The worker's Kafka transport: faust-streaming's aiokafka driver with a configurable fetch wait.
+"""The worker's Faust app class: services started before the consumer, and a configurable fetch wait.
 
 The driver hard-codes ``fetch_max_wait_ms=1500``. Kafka answers a fetch as soon as
 data arrives, so there it only bounds idle polling; the bundled Tansu broker answers
@@ -9,10 +9,14 @@ only when the wait is up, which added up to 1.5 s per topic hop (measured: a ste
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import faust
 from faust.transport.drivers import aiokafka as driver
+from mode import ServiceT
+
+S = TypeVar("S", bound=ServiceT)
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -36,9 +40,25 @@ def consumer_class(fetch_max_wait_ms: int) -> type[driver.Consumer]:
 
 
 class EnrichApp(faust.App):
-    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch, and whose own services start
+    before its consumer (``start_first``) and so stop after it."""
 
     fetch_max_wait_ms: int = 1500
+    enrichment: Any = None  # the Enrichment service (streams.app.create_app)
+    stream_topics: dict[str, Any] = {}  # the stages' topics by unprefixed name
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._first: list[ServiceT] = []
+
+    def start_first(self, service: S) -> S:
+        """Start ``service`` with the app, before the consumer and the agents: ``@app.service`` services start
+        only once the app is running, when the agents may already be handed events."""
+        self._first.append(service)
+        return service
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        return [*self._first, *super().on_init_dependencies()]
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()

@@ -40,7 +40,7 @@ def local_stack(model_settings: Settings) -> Iterator[Settings]:
     from ops.demo import on_free_ports
     from ops.stack import start_stack
 
-    s = on_free_ports(model_settings).model_copy(update={"backend": "triton"})
+    s = on_free_ports(model_settings).updated(backend="triton")
     stack = start_stack(s, progress=lambda _m: None)
     yield s
     stack.stop()
@@ -52,7 +52,7 @@ def small_stack(small_model_settings: Settings) -> Iterator[Settings]:
     from ops.demo import on_free_ports
     from ops.stack import start_stack
 
-    s = on_free_ports(small_model_settings).model_copy(update={"backend": "triton", "batch_size": 8})
+    s = on_free_ports(small_model_settings).updated(backend="triton", batch_size=8)
     stack = start_stack(s, progress=lambda _m: None)
     yield s
     stack.stop()

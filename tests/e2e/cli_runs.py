@@ -35,8 +35,8 @@ def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.Comp
 def run_demo(exported: Settings, state_dir: Path, items: int = 8) -> str:
     """``enrich demo`` in a fresh state dir, reusing ``exported``'s models and codebook instead of exporting
     again; returns its output after checking it succeeded."""
-    s = exported.model_copy(update={"state_dir": state_dir, "model_dir": exported.models_path,
-                                    "codebook": exported.codebook_path})
+    s = exported.updated(state_dir=state_dir, model_dir=exported.models_path,
+                                    codebook=exported.codebook_path)
     res = cli(s, "demo", "--items", str(items), "--no-wait", timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     published = int(re.search(r"published (\d+) items", res.stdout).group(1))
@@ -68,7 +68,7 @@ def re_enrich_in_shadow(live: Settings, tmp_path: Path, n_items: int, vocab_args
     from ops.process import free_port
     from streams.kafka_tools import TopicReader
 
-    shadow = live.model_copy(update={"topic_prefix": f"shadow.{live.topic_prefix}", "web_port": free_port(),
+    shadow = live.updated(**{"topic_prefix": f"shadow.{live.topic_prefix}", "web_port": free_port(),
                                      "group_id": f"shadow-{live.group_id}", "codebook": tmp_path / "codebook-v2.npz"})
     res = cli(shadow, "codebook", "fit", "--levels", "2", "--codes", "8", "--epochs", "5",
               "--out", str(tmp_path / "codebook-v2.npz"), timeout=300)

@@ -59,7 +59,7 @@ def photo(seed: int) -> bytes:
 
 
 def test_a_hostile_producer_cannot_stop_the_worker_lose_items_or_exhaust_its_memory(small_stack, tmp_path):
-    s = small_stack.model_copy(update={"topic_prefix": f"h{time.time_ns()}.", "web_port": free_port(),
+    s = small_stack.updated(**{"topic_prefix": f"h{time.time_ns()}.", "web_port": free_port(),
                                        "group_id": f"g{time.time_ns()}", "batch_size": 16})
     assert cli(s, "topics", "create").returncode == 0
     assert cli(s, "vocab", "load", "--debtags").returncode == 0

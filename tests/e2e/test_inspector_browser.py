@@ -80,7 +80,7 @@ def test_an_item_page_shows_its_tags_image_and_neighbours_images(small_stack, br
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    s = small_stack.model_copy(update={"topic_prefix": f"p{time.time_ns()}.", "web_port": free_port(),
+    s = small_stack.updated(**{"topic_prefix": f"p{time.time_ns()}.", "web_port": free_port(),
                                        "group_id": f"g{time.time_ns()}", "recall_token": SecretStr(TOKEN)})
     assert cli(s, "topics", "create").returncode == 0
     assert cli(s, "vocab", "load", "--debtags").returncode == 0

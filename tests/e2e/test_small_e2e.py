@@ -40,7 +40,7 @@ def enriched_ids(settings, want: int, timeout_s: float = 180) -> dict[str, dict]
 
 
 def test_recall_commands_answer_from_the_live_feeds_and_follow_re_enrichment(small_stack, tmp_path):
-    s = small_stack.model_copy(update={"topic_prefix": f"r{time.time_ns()}.", "web_port": free_port(),
+    s = small_stack.updated(**{"topic_prefix": f"r{time.time_ns()}.", "web_port": free_port(),
                                        "group_id": f"g{time.time_ns()}"})
     assert cli(s, "topics", "create").returncode == 0
     items = debtags.load_snapshot()
@@ -134,7 +134,7 @@ def test_demo_uses_the_small_presets_and_reads_sensibly(small_model_settings, tm
 
 
 def test_eval_command_reports_every_metric_beside_the_baselines(small_model_settings, tmp_path):
-    s = small_model_settings.model_copy(update={"state_dir": tmp_path})
+    s = small_model_settings.updated(state_dir=tmp_path)
     env = settings_env(s) | {"ENRICH_MODEL_DIR": str(small_model_settings.models_path),
                              "ENRICH_CODEBOOK": str(small_model_settings.codebook_path)}
     out = tmp_path / "eval.json"
@@ -162,7 +162,7 @@ def test_eval_command_reports_every_metric_beside_the_baselines(small_model_sett
 
 
 def test_backfill_re_enriches_real_packages_in_a_shadow_deployment(small_stack, tmp_path):
-    live = small_stack.model_copy(update={"topic_prefix": f"b{time.time_ns()}.", "group_id": f"g{time.time_ns()}"})
+    live = small_stack.updated(**{"topic_prefix": f"b{time.time_ns()}.", "group_id": f"g{time.time_ns()}"})
     assert cli(live, "topics", "create").returncode == 0
     picked = [it for it in debtags.load_snapshot() if it.split == "test"][:6]
     publish(live, "items.new", [(it.id.encode(), msgpack.packb(debtags.as_event(it), use_bin_type=True))

@@ -44,7 +44,7 @@ def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None,
 def fresh(local_stack):
     """A unique topic prefix and consumer group per test, topics created through the CLI."""
     tag = f"t{time.time_ns()}."
-    s = local_stack.model_copy(update={"topic_prefix": tag, "group_id": f"g-{tag}", "web_port": free_port(),
+    s = local_stack.updated(**{"topic_prefix": tag, "group_id": f"g-{tag}", "web_port": free_port(),
                                        "batch_size": 4, "lag_interval_s": 0.5})
     res = cli(s, "topics", "create")
     assert res.returncode == 0, res.stderr
@@ -100,7 +100,7 @@ def test_every_output_topic_and_the_dlq(fresh, tmp_path):
 
 def test_no_item_lost_when_the_worker_is_killed_mid_stream(fresh, tmp_path):
     n = 60
-    first = start_worker(fresh.model_copy(update={"batch_size": 2}), tmp_path / "w1.log")
+    first = start_worker(fresh.updated(batch_size=2), tmp_path / "w1.log")
     res = cli(fresh, "publish", "--items", str(n), "--seed", "3")
     assert res.returncode == 0, res.stderr
     # Kill it hard once it has produced something but (very likely) not everything.
@@ -201,7 +201,7 @@ def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
     from ops.triton_launcher import LocalTriton
 
     ports = {k: free_port() for k in ("http", "grpc", "metrics")}
-    s = fresh.model_copy(update={"triton_url": f"127.0.0.1:{ports['grpc']}", "retry_max_s": 1.0})
+    s = fresh.updated(**{"triton_url": f"127.0.0.1:{ports['grpc']}", "retry_max_s": 1.0})
     repo = s.state_dir / "triton-repo"
 
     def triton() -> LocalTriton:
@@ -232,7 +232,7 @@ def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
         # Scale out while the backend is down, then in: a worker stuck on a dead backend still stops promptly,
         # its unacked batches go to the other worker.
         w2_port = free_port()
-        w2 = start_worker(s.model_copy(update={"web_port": w2_port}), w2_log)
+        w2 = start_worker(s.updated(web_port=w2_port), w2_log)
         time.sleep(8)
         w1.send_signal(signal.SIGTERM)
         w1.wait(30)
@@ -260,13 +260,13 @@ def test_chaos_restarts_scale_out_and_in_lose_nothing(fresh, tmp_path, request):
     soak = request.config.getoption("--soak")
     waves, per_wave = (12, 150) if soak else (4, 60)
     bad_per_wave = per_wave // 10
-    s = fresh.model_copy(update={"batch_size": 4})  # buffers of 64 events: every wave overflows them
+    s = fresh.updated(batch_size=4)  # buffers of 64 events: every wave overflows them
     workers: dict[int, subprocess.Popen] = {}
     faults = Counter()
     actions = ["start", "kill", "start", "term", "start", "start", "kill", "term"]
 
     def start(n: int) -> None:
-        workers[n] = start_worker(s.model_copy(update={"web_port": free_port()}), tmp_path / f"w{n}.log")
+        workers[n] = start_worker(s.updated(web_port=free_port()), tmp_path / f"w{n}.log")
 
     start(0)
     try:

@@ -13,7 +13,7 @@ import yaml
 
 from enrich.settings import Settings
 from ops.cli import build_parser
-from streams.app import LIVE_PATH, METRICS_PATH, READY_PATH
+from streams.web import LIVE_PATH, METRICS_PATH, READY_PATH
 
 pytestmark = pytest.mark.helm
 

@@ -34,8 +34,8 @@ def test_rate_limiter_spaces_items_on_a_fake_clock() -> None:
 
 def test_backfill_copies_everything_once_and_resumes_where_it_stopped(local_stack) -> None:
     tag = f"b{time.time_ns()}."
-    live = local_stack.model_copy(update={"topic_prefix": tag})
-    shadow = local_stack.model_copy(update={"topic_prefix": f"{tag}shadow."})
+    live = local_stack.updated(topic_prefix=tag)
+    shadow = local_stack.updated(**{"topic_prefix": f"{tag}shadow."})
     create_topics(live)
     create_topics(shadow)
     items = samples.sample_items(45, seed=3)
@@ -56,7 +56,7 @@ def test_backfill_copies_everything_once_and_resumes_where_it_stopped(local_stac
 
 def test_backfill_refuses_to_copy_onto_itself_or_into_missing_topics(local_stack) -> None:
     tag = f"c{time.time_ns()}."
-    live = local_stack.model_copy(update={"topic_prefix": tag})
+    live = local_stack.updated(topic_prefix=tag)
     create_topics(live)
     with pytest.raises(EnrichError, match="different from the source"):
         backfill(live, tag, progress=False)
@@ -68,14 +68,14 @@ def test_a_refused_record_stops_the_backfill_before_its_offset_and_nothing_is_lo
     """A record the shadow side refuses (larger than its ENRICH_MAX_MESSAGE_BYTES) fails the batch: nothing of
     it is committed, and once the limit is fixed a rerun copies every record."""
     tag = f"r{time.time_ns()}."
-    live = local_stack.model_copy(update={"topic_prefix": tag, "partitions": 1})
-    shadow = local_stack.model_copy(update={"topic_prefix": f"{tag}shadow.", "partitions": 1})
+    live = local_stack.updated(topic_prefix=tag, partitions=1)
+    shadow = local_stack.updated(**{"topic_prefix": f"{tag}shadow.", "partitions": 1})
     create_topics(live)
     create_topics(shadow)
     items = samples.sample_items(6, seed=4)
     items[3] = items[3] | {"text": "x" * 90_000}  # under the live limit, over the strict one below
     publish(live, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items])
-    strict = live.model_copy(update={"max_message_bytes": 65_536})
+    strict = live.updated(max_message_bytes=65_536)
     with pytest.raises(EnrichError, match="nothing of this batch was committed|cannot publish"):
         backfill(strict, shadow.topic_prefix, batch=2, progress=False)
     done = backfill(live, shadow.topic_prefix, batch=2, progress=False)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_local_broker_shows_aborted_transactions_to_read_committed_consumers(local_stack):
-    s = local_stack.model_copy(update={"topic_prefix": f"x{time.time_ns()}."})
+    s = local_stack.updated(**{"topic_prefix": f"x{time.time_ns()}."})
     create_topics(s)
     topic = s.topic("recall.neighbors")
     producer = Producer(s.kafka_client_config() | {"transactional.id": f"txn-{time.time_ns()}"})

@@ -34,7 +34,7 @@ def test_bundle_serves_workers_without_the_weights(local_stack, tmp_path):
     shutil.copytree(bundle / "models", worker_view / "models", ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data"))
     shutil.copy2(bundle / "codebook.npz", worker_view / "codebook.npz")
     assert not list(worker_view.rglob("*.onnx"))
-    s = local_stack.model_copy(update={"model_dir": worker_view / "models",
+    s = local_stack.updated(**{"model_dir": worker_view / "models",
                                        "codebook": worker_view / "codebook.npz", "backend": "triton"})
     backend = make_backend(s)
     pipeline = make_pipeline(s, backend)

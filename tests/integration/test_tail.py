@@ -30,7 +30,7 @@ def test_summaries_make_bytes_readable():
 
 
 def test_tail_prints_the_decoded_records_of_a_topic(local_stack):
-    s = local_stack.model_copy(update={"topic_prefix": f"tail{time.time_ns()}."})
+    s = local_stack.updated(**{"topic_prefix": f"tail{time.time_ns()}."})
     create_topics(s)
     items = samples.sample_items(3, seed=2)
     publish(s, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items])

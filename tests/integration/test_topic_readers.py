@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def fresh(local_stack):
-    s = local_stack.model_copy(update={"topic_prefix": f"r{time.time_ns()}."})
+    s = local_stack.updated(**{"topic_prefix": f"r{time.time_ns()}."})
     create_topics(s)
     return s
 
@@ -74,13 +74,13 @@ def test_digit_store_recovers_the_latest_digits_of_its_partition(fresh):
 
 
 def test_worker_refuses_missing_or_mismatched_topics(local_stack):
-    missing = local_stack.model_copy(update={"topic_prefix": f"none{time.time_ns()}."})
+    missing = local_stack.updated(**{"topic_prefix": f"none{time.time_ns()}."})
     with pytest.raises(KafkaToolError, match="run `enrich topics create`"):
         check_topics(missing)
-    good = local_stack.model_copy(update={"topic_prefix": f"good{time.time_ns()}."})
+    good = local_stack.updated(**{"topic_prefix": f"good{time.time_ns()}."})
     create_topics(good)
     check_topics(good)
-    odd = local_stack.model_copy(update={"topic_prefix": f"odd{time.time_ns()}."})
+    odd = local_stack.updated(**{"topic_prefix": f"odd{time.time_ns()}."})
     admin = AdminClient(odd.kafka_client_config())
     futures = admin.create_topics([NewTopic(odd.topic(t), num_partitions=3 if t == "sid.digits" else 4)
                                    for t in TOPIC_NAMES])

@@ -15,7 +15,7 @@ from streams.kafka_tools import KafkaToolError, create_topics, topic_drift
 
 
 def prefixed(settings, name: str):
-    return settings.model_copy(update={"topic_prefix": f"{name}{time.time_ns()}."})
+    return settings.updated(**{"topic_prefix": f"{name}{time.time_ns()}."})
 
 
 def test_topics_are_created_as_specified_and_checked_for_drift(local_stack):
@@ -30,7 +30,7 @@ def test_topics_are_created_as_specified_and_checked_for_drift(local_stack):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "every topic matches" in res.stdout, res.stdout + res.stderr
     # the same topics checked against a spec that asks for more: every difference is named
-    wider = s.model_copy(update={"partitions": s.partitions + 2, "retention_ms": 3_600_000})
+    wider = s.updated(partitions=s.partitions + 2, retention_ms=3_600_000)
     drift = topic_drift(wider)
     assert any(f"{s.topic('items.new')}: {s.partitions} partitions, the spec says {s.partitions + 2}" == d
                for d in drift)
@@ -42,7 +42,7 @@ def test_topics_are_created_as_specified_and_checked_for_drift(local_stack):
 
 
 def test_a_replication_factor_above_the_broker_count_is_refused_with_the_fix(local_stack):
-    s = prefixed(local_stack, "rf").model_copy(update={"replication_factor": 3, "min_insync_replicas": 2})
+    s = prefixed(local_stack, "rf").updated(replication_factor=3, min_insync_replicas=2)
     with pytest.raises(KafkaToolError, match="set ENRICH_REPLICATION_FACTOR=1"):
         create_topics(s)
     assert all(spec.replication_factor == 3 and spec.min_insync_replicas == 2 for spec in topic_specs(s))

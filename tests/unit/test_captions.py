@@ -45,6 +45,6 @@ def test_the_pipeline_publishes_caption_features_and_their_version(model_setting
         assert o.record.caption == describe(it["kind"], o.record.tags, len(it.get("images", [])), False)
         assert o.record.caption_features == hasher.features(o.record.caption) and o.record.caption_features
     assert p.versions.captions == hasher.version
-    off = make_pipeline(model_settings.model_copy(update={"caption_buckets": 0}), make_backend(model_settings))
+    off = make_pipeline(model_settings.updated(caption_buckets=0), make_backend(model_settings))
     rec = off.run([RawEvent(None, msgpack.packb(items[0]), SourceRef("items.new", 0, 0))])[0].record
     assert rec.caption is None and rec.caption_features is None and off.versions.captions == ""

@@ -73,7 +73,7 @@ def test_the_pipeline_publishes_the_cf_vector_beside_the_content_vector(model_se
     weight = np.random.default_rng(0).normal(scale=0.2, size=(dim, dim)).astype(np.float32)
     adapter = CfAdapter(weight, "cf-test-1", {"embedder": base.embedder.version})
     adapter.save(tmp_path / "cf.npz")
-    p = make_pipeline(model_settings.model_copy(update={"cf_adapter": tmp_path / "cf.npz"}),
+    p = make_pipeline(model_settings.updated(**{"cf_adapter": tmp_path / "cf.npz"}),
                       make_backend(model_settings))
     for e in samples.vocab_entries():
         p.vocabulary.apply(e)
@@ -92,7 +92,7 @@ def test_the_pipeline_publishes_the_cf_vector_beside_the_content_vector(model_se
     bad = CfAdapter(weight, "cf-test-2", {"embedder": "another-embedder"})
     bad.save(tmp_path / "bad.npz")
     with pytest.raises(ModelConfigError, match="another-embedder"):
-        make_pipeline(model_settings.model_copy(update={"cf_adapter": tmp_path / "bad.npz"}),
+        make_pipeline(model_settings.updated(**{"cf_adapter": tmp_path / "bad.npz"}),
                       make_backend(model_settings))
 
 

@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from enrich.errors import InvalidItem, Stop
-from streams.app import CODED_SCHEMA, CodedVersionError, decode_coded
+from streams.agents import CODED_SCHEMA, CodedVersionError, decode_coded
 
 RECORD = {"item_id": "a", "created_at": 1_700_000_000_000, "semantic_id": [1, 2], "tags": []}
 NEIGHBOR = {"item_id": "a", "semantic_id": [1, 2]}

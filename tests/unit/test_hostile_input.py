@@ -168,7 +168,7 @@ def test_one_poison_item_in_a_batch_does_not_stop_the_others(pipeline, monkeypat
 
 def test_a_batch_past_its_pixel_budget_is_enriched_in_rounds(model_settings):
     budget = 20_000
-    s = model_settings.model_copy(update={"max_batch_pixels": budget})
+    s = model_settings.updated(max_batch_pixels=budget)
     p = make_pipeline(s, OnnxRuntimeBackend(s.models_path))
     rounds: list[list[int]] = []
     real_embed = p.embedder.embed

@@ -39,7 +39,7 @@ def event(item_id: str, text: str, offset: int) -> RawEvent:
 def enrichment(model_settings, monkeypatch):
     monkeypatch.setattr(services, "make_backend",
                         lambda s: RejectsLongTexts(OnnxRuntimeBackend(s.models_path), max_tokens=64))
-    e = services.Enrichment(model_settings.model_copy(update={"backend": "onnxruntime", "item_retries": 1}))
+    e = services.Enrichment(model_settings.updated(backend="onnxruntime", item_retries=1))
     yield e
     e.backend.close()
 

@@ -126,7 +126,7 @@ def test_a_vocabulary_the_prior_never_saw_gets_strong_tags_from_the_taggers_own_
     from streams.services import make_backend, make_pipeline
 
     pipeline = make_pipeline(small_model_settings, make_backend(small_model_settings))
-    prior = TagPrior.load(small_model_settings.tag_prior_path)
+    prior = TagPrior.load(small_model_settings.tag_prior_file())
     assert pipeline.tag_prior is not None and not set(MAIN_CATEGORIES) & set(prior.tags)
     for c in MAIN_CATEGORIES:
         pipeline.vocabulary.apply(VocabEntry(tag=c))

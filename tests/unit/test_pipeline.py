@@ -52,7 +52,7 @@ def test_replay_is_idempotent(pipeline):
 
 
 def test_min_grade_two_keeps_only_strong_tags(model_settings):
-    s = model_settings.model_copy(update={"min_grade": 2, "candidate_tags": 30})
+    s = model_settings.updated(min_grade=2, candidate_tags=30)
     p = make_pipeline(s, make_backend(s))
     for e in samples.vocab_entries():
         p.vocabulary.apply(e)

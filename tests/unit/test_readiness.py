@@ -13,7 +13,7 @@ from streams.services import Enrichment
 
 @pytest.fixture
 def enrichment(model_settings):
-    e = Enrichment(model_settings.model_copy(update={"retry_max_s": 0.05}))
+    e = Enrichment(model_settings.updated(retry_max_s=0.05))
     yield e
     e.pipeline.close()
 

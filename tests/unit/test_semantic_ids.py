@@ -155,7 +155,7 @@ def test_a_codebook_is_bound_to_the_embedder_it_was_fitted_on(model_settings, tm
 
     book = SemanticIdCodebook.load(model_settings.codebook_path)
     assert book.embedder == exported_embedder(model_settings)  # stamped when it was fitted
-    other = model_settings.model_copy(update={"codebook": tmp_path / "other.npz"})
+    other = model_settings.updated(**{"codebook": tmp_path / "other.npz"})
     book.meta["embedder"] = "another-embedder-v9"
     book.save(other.codebook_path)
     with pytest.raises(ModelConfigError, match="fitted on embedder another-embedder-v9.*enrich codebook fit"):

@@ -120,7 +120,7 @@ def test_the_pipeline_grades_neighbour_voted_tags_and_stamps_the_prior(model_set
                                 {"embedder": base.embedder.version, "tagger": base.tagger.version})
     prior = TagPrior(prior.tags, prior.vectors, prior.item_tags, prior.head, prior.info, k=1)
     prior.save(tmp_path / "prior.npz")
-    p = make_pipeline(model_settings.model_copy(update={"tag_prior": str(tmp_path / "prior.npz"),
+    p = make_pipeline(model_settings.updated(**{"tag_prior": str(tmp_path / "prior.npz"),
                                                         "candidate_tags": 2}), make_backend(model_settings))
     for e in samples.vocab_entries():
         p.vocabulary.apply(e)
@@ -132,12 +132,12 @@ def test_the_pipeline_grades_neighbour_voted_tags_and_stamps_the_prior(model_set
         assert o.record.versions.tag_prior == TagPrior.load(tmp_path / "prior.npz").version
         assert {e.tag for e in o.tag_edges} == {g.tag for g in o.record.tags}
     assert plain[0].record.versions.tag_prior == ""
-    off = make_pipeline(model_settings.model_copy(update={"tag_prior": "off"}), make_backend(model_settings))
+    off = make_pipeline(model_settings.updated(tag_prior="off"), make_backend(model_settings))
     assert off.tag_prior is None
     bad = TagPrior(prior.tags, prior.vectors, prior.item_tags, prior.head, {"embedder": "x", "tagger": "y"})
     bad.save(tmp_path / "bad.npz")
     with pytest.raises(ModelConfigError, match="ENRICH_TAG_PRIOR=off"):
-        make_pipeline(model_settings.model_copy(update={"tag_prior": str(tmp_path / "bad.npz")}),
+        make_pipeline(model_settings.updated(**{"tag_prior": str(tmp_path / "bad.npz")}),
                       make_backend(model_settings))
 
 
@@ -170,11 +170,11 @@ def test_the_export_ships_the_prior_only_beside_the_models_it_was_built_for(mode
 
 
 def test_a_prior_fitted_with_another_candidate_count_is_refused_with_the_fix(small_model_settings):
-    prior = TagPrior.load(small_model_settings.tag_prior_path)
+    prior = TagPrior.load(small_model_settings.tag_prior_file())
     fitted = prior.info["candidate_tags"]
     prior.check_candidates(fitted)
     with pytest.raises(ModelConfigError, match=f"set ENRICH_CANDIDATE_TAGS={fitted}"):
-        make_pipeline(small_model_settings.model_copy(update={"candidate_tags": fitted * 4}),
+        make_pipeline(small_model_settings.updated(candidate_tags=fitted * 4),
                       make_backend(small_model_settings))
 
 

@@ -43,14 +43,14 @@ def test_the_shipped_artifacts_belong_to_the_exported_small_models(small_model_s
 
     embedder = ModelMeta.read(small_model_settings.models_path / "embedder" / "meta.json").version
     assert CfAdapter.load(small_model_settings.models_path / "embedder" / CF_ADAPTER_FILE).embedder == embedder
-    assert small_model_settings.cf_adapter_path is not None
+    assert small_model_settings.cf_adapter_file() is not None
     entries = debtags_vocabulary(small_model_settings)
     with_proto = [e for e in entries if e.prototype]
     assert len(with_proto) >= 0.95 * len(entries) and {e.prototype_embedder for e in with_proto} == {embedder}
     from enrich.tagging.prior import TagPrior
 
     tagger = ModelMeta.read(small_model_settings.models_path / "tagger" / "meta.json").version
-    prior_path = small_model_settings.tag_prior_path
+    prior_path = small_model_settings.tag_prior_file()
     assert prior_path is not None and prior_path.parent == small_model_settings.models_path / "tagger"
     prior = TagPrior.load(prior_path)
     assert (prior.embedder, prior.tagger) == (embedder, tagger)

@@ -1,0 +1,202 @@
+"""The worker's agents, one per stage of ``streams.topology.STAGES``, and the ``items.coded`` contract between them.
+
+``enrich_items`` reads ``items.new`` in micro-batches, enriches them through the ``Enrichment`` service
+and hands each item to ``items.coded`` (or ``items.dlq``); ``assign_semantic_ids`` numbers the collisions of
+each code tuple and publishes the outputs. An event is acked only after its outputs are acknowledged by
+the broker, so a crash replays, never loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+import faust
+import msgpack
+
+from enrich import metrics
+from enrich.errors import InvalidItem, Stop
+from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
+from enrich.schemas import DeadLetter, encode, now_ms
+from enrich.settings import Settings
+from enrich.vectors.semantic_ids import collision_key
+from streams.collision_digits import DigitStore, encode_digits
+from streams.services import Enrichment
+from streams.topology import STAGES
+
+log = logging.getLogger(__name__)
+
+
+# items.coded is a contract between the workers of a rolling update: versioned like the public topics.
+# 0 is the bare list the releases before it wrote (still read); a worker stops on a version it cannot read
+# rather than guess, so the partition waits for a worker that can.
+CODED_SCHEMA = 1
+READABLE_CODED = (0, 1)
+
+
+class CodedVersionError(Stop):
+    """An items.coded record of a version this worker cannot read (written by a newer release)."""
+
+
+def coded_payload(o: Enriched) -> bytes:
+    """An enriched item on its way to the collision-digit stage; its semantic ID is still the bare code tuple."""
+    return msgpack.packb({"schema": CODED_SCHEMA, "record": asdict(o.record), "neighbor": asdict(o.neighbor),
+                          "edges": [encode(e) for e in o.tag_edges]}, use_bin_type=True)
+
+
+def decode_coded(raw: bytes | None) -> tuple[dict[str, Any], dict[str, Any], list[bytes]]:
+    """An ``items.coded`` record (this version or the previous release's), ``InvalidItem`` when it is not
+    one a worker wrote, ``CodedVersionError`` when a newer release wrote it."""
+    try:
+        value = msgpack.unpackb(raw or b"", raw=False)
+    except (ValueError, TypeError) as exc:
+        raise InvalidItem("bad_coded_record", f"not msgpack: {type(exc).__name__}: {exc}",
+                          stage="semantic_id") from None
+    if isinstance(value, dict) and "schema" in value:
+        version = value["schema"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidItem("bad_coded_record", f"schema {version!r} is not an integer", stage="semantic_id")
+        if version not in READABLE_CODED:
+            raise CodedVersionError(f"items.coded record of schema {version}; this worker reads "
+                                    f"{READABLE_CODED}: a newer release wrote it. Finish the rolling update (the "
+                                    "newer workers take this partition); its offset stays uncommitted meanwhile")
+        value = [value.get("record"), value.get("neighbor"), value.get("edges")]
+    try:
+        record, neighbor, edges = value
+        if not (isinstance(record, dict) and isinstance(neighbor, dict) and isinstance(edges, list)
+                and isinstance(record["item_id"], str) and isinstance(record["created_at"], int)
+                and isinstance(record["semantic_id"], list) and all(isinstance(e, bytes) for e in edges)):
+            raise TypeError("unexpected shape")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidItem("bad_coded_record", f"not an items.coded record: {type(exc).__name__}: {exc}",
+                          stage="semantic_id") from None
+    return record, neighbor, edges
+
+
+def _repack(record: dict[str, Any], semantic_id: list[int]) -> bytes:
+    return msgpack.packb(record | {"semantic_id": semantic_id}, use_bin_type=True)
+
+
+async def delivered(futures: list[Any]) -> None:
+    """Outputs must be acknowledged by the broker before the input offsets may be committed."""
+    await asyncio.gather(*futures)
+
+
+def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topics: dict[str, faust.TopicT],
+               digits: DigitStore) -> dict[str, Any]:
+    """The stages' agents on ``app``, reading and writing ``topics`` (by unprefixed name); by agent name."""
+    enrich_stage, digit_stage = STAGES
+
+    @app.agent(topics[enrich_stage.reads], concurrency=1, name=enrich_stage.agent)
+    async def enrich_items(stream: faust.StreamT) -> None:
+        inflight: deque[asyncio.Task[None]] = deque()
+
+        async def enrich_batch(events: list[Any], previous: asyncio.Task[None] | None) -> None:
+            try:
+                await enrich_and_hand_off(events, previous)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug, not bad input (that goes to the DLQ): stop, replay after restart
+                log.exception("batch of %d events failed; stopping the worker, its offsets stay uncommitted",
+                              len(events))
+                await app.crash(exc)
+                raise
+
+        async def enrich_and_hand_off(events: list[Any], previous: asyncio.Task[None] | None) -> None:
+            raw = [RawEvent(e.message.key, e.message.value,
+                            SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
+            metrics.INPUT_BYTES.inc(sum(len(r.value) + len(r.key or b"") for r in raw))
+            outcomes = await enrichment.run(raw)
+            t0 = time.perf_counter()
+            futures = []
+            for o in outcomes:
+                if isinstance(o, Enriched):
+                    key = collision_key(o.record.versions.codebook, o.record.semantic_id)
+                    futures.append(await topics["items.coded"].send(key=key, value=coded_payload(o)))
+                else:
+                    futures.append(await topics["items.dlq"].send(key=o.key, value=encode(o)))
+                    metrics.DLQ.labels(o.reason, o.stage).inc()
+            await delivered(futures)
+            metrics.STAGE_SECONDS.labels("handoff").observe(time.perf_counter() - t0)
+            if previous is not None:
+                await previous  # acks stay in offset order
+            for e in events:
+                await stream.ack(e)
+
+        try:
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+                metrics.BATCH_SIZE.observe(len(events))
+                metrics.ITEMS_IN.inc(len(events))
+                # Up to ENRICH_INFLIGHT_BATCHES batches are inferred and handed off at once, so the model server
+                # computes one while this process prepares or publishes another. An event is acked only after
+                # every output of its batch and of all earlier batches is acknowledged by the broker.
+                while len(inflight) >= settings.inflight_batches:
+                    await inflight.popleft()
+                inflight.append(asyncio.create_task(enrich_batch(events, inflight[-1] if inflight else None)))
+        finally:
+            # Stopping (SIGTERM, rebalance): let the batches in flight finish while the backend answers, so
+            # their offsets commit and nothing is replayed; never wait for a backend that is down. Batches
+            # not acked by then are replayed by whoever owns their partitions next.
+            if inflight and enrichment.backend_ok:
+                await asyncio.wait(inflight, timeout=settings.drain_s)
+            for task in inflight:
+                task.cancel()
+
+    @app.agent(topics[digit_stage.reads], concurrency=1, name=digit_stage.agent)
+    async def assign_semantic_ids(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+            t0 = time.perf_counter()
+            generation = digits.generation
+            outputs: list[tuple[str, bytes, bytes]] = []
+            created: list[int] = []
+            changed: dict[tuple[int, bytes], bytes] = {}
+            dead: list[DeadLetter] = []
+            for e in events:
+                partition, key = e.message.partition, e.message.key
+                try:
+                    record, neighbor, edges = decode_coded(e.message.value)
+                except CodedVersionError as exc:  # a newer release's record: stop without acking it
+                    log.error("%s at %s[%d]@%d", exc, e.message.topic, partition, e.message.offset)
+                    await app.crash(exc)
+                    return
+                except InvalidItem as err:  # someone else wrote to the internal topic: keep it, skip it
+                    dead.append(dead_letter(RawEvent(key, e.message.value or b"", SourceRef(
+                        e.message.topic, partition, e.message.offset)), err, None, settings.max_message_bytes))
+                    continue
+                await digits.ensure_loaded(partition)
+                digit, assigned = digits.assign(partition, key, record["item_id"])
+                if assigned is not None:
+                    changed[partition, key] = encode_digits(assigned)
+                sid = [*record["semantic_id"], digit]
+                item_key = record["item_id"].encode()
+                outputs += [("items.enriched", item_key, _repack(record, sid)),
+                            ("recall.neighbors", item_key, _repack(neighbor, sid))]
+                outputs += [("recall.tags", item_key, edge) for edge in edges]
+                created.append(record["created_at"])
+            if digits.generation != generation:
+                # Partitions were revoked while this batch was numbered: publish nothing and ack nothing;
+                # the partitions' owner replays the batch against the digits as they are now.
+                log.info("rebalance during a digit batch; leaving its %d events to the new owner", len(events))
+                continue
+            futures = [await topics[t].send(key=k, value=v) for t, k, v in outputs]
+            metrics.OUTPUT_BYTES.inc(sum(len(k) + len(v) for _, k, v in outputs))
+            for d in dead:
+                futures.append(await topics["items.dlq"].send(key=d.key, value=encode(d)))
+                metrics.DLQ.labels(d.reason, d.stage).inc()
+            # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
+            for (partition, key), value in changed.items():
+                futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))
+            await delivered(futures)
+            metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
+            done = now_ms()
+            metrics.ITEMS_OUT.inc(len(created))
+            for c in created:
+                metrics.END_TO_END.observe(max(0.0, (done - c) / 1000))
+            for e in events:
+                await stream.ack(e)
+
+    return {enrich_stage.agent: enrich_items, digit_stage.agent: assign_semantic_ids}

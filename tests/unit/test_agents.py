@@ -1,0 +1,123 @@
+"""The two stages' agents through Faust's agent test context: events in on the agent's channel, the real
+pipeline (tiny models, in-process ONNX Runtime) in between, what the agent sends captured per topic.
+
+The real-broker tests (tests/e2e) run the same agents against Tansu; these pin the agents' own logic: one
+output per input, dead letters with their reason, outputs sent before the input is acked, and the
+``items.coded`` hand-off the second stage reads back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+import pytest
+
+from enrich.schemas import now_ms
+from streams.agents import decode_coded
+from streams.app import create_app
+from streams.collision_digits import DigitStore
+from streams.topology import STAGES
+
+
+def item(item_id: str, text: str) -> bytes:
+    return msgpack.packb({"schema": 1, "id": item_id, "kind": "article", "title": item_id, "text": text,
+                          "created_at": now_ms()}, use_bin_type=True)
+
+
+class Sent:
+    """What the agents send, by topic. Each send's delivery future is done at once, or (``hold``) only when
+    ``deliver()`` is called, as a broker's acknowledgement comes later."""
+
+    def __init__(self, app: Any, hold: bool = False) -> None:
+        self.records: dict[str, list[tuple[bytes, bytes, int | None]]] = {}
+        self.hold, self.pending = hold, []
+        for name, topic in app.stream_topics.items():
+            topic.send = self._sender(name)
+
+    def deliver(self) -> None:
+        for f in self.pending:
+            f.set_result(None)
+
+    def _sender(self, name: str):  # noqa: ANN202 - an async send
+        async def send(key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
+                       **_: Any) -> asyncio.Future:
+            self.records.setdefault(name, []).append((key, value, partition))
+            delivery = asyncio.get_running_loop().create_future()
+            self.pending.append(delivery) if self.hold else delivery.set_result(None)
+            return delivery
+        return send
+
+
+@pytest.fixture
+def app(model_settings, monkeypatch):
+    monkeypatch.setattr(DigitStore, "_read_partition", lambda self, partition: {})  # an empty changelog
+    s = model_settings.updated(backend="onnxruntime", batch_size=4, batch_wait_s=0.05,
+                                          web_port=6066)
+    app = create_app(s)
+    app.finalize()
+    app.conf.store = "memory://"
+    yield app
+    app.enrichment.pipeline.close()
+    app.enrichment.backend.close()
+
+
+async def _until(done: Any, timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _run(agent: Any, values: list[tuple[bytes, bytes]], sent: Sent, expect: int) -> dict[str, list[bool]]:
+    """Put ``values`` on the agent's channel and wait until ``expect`` records were sent and every event was
+    acked; which events were acked before the sends were delivered (``sent.hold``), and after."""
+    async with agent.test_context() as tested:
+        events = [await tested.put(v, key=k, wait=False) for k, v in values]
+        await _until(lambda: sum(map(len, sent.records.values())) >= expect)
+        await asyncio.sleep(0.3)  # time to ack, were the agent not waiting for the deliveries
+        before = [e.message.acked for e in events]
+        sent.deliver()
+        await _until(lambda: all(e.message.acked for e in events))
+        return {"before_delivery": before, "after": [e.message.acked for e in events]}
+
+
+def test_the_topology_places_every_topic_and_the_app_runs_its_stages(app):
+    from enrich.topics import TOPIC_NAMES
+    from streams.topology import STREAM_TOPICS, VOCABULARY
+
+    assert set(STREAM_TOPICS) | {VOCABULARY} == set(TOPIC_NAMES)
+    assert {s.agent for s in STAGES} <= set(app.agents)
+    assert {app.agents[s.agent].channel.get_topic_name() for s in STAGES} == \
+        {app.stream_topics[s.reads].get_topic_name() for s in STAGES}
+
+
+def test_the_enrich_stage_hands_items_on_and_dead_letters_bad_ones(app):
+    sent = Sent(app, hold=True)
+    values = [(b"a", item("a", "a text about audio players")), (b"bad", b"\xc1 not msgpack"),
+              (b"b", item("b", "an image editor"))]
+    acked = asyncio.run(_run(app.agents[STAGES[0].agent], values, sent, expect=3))
+    coded = sent.records["items.coded"]
+    assert sorted(decode_coded(v)[0]["item_id"] for _, v, _ in coded) == ["a", "b"]
+    (dead,) = sent.records["items.dlq"]
+    assert dead[0] == b"bad" and msgpack.unpackb(dead[1])["reason"] == "not_msgpack"
+    assert acked == {"before_delivery": [False] * 3, "after": [True] * 3}  # acked once the broker has the outputs
+
+
+def test_the_digit_stage_publishes_every_output_of_a_coded_item(app):
+    first = Sent(app)
+    asyncio.run(_run(app.agents[STAGES[0].agent], [(b"a", item("a", "a text about audio players"))], first, 1))
+    (key, coded, _), = first.records["items.coded"]
+    sent = Sent(app, hold=True)
+    acked = asyncio.run(_run(app.agents[STAGES[1].agent], [(key, coded), (b"x", b"not a coded record")], sent,
+                             expect=4))
+    assert acked == {"before_delivery": [False, False], "after": [True, True]}
+    (enriched,) = sent.records["items.enriched"]
+    record = msgpack.unpackb(enriched[1])
+    assert enriched[0] == b"a" and record["item_id"] == "a"
+    assert record["semantic_id"][:-1] == decode_coded(coded)[0]["semantic_id"] and record["semantic_id"][-1] == 0
+    assert [k for k, _, _ in sent.records["recall.neighbors"]] == [b"a"]
+    assert [p for _, _, p in sent.records["sid.digits"]] == [0]  # the digits' partition is the coded one's
+    (dead,) = sent.records["items.dlq"]
+    assert msgpack.unpackb(dead[1])["reason"] == "bad_coded_record"
