@@ -216,6 +216,17 @@ def _time(value: int, name: str) -> int:
     return value
 
 
+def claimed_id(raw: bytes) -> str | None:
+    """The id an ``items.new`` record claims, valid or not (None when it names none): how a dead letter or an
+    audit names a record that ``decode_item`` refuses. The one reader of input ids besides ``decode_item``."""
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception:  # noqa: BLE001 - any undecodable record simply claims no id
+        return None
+    item_id = obj.get("id") if isinstance(obj, dict) else None
+    return item_id if isinstance(item_id, str) and item_id.strip() else None
+
+
 def decode_item(raw: bytes, limits: Limits = Limits()) -> Item:
     """Decode and validate an ``items.new`` record or raise ``InvalidItem`` with a specific reason."""
     obj = _unpack(raw)

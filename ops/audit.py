@@ -17,9 +17,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-import msgpack
-
-from enrich.schemas import decode
+from enrich.schemas import claimed_id, decode
 from enrich.settings import Settings
 from streams.kafka_tools import Record, read_to_end
 
@@ -58,15 +56,6 @@ class AuditReport:
         return json.dumps(asdict(self) | {"ok": self.ok}, indent=2, sort_keys=True)
 
 
-def _item_id(raw: bytes) -> str | None:
-    try:
-        value = msgpack.unpackb(raw, raw=False)
-    except Exception:  # any undecodable input is identified by its offset instead
-        return None
-    item_id = value.get("id") if isinstance(value, dict) else None
-    return item_id if isinstance(item_id, str) and item_id else None
-
-
 def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input_topic: str) -> AuditReport:
     """``input_topic``: the full name of the input topic, as DLQ records name their source."""
     report = AuditReport(inputs=len(inputs))
@@ -98,7 +87,7 @@ def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input
 
     ids = set()
     for r in inputs:
-        item_id = _item_id(r.value)
+        item_id = claimed_id(r.value)
         if item_id is not None:
             ids.add(item_id)
         if (item_id is not None and item_id in enriched_ids) or (r.partition, r.offset) in dead:

@@ -93,6 +93,7 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
 
     @app.agent(topics[enrich_stage.reads], concurrency=1, name=enrich_stage.agent)
     async def enrich_items(stream: faust.StreamT) -> None:
+        """Enrich new items in micro-batches; hand each to items.coded, or its dead letter to items.dlq."""
         inflight: deque[asyncio.Task[None]] = deque()
 
         async def enrich_batch(events: list[Any], previous: asyncio.Task[None] | None) -> None:
@@ -148,6 +149,7 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
 
     @app.agent(topics[digit_stage.reads], concurrency=1, name=digit_stage.agent)
     async def assign_semantic_ids(stream: faust.StreamT) -> None:
+        """Number each code tuple's collisions and publish the item's outputs."""
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
             t0 = time.perf_counter()
             generation = digits.generation

@@ -21,7 +21,7 @@ from enrich.media.video import VideoSpec
 from enrich.models.base import load_models
 from enrich.models.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
 from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, SourceRef, dead_letter
-from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, decode_item, now_ms
+from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, claimed_id, now_ms
 from enrich.settings import Settings
 from enrich.tagging.captions import CaptionHasher
 from enrich.tagging.prior import TagPrior
@@ -156,12 +156,8 @@ class Enrichment(Service):
             except ModelRejected as exc:
                 failure = exc
         assert failure is not None
-        try:
-            item_id: str | None = decode_item(event.value, limits(self.settings)).id
-        except InvalidItem:
-            item_id = None
         err = InvalidItem(MODEL_REJECTED, str(failure), stage="model")
-        return [dead_letter(event, err, item_id, self.settings.max_message_bytes)]
+        return [dead_letter(event, err, claimed_id(event.value), self.settings.max_message_bytes)]
 
     async def _run_batch(self, events: list[RawEvent]) -> list[Outcome]:
         loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from corpora.debtags import DebtagsItem, grade_of, tag_vocabulary
+from enrich.tagging.prior import DecisionHead, TagPrior
 from enrich.tagging.vocabulary import readable_tag
 from triton_models.small_models import (
     CrossEncoderTagger,
@@ -84,19 +85,10 @@ def zero_shot_candidates(item_vecs: np.ndarray, tag_vecs: np.ndarray, vocab: lis
 def neighbour_candidates(item_vecs: np.ndarray, exemplar_vecs: np.ndarray, exemplar_tags: Sequence[Sequence[str]],
                          top: int, k: int = 10, same: bool = False) -> list[list[str]]:
     """The tags the ``k`` nearest exemplars vote for (similarity-weighted), top ``top``: what the workers'
-    tag prior adds to the candidates. ``same``: the items are the exemplars, so each skips itself."""
-    sims = item_vecs @ exemplar_vecs.T
-    if same:
-        np.fill_diagonal(sims, -np.inf)
-    near = np.argsort(-sims, axis=1)[:, :k]
-    out = []
-    for i, row in enumerate(near):
-        votes: dict[str, float] = {}
-        for j in row:
-            for t in exemplar_tags[j]:
-                votes[t] = votes.get(t, 0.0) + max(float(sims[i, j]), 0.0)
-        out.append(sorted(votes, key=lambda t: (-votes[t], t))[:top])
-    return out
+    tag prior adds to the candidates, by the prior's own vote. ``same``: the items are the exemplars, so each
+    skips itself."""
+    prior = TagPrior.from_items(exemplar_tags, exemplar_vecs, DecisionHead.unfitted(), {}, k=k)
+    return prior.top_voted(item_vecs, top, exemplars_themselves=same)
 
 
 def make_pairs(items: Sequence[DebtagsItem], vocab: list[str], candidates: Sequence[Sequence[str]],

@@ -125,19 +125,23 @@ class TagPrior:
                 f"{candidate_tags} (ENRICH_CANDIDATE_TAGS): set ENRICH_CANDIDATE_TAGS={fitted}, rebuild it with "
                 "`enrich vocab prior` at this setting, or set ENRICH_TAG_PRIOR=off")
 
-    def votes(self, vectors: np.ndarray, tags: Sequence[str]) -> np.ndarray:
+    def votes(self, vectors: np.ndarray, tags: Sequence[str], exemplars_themselves: bool = False) -> np.ndarray:
         """[B, len(tags)]: the similarity-weighted share of each item's k nearest exemplars carrying each
-        of ``tags`` (0 for a tag no exemplar carries)."""
+        of ``tags`` (0 for a tag no exemplar carries). ``exemplars_themselves``: the items are the exemplars,
+        in order, and each must not vote for itself. The one neighbour vote: training and the baselines
+        call this too (``top_voted``)."""
         out = np.zeros((len(vectors), len(tags)), np.float32)
         if not len(vectors) or not len(self.vectors) or not len(tags):
             return out
         column = {t: j for j, t in enumerate(tags)}
         to_out = np.array([column.get(t, -1) for t in self.tags])
         sims = vectors @ self.vectors.T
+        if exemplars_themselves:
+            np.fill_diagonal(sims, -np.inf)
         k = min(self.k, len(self.vectors))
         near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         for i, row in enumerate(near):
-            weights = np.clip(sims[i, row], 0.0, None)
+            weights = np.clip(sims[i, row], 0.0, None)  # a -inf (the item itself) weighs nothing
             total = float(weights.sum())
             if total <= 0:
                 continue
@@ -145,6 +149,12 @@ class TagPrior:
                 cols = to_out[self.item_tags[j]]
                 np.add.at(out[i], cols[cols >= 0], w / total)
         return out
+
+    def top_voted(self, vectors: np.ndarray, top: int, exemplars_themselves: bool = False) -> list[list[str]]:
+        """Per item, the ``top`` tags its neighbours vote for most (ties by name), only tags with a vote."""
+        votes = self.votes(vectors, self.tags, exemplars_themselves)
+        return [[self.tags[j] for j in sorted(np.flatnonzero(row), key=lambda j: (-row[j], self.tags[j]))[:top]]
+                for row in votes]
 
     def _int8(self) -> np.ndarray:
         return np.round(self.vectors * 127).astype(np.int8)
@@ -179,12 +189,12 @@ class TagPrior:
 
     @classmethod
     def from_items(cls, item_tags: Sequence[Sequence[str]], vectors: np.ndarray, head: DecisionHead,
-                   info: dict) -> TagPrior:
+                   info: dict, k: int = 10) -> TagPrior:
         tags = sorted({t for ts in item_tags for t in ts})
         col = {t: j for j, t in enumerate(tags)}
         ids = [np.array([col[t] for t in ts], np.int64) for ts in item_tags]
         unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return cls(tags, unit.astype(np.float32), ids, head, info)
+        return cls(tags, unit.astype(np.float32), ids, head, info, k)
 
 
 @dataclass(frozen=True)

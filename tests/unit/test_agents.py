@@ -121,3 +121,18 @@ def test_the_digit_stage_publishes_every_output_of_a_coded_item(app):
     assert [p for _, _, p in sent.records["sid.digits"]] == [0]  # the digits' partition is the coded one's
     (dead,) = sent.records["items.dlq"]
     assert msgpack.unpackb(dead[1])["reason"] == "bad_coded_record"
+
+
+def test_faust_finds_the_module_level_app_and_its_stages(model_settings):
+    """``faust -A streams.app`` builds the app from the environment's settings (here: the tiny models)."""
+    import subprocess
+    import sys
+
+    from ops.demo import settings_env
+
+    env = settings_env(model_settings.updated(backend="onnxruntime", web_port=6066))
+    res = subprocess.run([sys.executable, "-m", "faust", "-A", "streams.app", "agents"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for stage in STAGES:
+        assert f"@{stage.agent}" in res.stdout and model_settings.topic(stage.reads) in res.stdout
