@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test unit clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# the fast tier while working: unit tests without the training runs, the benchmark and the fuzz corpus
+unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests/unit
 
 clean:
 	rm -rf $(VENV) .enrich

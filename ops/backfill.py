@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from enrich.errors import EnrichError
 from enrich.settings import Settings
+from streams import kafka_tools
 from streams.kafka_tools import CatchUp, Deliveries, KafkaToolError
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,8 @@ def backfill(settings: Settings, to_prefix: str, source: str = "items.new", rate
     src = settings.topic(source)
     dst = to_prefix + source
     group = f"backfill-{to_prefix}"
-    consumer = Consumer({**settings.consumer_config(group), "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 20,
-                         "message.max.bytes": settings.max_message_bytes})
+    consumer = kafka_tools.consumer(settings, group, enable_partition_eof=True, auto_offset_reset="earliest")
+    producer = kafka_tools.producer(settings, linger_ms=20)
     try:
         md = consumer.list_topics(timeout=10)
         for name in (src, dst):

@@ -58,7 +58,7 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
 
 def _cluster(settings: Settings, timeout_s: float) -> tuple[AdminClient, Any]:
     """An admin client and the cluster's metadata (brokers, topics, partitions), or the error with the fix."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin = admin_client(settings)
     try:
         return admin, admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
@@ -124,7 +124,7 @@ def check_message_limit(settings: Settings, admin: AdminClient | None = None, ti
     the worker cuts dead letters to (``ENRICH_MAX_MESSAGE_BYTES``). None when the broker cannot say."""
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    admin = admin or AdminClient(settings.kafka_client_config())
+    admin = admin or admin_client(settings)
     topic = settings.topic("items.dlq")
     try:
         futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)], request_timeout=timeout_s)
@@ -141,9 +141,21 @@ def check_message_limit(settings: Settings, admin: AdminClient | None = None, ti
     return limit
 
 
-def producer(settings: Settings) -> Producer:
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_client_config())
+
+
+def producer(settings: Settings, **overrides: object) -> Producer:
+    """The tools' producer: idempotent, taking records up to ``ENRICH_MAX_MESSAGE_BYTES``."""
     return Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 5,
-                     "message.max.bytes": settings.max_message_bytes})
+                     "message.max.bytes": settings.max_message_bytes} | {k.replace("_", "."): v
+                                                                          for k, v in overrides.items()})
+
+
+def consumer(settings: Settings, group: str, **overrides: object) -> Consumer:
+    """The tools' consumer: ``group`` never commits unless ``enable_auto_commit`` says so (a reader, not a
+    worker); overrides are librdkafka settings with ``_`` for ``.``."""
+    return Consumer(settings.consumer_config(group) | {k.replace("_", "."): v for k, v in overrides.items()})
 
 
 class Deliveries:
@@ -236,7 +248,7 @@ class TopicReader:
     """Reads topics from the beginning without a consumer group commit (a tail, not a worker)."""
 
     def __init__(self, settings: Settings, topics: Iterable[str], from_beginning: bool = True) -> None:
-        self._c = Consumer({**settings.consumer_config(f"reader-{time.time_ns()}"), "auto.offset.reset": "earliest"})
+        self._c = consumer(settings, f"reader-{time.time_ns()}", auto_offset_reset="earliest")
         start = 0 if from_beginning else OFFSET_END
         names = [settings.topic(t) for t in topics]
         md = self._c.list_topics(timeout=10)
@@ -276,7 +288,7 @@ def read_to_end(settings: Settings, topics: Iterable[str], timeout_s: float = 12
                 partition: int | None = None) -> list[Record]:
     """Every record the topics hold now (``partition``: only that partition of each), read from the
     beginning without a consumer group."""
-    c = Consumer({**settings.consumer_config(f"snapshot-{time.time_ns()}"), "enable.partition.eof": True})
+    c = consumer(settings, f"snapshot-{time.time_ns()}", enable_partition_eof=True)
     try:
         md = c.list_topics(timeout=10)
         catch_up: dict[str, CatchUp] = {}

@@ -11,14 +11,14 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from enrich import metrics
 from enrich.errors import InvalidItem
 from enrich.schemas import VocabEntry, decode_vocab
 from enrich.settings import Settings
 from enrich.tagging.vocabulary import TagVocabulary
-from streams.kafka_tools import CatchUp
+from streams.kafka_tools import CatchUp, consumer
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class VocabularyFeed:
 
     def _consume(self) -> None:
         topic = self._settings.topic("tags.vocab")
-        c = Consumer({**self._settings.consumer_config("unused-vocab-reader"), "enable.partition.eof": True})
+        c = consumer(self._settings, "unused-vocab-reader", enable_partition_eof=True)
         try:
             md = c.list_topics(topic, timeout=10)
             parts = list(md.topics[topic].partitions) if topic in md.topics else []

@@ -29,7 +29,7 @@ from triton_models.small_models import (
     minilm_tokenizer,
 )
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "debian"
 
 
 def fixture_items() -> list[DebtagsItem]:
@@ -132,6 +132,7 @@ def test_lora_merge_folds_the_adapters_exactly() -> None:
         assert not torch.allclose(lora(x), lin(x), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_tagger_training_runs_and_writes_a_loadable_artifact(tmp_path: Path) -> None:
     from training.pairwise_tagger import TrainConfig, train_tagger
 
@@ -148,6 +149,7 @@ def test_tagger_training_runs_and_writes_a_loadable_artifact(tmp_path: Path) -> 
     assert out.stat().st_size < 1_000_000  # adapters and head only, never the base weights
 
 
+@pytest.mark.slow
 def test_fusion_training_runs_on_an_emoji_shaped_package(tmp_path: Path) -> None:
     from training.fusion_emoji import train_fusion
 
@@ -221,6 +223,7 @@ def test_the_serving_tokenizer_gives_the_ids_of_the_hugging_face_one(small_model
             assert np.array_equal(want[key], np.array([getattr(e, attr) for e in got])), key
 
 
+@pytest.mark.slow
 def test_the_apps_gate_learns_to_keep_text_and_to_keep_an_icon_alone():
     """Modality dropout on synthetic features shaped like serving's: the retrained gate mixes less of the icon
     into items with text than before, and keeps an icon alone as it is."""

@@ -16,7 +16,7 @@ from corpora import appstream, debtags
 from enrich.media.decode import decode_image
 from enrich.schemas import decode_item
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "appstream"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "appstream"
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ exactly one dead letter with its specific reason, nothing raises, and good items
 from collections import Counter
 
 import msgpack
+import pytest
 
 from corpora import samples
 from enrich.models.inference import OnnxRuntimeBackend
@@ -12,6 +13,7 @@ from enrich.schemas import DeadLetter
 from streams.services import make_pipeline
 
 
+@pytest.mark.slow
 def test_fuzzed_events_all_land_in_the_dlq_with_their_reason(model_settings):
     pipeline = make_pipeline(model_settings, OnnxRuntimeBackend(model_settings.models_path))
     fuzz = samples.fuzz_events(3000, seed=5)

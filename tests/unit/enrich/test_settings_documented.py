@@ -7,7 +7,7 @@ from pathlib import Path
 
 from enrich.settings import Settings
 
-CONFIGURATION = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+CONFIGURATION = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 
 def _documented_variables(text: str) -> set[str]:

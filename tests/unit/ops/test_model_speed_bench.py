@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.slow
 def test_model_speed_benchmark_reports_every_path(tmp_path):
     out = tmp_path / "speed.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_speed.py"), "--preset", "tiny",

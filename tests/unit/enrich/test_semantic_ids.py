@@ -24,6 +24,7 @@ def trained() -> tuple[np.ndarray, SemanticIdCodebook, list[dict]]:
     return x, train_rqvae(x, SMALL, history.append), history
 
 
+@pytest.mark.slow
 def test_training_converges_and_uses_the_codebooks(trained):
     _, book, history = trained
     train = [r for r in history if r["phase"] == "train"]
@@ -34,6 +35,7 @@ def test_training_converges_and_uses_the_codebooks(trained):
     assert all(p > 8 for p in book.meta["metrics"]["perplexity"])  # traffic spreads over many codes, not a few
 
 
+@pytest.mark.slow
 def test_euclidean_variant_trains_on_raw_vectors():
     x, history = hierarchical(1500), []
     book = train_rqvae(x, TrainConfig(**{**SMALL.__dict__, "normalise": False, "epochs": 20}), history.append)
@@ -78,6 +80,7 @@ def test_numpy_serving_assigns_the_codes_training_assigns():
     np.testing.assert_array_equal(book.quantize(x), torch_codes.numpy())
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_the_artifact_round_trips(trained, tmp_path):
     x, book, _ = trained
     again = train_rqvae(x, SMALL)

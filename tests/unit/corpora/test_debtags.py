@@ -13,7 +13,7 @@ from corpora import debtags
 from corpora.debtags import build, grade_of, is_semantic, load_snapshot, write_snapshot
 from enrich.tagging.vocabulary import readable_tag
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "debian"
 
 
 @pytest.fixture(scope="module")

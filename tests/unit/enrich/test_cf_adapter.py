@@ -34,6 +34,7 @@ def _co_use_world(n_groups: int = 40, per_group: int = 6, dim: int = 32, seed: i
     return items, np.asarray(vecs, np.float32)
 
 
+@pytest.mark.slow
 def test_training_beats_content_on_held_out_co_use_and_keeps_some_content_similarity():
     items, vecs = _co_use_world()
     adapter = train_cf(items, vecs, "emb-1", epochs=60, batch=64, hard=2, progress=False)
