@@ -15,8 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from enrich.settings import Settings
 from ops.evaluate import run_eval
+from ops.settings import ToolSettings
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="first N test items (0: all 730)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tagger_packed_vs_pairwise.json"))
     args = ap.parse_args()
-    base = Settings()
+    base = ToolSettings()
     result: dict = {"runs": {}}
     for tagger in ("pairwise", "packed"):
         s = base.updated(**{"small_tagger": tagger, "model_dir": base.state_dir / f"models-{tagger}"})

@@ -1,7 +1,9 @@
-"""All configuration, read once from ``ENRICH_*`` environment variables.
+"""The worker's configuration, read once from ``ENRICH_*`` environment variables.
 
-This is the only module that reads the environment. Everything below the
-entry points receives plain values from a ``Settings`` instance.
+``Settings`` is what a worker process reads (Kafka, models, limits, micro-batching, its pages);
+the tools read ``ops.settings.ToolSettings``, which adds the recall API and the local stack's ports.
+Settings are frozen: a process reads them once, and a variant is a new, validated object
+(``updated``). This module and ``ops.settings`` are the only readers of the environment.
 """
 
 from __future__ import annotations
@@ -120,22 +122,6 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "info"
     lag_interval_s: float = Field(5.0, gt=0, description="how often consumer lag and paused partitions are measured")
-
-    # Recall API (enrich recall serve)
-    recall_bind: str = Field("127.0.0.1", description="address the recall API listens on; 0.0.0.0 to serve "
-                                                      "other hosts (set ENRICH_RECALL_TOKEN then)")
-    recall_token: SecretStr = Field(SecretStr(""), description="bearer token the recall API requires; empty: none")
-    recall_page_items: int = Field(10_000, ge=1, description="newest items the recall server keeps for its "
-                                                           "inspector page (titles, tags, previews)")
-    recall_max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body the recall API reads")
-    recall_timeout_s: float = Field(10.0, gt=0, description="the recall API drops a request that sends nothing "
-                                                            "for this long")
-
-    # Local stack
-    broker_port: int = 9092
-    triton_http_port: int = 8000
-    triton_grpc_port: int = 8001
-    triton_metrics_port: int = 8002
 
     @model_validator(mode="after")
     def _durability(self) -> Settings:

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
 from enrich.schemas import claimed_id, decode
-from enrich.settings import Settings
+from ops.settings import ToolSettings
 from streams.kafka_tools import Record, read_to_end
 
 # The fields a replay must reproduce exactly; enriched_at is a wall-clock stamp and may differ.
@@ -97,7 +97,7 @@ def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input
     return report
 
 
-def run_audit(settings: Settings, timeout_s: float = 120.0) -> AuditReport:
+def run_audit(settings: ToolSettings, timeout_s: float = 120.0) -> AuditReport:
     records = read_to_end(settings, ["items.new", "items.enriched", "items.dlq"], timeout_s)
     by_topic: dict[str, list[Record]] = defaultdict(list)
     for r in records:

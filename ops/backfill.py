@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from enrich.errors import EnrichError
-from enrich.settings import Settings
+from ops.settings import ToolSettings
 from streams import kafka_tools
 from streams.kafka_tools import CatchUp, Deliveries, KafkaToolError
 
@@ -63,7 +63,7 @@ class BackfillResult:
     seconds: float
 
 
-def backfill(settings: Settings, to_prefix: str, source: str = "items.new", rate: float = 0.0, batch: int = 500,
+def backfill(settings: ToolSettings, to_prefix: str, source: str = "items.new", rate: float = 0.0, batch: int = 500,
              max_items: int = 0, progress: bool = True) -> BackfillResult:
     """Copy ``source`` (under the settings' prefix) into ``<to_prefix><source>``."""
     from tqdm import tqdm

@@ -35,9 +35,9 @@ from enrich.errors import EnrichError
 from enrich.models.inference import OnnxRuntimeBackend, TritonBackend
 from enrich.pipeline import RawEvent, SourceRef
 from enrich.schemas import encode, now_ms
-from enrich.settings import Settings
 from ops.demo import on_free_ports, start_worker
 from ops.process import free_port, stop_pid
+from ops.settings import ToolSettings
 from ops.stack import LocalStack, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, create_topics, producer, publish
 from streams.services import make_pipeline
@@ -82,7 +82,7 @@ def _items(n: int, tag: str, seed: int = 7) -> list[dict]:
     return [pool[k % len(pool)] | {"id": f"{tag}-{k:05d}"} for k in range(n)]
 
 
-def bench_pipeline(settings: Settings, mode: str, items: list[dict], batch_size: int) -> Run:
+def bench_pipeline(settings: ToolSettings, mode: str, items: list[dict], batch_size: int) -> Run:
     """(a) or (b): the pipeline alone over ``items`` in micro-batches."""
     backend = OnnxRuntimeBackend(settings.models_path) if mode == "in-process" else TritonBackend(settings.triton_url)
     pipeline = make_pipeline(settings, backend)
@@ -110,7 +110,7 @@ def bench_pipeline(settings: Settings, mode: str, items: list[dict], batch_size:
 class StreamHarness:
     """One consumer group of worker subprocesses on fresh topics of the local stack."""
 
-    def __init__(self, settings: Settings, workers: int, logs: Path) -> None:
+    def __init__(self, settings: ToolSettings, workers: int, logs: Path) -> None:
         tag = f"b{time.time_ns()}"
         self.settings = settings.updated(**{"topic_prefix": f"{tag}.", "group_id": f"g-{tag}"})
         self.tag = tag
@@ -190,7 +190,7 @@ class StreamHarness:
             stop_pid(p.pid, 60, p)
 
 
-def bench_stream(settings: Settings, items: list[dict], batch_size: int, wait_s: float, inflight: int,
+def bench_stream(settings: ToolSettings, items: list[dict], batch_size: int, wait_s: float, inflight: int,
                  workers: int, logs: Path, rate: float | None = None, duration_s: float = 0.0) -> Run:
     """(c): a burst of ``items`` (``rate`` None) or a steady ``rate`` items/s for ``duration_s``."""
     s = settings.updated(batch_size=batch_size, batch_wait_s=wait_s, inflight_batches=inflight)
@@ -250,7 +250,7 @@ def table(runs: list[Run]) -> str:
     return "\n".join(rows)
 
 
-def private_stack(settings: Settings, name: str, say: Say) -> tuple[Settings, LocalStack, Path]:
+def private_stack(settings: ToolSettings, name: str, say: Say) -> tuple[ToolSettings, LocalStack, Path]:
     """Models and codebook ensured, a broker and Triton on free ports, and a logs dir for ``name``'s workers.
     The caller stops the stack."""
     ensure_models(settings, progress=say)
@@ -261,7 +261,7 @@ def private_stack(settings: Settings, name: str, say: Say) -> tuple[Settings, Lo
     return settings, start_stack(settings, progress=say), logs
 
 
-def run_bench(settings: Settings, cfg: BenchConfig, say: Say = print) -> dict:
+def run_bench(settings: ToolSettings, cfg: BenchConfig, say: Say = print) -> dict:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings, stack, logs = private_stack(settings, "bench", say)
     runs: list[Run] = []

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from corpora import appstream, debtags
+from enrich import artifacts
 from enrich.models.meta import ModelMeta
 from enrich.preprocess import prepare_event
-from enrich.settings import Settings
 from enrich.tagging.prior import TagPrior
 from enrich.tagging.prototypes import TagPrototypes
 from enrich.tagging.vocabulary import TagVocabulary
 from ops.evaluate import embed_debtags
+from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_models
 from streams.services import in_process_models
 from training.cf_adapter import train_cf
@@ -36,7 +37,7 @@ from triton_models.export_small import (
 )
 
 
-def small_models(s: Settings, say: Callable[[str], None]) -> Settings:
+def small_models(s: ToolSettings, say: Callable[[str], None]) -> ToolSettings:
     """``s`` on the small preset, with its models exported into the state dir."""
     s = s.updated(model_preset="small")
     s.state_dir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ def small_models(s: Settings, say: Callable[[str], None]) -> Settings:
     return s
 
 
-def build_prototypes(s: Settings, out: Path | None, say: Callable[[str], None] = print) -> TagPrototypes:
+def build_prototypes(s: ToolSettings, out: Path | None, say: Callable[[str], None] = print) -> TagPrototypes:
     """Tag prototypes from the debtags train split (never the evaluated items), in the exported embedder's space."""
     s = small_models(s, say)
     train = [it for it in debtags.load_snapshot() if it.split == "train"]
@@ -56,7 +57,7 @@ def build_prototypes(s: Settings, out: Path | None, say: Callable[[str], None] =
     return protos
 
 
-def build_cf_adapter(s: Settings, dataset: Path | None, epochs: int, out: Path | None,
+def build_cf_adapter(s: ToolSettings, dataset: Path | None, epochs: int, out: Path | None,
                      say: Callable[[str], None] = print) -> Path:
     """The CF adapter on the debtags co-use pairs, over the exported embedder's vectors."""
     s = small_models(s, say)
@@ -65,8 +66,7 @@ def build_cf_adapter(s: Settings, dataset: Path | None, epochs: int, out: Path |
     adapter = train_cf(items, vectors, embedder, epochs=epochs)
     target = out or DEFAULT_CF
     adapter.save(target)
-    target.with_suffix(".json").write_text(json.dumps(adapter.info | {"version": adapter.version}, indent=2,
-                                                      sort_keys=True) + "\n")
+    artifacts.write_record(target, adapter.info | {"version": adapter.version})
     say(json.dumps(adapter.info, indent=2))
     say(f"{adapter.version} -> {target}")
     if target == DEFAULT_CF:  # the state dir's export gets it now, not at its next export
@@ -75,7 +75,7 @@ def build_cf_adapter(s: Settings, dataset: Path | None, epochs: int, out: Path |
     return target
 
 
-def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
+def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
     of ``s.small_tagger`` (and then shipped into the state dir's export)."""
     s = small_models(s, say)
@@ -111,7 +111,7 @@ def build_tag_prior(s: Settings, out: Path | None, say: Callable[[str], None] = 
     shipped = DEFAULT_TAG_PRIOR if s.small_tagger == "packed" else PAIRWISE_TAG_PRIOR
     target = out or shipped
     prior.save(target)
-    target.with_suffix(".json").write_text(json.dumps({"version": prior.version} | prior.info, indent=2) + "\n")
+    artifacts.write_record(target, {"version": prior.version} | prior.info)
     say(f"{prior.version} ({len(train)} exemplars) -> {target}")
     if target == shipped:
         ship_tag_prior(s.models_path, say)

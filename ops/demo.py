@@ -21,20 +21,20 @@ import numpy as np
 from corpora import samples
 from enrich.errors import EnrichError
 from enrich.schemas import VocabEntry, decode, encode, vector_from_bytes
-from enrich.settings import Settings
 from ops.process import free_port, stop_pid
+from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, publish
 
 OUTPUTS = ("items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
+def settings_env(settings: ToolSettings) -> dict[str, str]:
     """This process's environment with the settings as ENRICH_* variables, for a child process."""
     return dict(os.environ) | settings.as_env()
 
 
-def on_free_ports(settings: Settings) -> Settings:
+def on_free_ports(settings: ToolSettings) -> ToolSettings:
     """The settings of a private local stack: free ports, a short session timeout so groups join fast,
     and short fetch waits (Tansu holds every fetch for its whole wait)."""
     ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port",
@@ -46,7 +46,7 @@ def on_free_ports(settings: Settings) -> Settings:
                                                "replication_factor": 1, "min_insync_replicas": 1})
 
 
-def start_worker(settings: Settings, log_path: os.PathLike[str]) -> subprocess.Popen[bytes]:
+def start_worker(settings: ToolSettings, log_path: os.PathLike[str]) -> subprocess.Popen[bytes]:
     logf = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "worker"], env=settings_env(settings),
                             stdout=logf, stderr=subprocess.STDOUT)
@@ -76,7 +76,7 @@ def collect(reader: TopicReader, until: dict[str, int], timeout_s: float, alive:
                        ", ".join(f"{t} {got.count(t)}/{n}" for t, n in until.items()))
 
 
-def _serve_page(settings: Settings, out: callable) -> threading.Event:
+def _serve_page(settings: ToolSettings, out: callable) -> threading.Event:
     """The recall server with its inspector page, in this process, fed from the demo's topics."""
     from ops.recall import serve
 
@@ -87,7 +87,7 @@ def _serve_page(settings: Settings, out: callable) -> threading.Event:
     return stop
 
 
-def run_demo(settings: Settings, n_items: int = 30, out: callable = print, wait: bool = False) -> int:
+def run_demo(settings: ToolSettings, n_items: int = 30, out: callable = print, wait: bool = False) -> int:
     t_start = time.perf_counter()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(settings, progress=out)
@@ -144,7 +144,7 @@ class DemoContent:
     twins: dict[str, str] = field(default_factory=dict)  # item with an image -> the same item without it
 
 
-def demo_content(settings: Settings, n_items: int) -> DemoContent:
+def demo_content(settings: ToolSettings, n_items: int) -> DemoContent:
     """What the demo publishes. Small preset: held-out AppStream apps (real listings and their icons, with
     debtags as gold), two thirds as the listing with its icon, each beside its twin without the icon so the
     report can say what the image changed, a third as the icon alone. Tiny preset: generated samples."""

@@ -32,13 +32,13 @@ from corpora import debtags
 from corpora.debtags import DebtagsItem
 from enrich.errors import EnrichError
 from enrich.schemas import decode, encode, vector_from_bytes
-from enrich.settings import Settings
 from enrich.tagging.vocabulary import readable_tag
 from enrich.vectors.cf_adapter import CfAdapter
 from ops import evaluate_kinds
 from ops.demo import on_free_ports, start_worker
 from ops.process import stop_pid
 from ops.recall import RecallIndexes
+from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, publish
 from streams.services import in_process_models
@@ -71,7 +71,7 @@ def top_tags(sims: np.ndarray, vocab: list[str], n: int) -> list[list[str]]:
     return [[vocab[j] for j in row] for row in order]
 
 
-def _grade(settings: Settings, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
+def _grade(settings: ToolSettings, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
     """Grades (0/1/2) of each text's candidate tags by the exported tagger (in-process ONNX Runtime, same graph)."""
     from enrich.preprocess import PreparedItem
     from enrich.schemas import Item
@@ -83,7 +83,7 @@ def _grade(settings: Settings, texts: Sequence[str], candidates: Sequence[Sequen
     return [sc.probs.argmax(axis=1) for sc in scores]
 
 
-def _votes_alone(settings: Settings, vecs: np.ndarray, vocab: list[str]) -> tuple[dict, list[set[str]]] | None:
+def _votes_alone(settings: ToolSettings, vecs: np.ndarray, vocab: list[str]) -> tuple[dict, list[set[str]]] | None:
     """The workers' tag prior (if they run one): its fit figures, and the tags whose neighbour votes alone
     reach the threshold fitted for them on validation (the ablation that shows what the tagger adds)."""
     from enrich.tagging.prior import TagPrior
@@ -98,7 +98,7 @@ def _votes_alone(settings: Settings, vecs: np.ndarray, vocab: list[str]) -> tupl
             [{vocab[j] for j in np.nonzero(row >= t)[0]} for row in votes])
 
 
-def _tagger_pairs(settings: Settings, test: list[DebtagsItem], vecs: np.ndarray, tag_vecs: np.ndarray,
+def _tagger_pairs(settings: ToolSettings, test: list[DebtagsItem], vecs: np.ndarray, tag_vecs: np.ndarray,
                   vocab: list[str], catalogue: list[DebtagsItem], cat_vecs: np.ndarray) -> dict:
     """3-class accuracy of the tagger on held-out pairs built like the training pairs (hard negatives from
     the catalogue neighbours' votes and from the zero-shot retriever)."""
@@ -125,7 +125,7 @@ def _tagger_pairs(settings: Settings, test: list[DebtagsItem], vecs: np.ndarray,
                                  if counts[g]}}
 
 
-def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
+def embed_debtags(settings: ToolSettings, items: Sequence[DebtagsItem],
                   say: Callable[[str], None] = print) -> tuple[np.ndarray, str]:
     """Content vectors of ``items`` from the exported embedder, in-process (as a backfill would), and
     the embedder's version; cached under the state dir per embedder version and item list, since
@@ -157,7 +157,7 @@ def embed_debtags(settings: Settings, items: Sequence[DebtagsItem],
     return vecs, embedder.version
 
 
-def run_eval(settings: Settings, limit: int = 0, top_n: int = 3, out_json: Path | None = None,
+def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: Path | None = None,
              say: Callable[[str], None] = print, catalogue_limit: int = 0, kinds: bool = True) -> dict:
     from enrich.vectors.semantic_ids import SemanticIdCodebook
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from corpora import appstream
 from enrich.preprocess import prepare_event
-from enrich.settings import Settings
+from ops.settings import ToolSettings
 
 KINDS = ("long_text", "long_text_image", "short_text", "short_text_image", "image_only")
 # each kind with an image, and what it must at least match: its text alone, the icon alone
@@ -58,7 +58,7 @@ def select_apps(limit: int = 0, catalogue_limit: int = 0) -> list[appstream.AppI
     return rest + test
 
 
-def embed_catalogue(settings: Settings, apps: list[appstream.AppItem],
+def embed_catalogue(settings: ToolSettings, apps: list[appstream.AppItem],
                     say: Callable[[str], None] = print) -> AppCatalogue:
     """``apps`` in every kind, embedded in-process with the exported embedder; cached per embedder version."""
     from streams.services import in_process_models

@@ -26,9 +26,9 @@ import numpy as np
 
 from enrich.errors import EnrichError
 from enrich.schemas import decode
-from enrich.settings import Settings
 from ops.inspector import PAGE, ItemStore, item_view, tag_view
 from ops.recall_index import NeighborIndex, TagIndex
+from ops.settings import ToolSettings
 from streams.kafka_tools import Record, TopicReader, read_to_end
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class RecallIndexes:
         self.applied += 1
 
     @classmethod
-    def caught_up(cls, settings: Settings, timeout_s: float = 120.0) -> RecallIndexes:
+    def caught_up(cls, settings: ToolSettings, timeout_s: float = 120.0) -> RecallIndexes:
         """Indexes of everything the feeds hold now."""
         idx = cls()
         for rec in read_to_end(settings, FEEDS, timeout_s):
@@ -86,7 +86,7 @@ class RecallIndexes:
 class RecallFeed(threading.Thread):
     """Applies the feeds to ``indexes`` until stopped, and keeps their lag behind the topics' ends."""
 
-    def __init__(self, settings: Settings, indexes: RecallIndexes, topics: tuple[str, ...] = FEEDS,
+    def __init__(self, settings: ToolSettings, indexes: RecallIndexes, topics: tuple[str, ...] = FEEDS,
                  lag_every_s: float = 2.0) -> None:
         super().__init__(name="recall-feed", daemon=True)
         self.indexes = indexes
@@ -120,7 +120,7 @@ class _Refused(Exception):
         self.code = code
 
 
-def _handler(indexes: RecallIndexes, settings: Settings) -> type[BaseHTTPRequestHandler]:
+def _handler(indexes: RecallIndexes, settings: ToolSettings) -> type[BaseHTTPRequestHandler]:
     token = settings.recall_token.get_secret_value()
     max_body = settings.recall_max_body_bytes
     page = PAGE.read_bytes()
@@ -260,7 +260,7 @@ def _handler(indexes: RecallIndexes, settings: Settings) -> type[BaseHTTPRequest
     return Handler
 
 
-def serve(settings: Settings, port: int, ready: threading.Event | None = None,
+def serve(settings: ToolSettings, port: int, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> None:
     """Feed the indexes live and answer queries until ``stop`` is set (or forever)."""
     indexes = RecallIndexes(settings.recall_page_items)

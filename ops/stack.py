@@ -17,23 +17,23 @@ import numpy as np
 
 from enrich.errors import EnrichError, ModelConfigError
 from enrich.schemas import VocabEntry
-from enrich.settings import Settings
 from ops.local_broker import LocalBroker
 from ops.process import process_identity, stop_pid
+from ops.settings import ToolSettings
 from streams.kafka_tools import create_topics
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def expected_model_name(settings: Settings, role: str) -> str:
+def expected_model_name(settings: ToolSettings, role: str) -> str:
     from triton_models.export_small import SMALL_PRESET, model_name
 
     preset = settings.model_preset
     return model_name(role, settings.small_tagger) if preset == SMALL_PRESET else preset
 
 
-def expected_source(settings: Settings, role: str) -> str:
+def expected_source(settings: ToolSettings, role: str) -> str:
     """The digest of the shipped artifact a small export is made from ("" for the random-weight presets)."""
     from triton_models.export_small import SMALL_PRESET, artifact_digest, default_artifact
 
@@ -42,7 +42,7 @@ def expected_source(settings: Settings, role: str) -> str:
     return artifact_digest(default_artifact(role, settings.small_tagger))
 
 
-def ensure_models(settings: Settings, progress: Progress = log.info) -> None:
+def ensure_models(settings: ToolSettings, progress: Progress = log.info) -> None:
     """Export ``settings.model_preset`` unless a current export of it is already there.
 
     A new export invalidates the codebook, which was fitted to the old embedder's vectors.
@@ -89,7 +89,7 @@ def debtags_sample_texts() -> list[str]:
     return [f"{it.title}\n{it.text}" for it in train] + [readable_tag(t) for t in tag_vocabulary(items)]
 
 
-def debtags_vocabulary(settings: Settings) -> list[VocabEntry]:
+def debtags_vocabulary(settings: ToolSettings) -> list[VocabEntry]:
     """The debtags as vocabulary entries, with the shipped tag prototypes when they were made by the
     exported embedder (else the workers embed the tag names)."""
     from corpora import debtags
@@ -107,7 +107,7 @@ def debtags_vocabulary(settings: Settings) -> list[VocabEntry]:
     return debtags.vocab_entries(tags, prototypes)
 
 
-def sample_embeddings(settings: Settings, n_items: int = 240) -> np.ndarray:
+def sample_embeddings(settings: ToolSettings, n_items: int = 240) -> np.ndarray:
     """Embeddings to fit the demo codebook on (in-process ONNX Runtime): real package descriptions for
     the small preset, generated sample items and the sample vocabulary for the tiny one."""
     import msgpack
@@ -132,7 +132,7 @@ CODEBOOK_SAMPLE = 768  # package descriptions: about 20 s of MiniLM on two cores
 DEMO_CODEBOOK = {"levels": 3, "codes": 16, "latent_dim": 16, "hidden": (64,), "epochs": 20, "batch_size": 64}
 
 
-def ensure_codebook(settings: Settings, progress: Progress = log.info) -> None:
+def ensure_codebook(settings: ToolSettings, progress: Progress = log.info) -> None:
     """A codebook fitted on the exported embedder's vectors (fitted again when it was fitted on another)."""
     from enrich.vectors.semantic_ids import SemanticIdCodebook
     from training.rqvae import TrainConfig, train_rqvae
@@ -151,14 +151,14 @@ def ensure_codebook(settings: Settings, progress: Progress = log.info) -> None:
     book.save(settings.codebook_path)
 
 
-def exported_embedder(settings: Settings) -> str:
+def exported_embedder(settings: ToolSettings) -> str:
     """The version of the embedder exported under the settings' model dir."""
     from enrich.models.meta import ModelMeta
 
     return ModelMeta.read(settings.models_path / "embedder" / "meta.json").version
 
 
-def build_local_repository(settings: Settings) -> Path:
+def build_local_repository(settings: ToolSettings) -> Path:
     from triton_models.repository import build_repository
 
     repo = settings.state_dir / "triton-repo"
@@ -169,7 +169,7 @@ def build_local_repository(settings: Settings) -> Path:
 BUNDLE_LAYOUT = ("models", "codebook.npz", "repository")
 
 
-def build_bundle(settings: Settings, out: Path, target: str = "production", progress: Progress = log.info) -> Path:
+def build_bundle(settings: ToolSettings, out: Path, target: str = "production", progress: Progress = log.info) -> Path:
     """The model bundle the Helm chart deploys: ``models/`` (metadata, tokenizers, graphs), ``codebook.npz``
     and a Triton ``repository/`` for ``target``, all from one export so they cannot disagree."""
     import shutil
@@ -199,7 +199,7 @@ class LocalStack:
         self.broker.stop()
 
 
-def start_stack(settings: Settings, with_triton: bool = True, detach: bool = False,
+def start_stack(settings: ToolSettings, with_triton: bool = True, detach: bool = False,
                 progress: Progress = log.info) -> LocalStack:
     """Start broker (+ Triton), wait for readiness, create topics. Stops what it started on failure."""
     from ops.triton_launcher import LocalTriton
@@ -224,11 +224,11 @@ def start_stack(settings: Settings, with_triton: bool = True, detach: bool = Fal
         return LocalStack(broker, triton)
 
 
-def _pidfile(settings: Settings) -> Path:
+def _pidfile(settings: ToolSettings) -> Path:
     return settings.state_dir / "stack.json"
 
 
-def stack_up(settings: Settings, progress: Progress) -> None:
+def stack_up(settings: ToolSettings, progress: Progress) -> None:
     if _pidfile(settings).exists():
         raise EnrichError(f"a stack is already recorded in {_pidfile(settings)}; run `enrich stack down` first")
     stack = start_stack(settings, detach=True, progress=progress)
@@ -237,7 +237,7 @@ def stack_up(settings: Settings, progress: Progress) -> None:
                                               for name, pid in pids.items() if pid}))
 
 
-def stack_down(settings: Settings, progress: Progress) -> None:
+def stack_down(settings: ToolSettings, progress: Progress) -> None:
     path = _pidfile(settings)
     if not path.exists():
         progress("no stack recorded; nothing to stop")

@@ -7,35 +7,35 @@ from pathlib import Path
 
 import pytest
 
-from enrich.settings import Settings
+from ops.settings import ToolSettings
 
 
 @pytest.fixture(scope="session")
-def model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings whose state dir holds freshly exported tiny models and a fitted codebook."""
+def model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettings:
+    """ToolSettings whose state dir holds freshly exported tiny models and a fitted codebook."""
     from ops.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("state")
-    s = Settings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="tiny")
+    s = ToolSettings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="tiny")
     ensure_models(s, progress=lambda _m: None)
     ensure_codebook(s, progress=lambda _m: None)
     return s
 
 
 @pytest.fixture(scope="session")
-def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings whose state dir holds the exported real small presets and a codebook fitted on them."""
+def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettings:
+    """ToolSettings whose state dir holds the exported real small presets and a codebook fitted on them."""
     from ops.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("small")
-    s = Settings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="small")
+    s = ToolSettings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="small")
     ensure_models(s, progress=lambda _m: None)
     ensure_codebook(s, progress=lambda _m: None)
     return s
 
 
 @pytest.fixture(scope="session")
-def local_stack(model_settings: Settings) -> Iterator[Settings]:
+def local_stack(model_settings: ToolSettings) -> Iterator[ToolSettings]:
     """The real Tansu broker and real Triton on free ports; yields settings pointing at them."""
     from ops.demo import on_free_ports
     from ops.stack import start_stack
@@ -47,7 +47,7 @@ def local_stack(model_settings: Settings) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def small_stack(small_model_settings: Settings) -> Iterator[Settings]:
+def small_stack(small_model_settings: ToolSettings) -> Iterator[ToolSettings]:
     """The real broker and real Triton serving the small presets; yields settings pointing at them."""
     from ops.demo import on_free_ports
     from ops.stack import start_stack
@@ -59,7 +59,7 @@ def small_stack(small_model_settings: Settings) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def models_dir(model_settings: Settings) -> Path:
+def models_dir(model_settings: ToolSettings) -> Path:
     return model_settings.models_path
 
 

@@ -27,7 +27,6 @@ the calibration's table (offset -> image share and neighbours' tag agreement per
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from enrich import artifacts
 from triton_models.small_models import (
     EfficientNetLite0,
     FusionHead,
@@ -182,5 +182,5 @@ def train_fusion_apps(out: Path, start: Path, epochs: int = 40, seed: int = 0) -
             "validation_before": evaluate(before, f, "val"), "validation": evaluate(head, f, "val"),
             "test": evaluate(head, f, "test"), "train_seconds": round(time.perf_counter() - t0, 1)}
     save_fusion_artifact(head, out, info)
-    out.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    artifacts.write_record(out, info)
     return info

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from enrich import artifacts
 from enrich.errors import EnrichError
 from triton_models.small_models import (
     EfficientNetLite0,
@@ -155,5 +156,5 @@ def train_fusion(package_dir: Path, out: Path, epochs: int = 30, batch: int = 12
         "mean_visual_share": round(gate, 4), "train_seconds": round(time.perf_counter() - t0, 1),
     }
     save_fusion_artifact(head, out, info)
-    out.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    artifacts.write_record(out, info)
     return info

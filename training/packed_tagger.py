@@ -23,7 +23,6 @@ Rows are built exactly as the worker builds them (``enrich.models.encoders.Packe
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 
 from corpora import appstream, debtags
 from corpora.debtags import grade_of, tag_vocabulary
+from enrich import artifacts
 from enrich.models.encoders import PackedRowTokens, _load_tokenizer, packed_inputs
 from enrich.preprocess import prepare_event
 from enrich.tagging.vocabulary import readable_tag
@@ -301,5 +301,5 @@ def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Pat
             "visual_tokens": VISUAL_TOKENS, "config": cfg.__dict__}
     info |= validate(model, rows, examples["val"], cfg.seed + 1)
     save_packed_tagger(model, out, info)
-    out.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    artifacts.write_record(out, info)
     return info

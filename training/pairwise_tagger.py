@@ -8,7 +8,6 @@ layers and the head train; a time budget bounds the run on a 2-core CPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from corpora.debtags import DebtagsItem, grade_of, tag_vocabulary
+from enrich import artifacts
 from enrich.tagging.prior import DecisionHead, TagPrior
 from enrich.tagging.vocabulary import readable_tag
 from triton_models.small_models import (
@@ -191,5 +191,5 @@ def train_tagger(items: Sequence[DebtagsItem], out: Path, cfg: TrainConfig = Tra
         "train_seconds": round(train_s, 1), "max_tokens": cfg.max_tokens, "config": cfg.__dict__,
     }
     save_tagger_artifact(model, out, info)
-    out.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    artifacts.write_record(out, info)
     return info

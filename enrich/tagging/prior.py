@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from enrich import artifacts
 from enrich.errors import ModelConfigError
 from enrich.tagging.vocabulary import VocabSnapshot
 
@@ -160,32 +161,24 @@ class TagPrior:
         return np.round(self.vectors * 127).astype(np.int8)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         lengths = np.array([len(t) for t in self.item_tags], np.int32)
         flat = np.concatenate(self.item_tags).astype(np.int16) if self.item_tags else np.zeros(0, np.int16)
         h = self.head
-        with open(path, "wb") as fh:  # int8 unit vectors: cosines within 0.01, half of float16's size
-            np.savez_compressed(fh, vectors=self._int8(), tags=np.array(self.tags),
-                                tag_lengths=lengths, tag_ids=flat, weights=h.weights, bias=h.bias, mean=h.mean,
-                                scale=h.scale, threshold=h.threshold, k=self.k,
-                                info=json.dumps(self.info, sort_keys=True))
+        # int8 unit vectors: cosines within 0.01, half of float16's size
+        artifacts.write(path, self.info, vectors=self._int8(), tags=np.array(self.tags), tag_lengths=lengths,
+                        tag_ids=flat, weights=h.weights, bias=h.bias, mean=h.mean, scale=h.scale,
+                        threshold=h.threshold, k=self.k)
 
     @classmethod
     def load(cls, path: Path) -> TagPrior:
-        try:
-            with np.load(path) as z:
-                vecs = z["vectors"].astype(np.float32) / 127  # not renormalised: the version stays the saved one's
-                ends = np.cumsum(z["tag_lengths"])
-                flat = z["tag_ids"].astype(np.int64)
-                item_tags = [flat[e - n:e] for e, n in zip(ends, z["tag_lengths"], strict=True)]
-                head = DecisionHead(z["weights"].astype(np.float32), float(z["bias"]), z["mean"].astype(np.float32),
-                                    z["scale"].astype(np.float32), float(z["threshold"]))
-                return cls([str(t) for t in z["tags"]], vecs, item_tags, head, json.loads(str(z["info"])),
-                           int(z["k"]))
-        except FileNotFoundError:
-            raise ModelConfigError(f"tag prior {path} not found: build it with `enrich vocab prior`") from None
-        except (KeyError, ValueError) as exc:
-            raise ModelConfigError(f"{path} is not a tag-prior artifact: {exc}") from None
+        with artifacts.reading(path, "tag-prior", "enrich vocab prior") as z:
+            vecs = z["vectors"].astype(np.float32) / 127  # not renormalised: the version stays the saved one's
+            ends = np.cumsum(z["tag_lengths"])
+            flat = z["tag_ids"].astype(np.int64)
+            item_tags = [flat[e - n:e] for e, n in zip(ends, z["tag_lengths"], strict=True)]
+            head = DecisionHead(z["weights"].astype(np.float32), float(z["bias"]), z["mean"].astype(np.float32),
+                                z["scale"].astype(np.float32), float(z["threshold"]))
+            return cls([str(t) for t in z["tags"]], vecs, item_tags, head, artifacts.info_of(z), int(z["k"]))
 
     @classmethod
     def from_items(cls, item_tags: Sequence[Sequence[str]], vectors: np.ndarray, head: DecisionHead,

@@ -15,14 +15,13 @@ the tag's name otherwise, which is also what a new tag without labelled items ge
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from enrich.errors import ModelConfigError
+from enrich import artifacts
 
 
 @dataclass(frozen=True)
@@ -60,20 +59,12 @@ class TagPrototypes:
         return {t: self.vectors[i].astype(np.float32).tobytes() for i, t in enumerate(self.tags)}
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:
-            np.savez(fh, vectors=self.vectors.astype(np.float16), tags=np.array(self.tags), embedder=self.embedder,
-                     info=json.dumps(self.info, sort_keys=True))
+        artifacts.write(path, self.info, vectors=self.vectors.astype(np.float16), tags=np.array(self.tags),
+                        embedder=self.embedder)
 
     @classmethod
     def load(cls, path: Path) -> TagPrototypes:
-        try:
-            with np.load(path) as z:
-                vecs = z["vectors"].astype(np.float32)
-                vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-                return cls([str(t) for t in z["tags"]], vecs, str(z["embedder"]), json.loads(str(z["info"])))
-        except FileNotFoundError:
-            raise ModelConfigError(f"tag prototypes {path} not found: build them with `enrich vocab prototypes`") \
-                from None
-        except (KeyError, ValueError) as exc:
-            raise ModelConfigError(f"{path} is not a tag-prototype artifact: {exc}") from None
+        with artifacts.reading(path, "tag prototypes", "enrich vocab prototypes") as z:
+            vecs = z["vectors"].astype(np.float32)
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+            return cls([str(t) for t in z["tags"]], vecs, str(z["embedder"]), artifacts.info_of(z))

@@ -8,12 +8,12 @@ vector; the pure content vector is published as well.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from enrich import artifacts
 from enrich.errors import ModelConfigError
 
 CF_ADAPTER_FILE = "cf_adapter.npz"  # beside the embedder's graphs in a model directory
@@ -47,17 +47,9 @@ class CfAdapter:
         return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:
-            np.savez(fh, weight=self.weight.astype(np.float16), version=self.version,
-                     info=json.dumps(self.info, sort_keys=True))
+        artifacts.write(path, self.info, weight=self.weight.astype(np.float16), version=self.version)
 
     @classmethod
     def load(cls, path: Path) -> CfAdapter:
-        try:
-            with np.load(path) as z:
-                return cls(z["weight"].astype(np.float32), str(z["version"]), json.loads(str(z["info"])))
-        except FileNotFoundError:
-            raise ModelConfigError(f"CF adapter {path} not found: train one with `enrich models train-cf`") from None
-        except (KeyError, ValueError) as exc:
-            raise ModelConfigError(f"{path} is not a CF adapter artifact: {exc}") from None
+        with artifacts.reading(path, "CF adapter", "enrich models train-cf") as z:
+            return cls(z["weight"].astype(np.float32), str(z["version"]), artifacts.info_of(z))

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from enrich import artifacts
 from enrich.errors import ModelConfigError
 
 Layer = tuple[np.ndarray, np.ndarray]  # weight [out, in], bias [out]
@@ -125,7 +126,6 @@ class SemanticIdCodebook:
         return _mlp(self.latent_of(codes).astype(np.float32), self.decoder)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {"codebooks": self.codebooks}
         for name, layers in (("enc", self.encoder), ("dec", self.decoder)):
             for i, (w, b) in enumerate(layers):
@@ -134,24 +134,18 @@ class SemanticIdCodebook:
                             "levels": self.levels, "codes": self.codes, "dim": self.dim,
                             "latent_dim": int(self.codebooks.shape[2]),
                             "encoder_layers": len(self.encoder), "decoder_layers": len(self.decoder)}
-        with open(path, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        artifacts.write(path, meta, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> SemanticIdCodebook:
-        try:
-            with np.load(path) as z:
-                meta = json.loads(str(z["meta"]))
-                if meta.get("kind") != "rqvae":
-                    raise ModelConfigError(f"codebook {path} is a {meta.get('kind')!r} artifact, not an RQ-VAE: "
-                                           "train one with `enrich codebook fit`")
-                enc = [(z[f"enc{i}_w"], z[f"enc{i}_b"]) for i in range(meta["encoder_layers"])]
-                dec = [(z[f"dec{i}_w"], z[f"dec{i}_b"]) for i in range(meta["decoder_layers"])]
-                book = cls(enc, z["codebooks"], dec, bool(meta["normalise"]), meta, meta["version"])
-        except FileNotFoundError:
-            raise ModelConfigError(f"codebook {path} not found: train one with `enrich codebook fit`") from None
-        except (KeyError, ValueError, OSError) as exc:
-            raise ModelConfigError(f"codebook {path} is unreadable: {exc}") from exc
+        with artifacts.reading(path, "codebook", "enrich codebook fit") as z:
+            meta = artifacts.info_of(z) if "info" in z else json.loads(str(z["meta"]))  # "meta": older codebooks
+            if meta.get("kind") != "rqvae":
+                raise ModelConfigError(f"codebook {path} is a {meta.get('kind')!r} artifact, not an RQ-VAE: "
+                                       "train one with `enrich codebook fit`")
+            enc = [(z[f"enc{i}_w"], z[f"enc{i}_b"]) for i in range(meta["encoder_layers"])]
+            dec = [(z[f"dec{i}_w"], z[f"dec{i}_b"]) for i in range(meta["decoder_layers"])]
+            book = cls(enc, z["codebooks"], dec, bool(meta["normalise"]), meta, meta["version"])
         if book.digest() != book.version.rsplit("-", 1)[-1]:
             raise ModelConfigError(f"codebook {path} does not match its version {book.version} (corrupt or edited)")
         return book

@@ -27,8 +27,8 @@ from pydantic import ValidationError
 
 from enrich.errors import EnrichError
 from enrich.logs import configure
-from enrich.settings import Settings
 from ops.cli import data, kafka, local, measure, models, recall
+from ops.settings import ToolSettings
 
 GROUPS = (local, kafka, models, data, measure, recall)
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
+        settings = ToolSettings()
     except ValidationError as exc:
         print(f"enrich: invalid settings:\n{exc}\nFix the ENRICH_* environment variables named above.",
               file=sys.stderr)

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from enrich.errors import EnrichError
-from enrich.settings import Settings
 from ops.cli.console import say
+from ops.settings import ToolSettings
 
 
-def cmd_data(s: Settings, a: argparse.Namespace) -> int:
+def cmd_data(s: ToolSettings, a: argparse.Namespace) -> int:
     from corpora import appstream, debtags
 
     dataset = {"debtags": debtags, "appstream": appstream}[a.action]
@@ -31,7 +31,7 @@ def cmd_data(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_vocab(s: Settings, a: argparse.Namespace) -> int:
+def cmd_vocab(s: ToolSettings, a: argparse.Namespace) -> int:
     from corpora import samples
     from enrich.errors import InvalidItem
     from enrich.schemas import VocabEntry, decode_vocab, encode, now_ms

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from enrich.errors import EnrichError
-from enrich.settings import Settings
 from ops.cli.console import say
+from ops.settings import ToolSettings
 
 
-def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
+def cmd_topics(s: ToolSettings, a: argparse.Namespace) -> int:
     from enrich.topics import topic_specs
     from streams.kafka_tools import create_topics, topic_drift
 
@@ -32,7 +32,7 @@ def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
     return 1 if drift else 0
 
 
-def cmd_publish(s: Settings, a: argparse.Namespace) -> int:
+def cmd_publish(s: ToolSettings, a: argparse.Namespace) -> int:
     import msgpack
 
     from corpora import samples
@@ -49,7 +49,7 @@ def cmd_publish(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
+def cmd_tail(s: ToolSettings, a: argparse.Namespace) -> int:
     import time
 
     from ops.tail import known_topic, tail
@@ -79,7 +79,7 @@ def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
+def cmd_backfill(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.backfill import backfill
 
     r = backfill(s, a.to_prefix, source=a.source, rate=a.rate, batch=a.batch, max_items=a.max_items,
@@ -90,7 +90,7 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(s: Settings, a: argparse.Namespace) -> int:
+def cmd_audit(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.audit import run_audit
 
     report = run_audit(s, timeout_s=a.timeout)

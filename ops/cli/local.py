@@ -5,24 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from enrich.settings import Settings
 from ops.cli.console import say
+from ops.settings import ToolSettings
 
 
-def cmd_demo(s: Settings, a: argparse.Namespace) -> int:
+def cmd_demo(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.demo import run_demo
 
     return run_demo(s, n_items=a.items, wait=not a.no_wait and sys.stdin.isatty())
 
 
-def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
+def cmd_worker(s: ToolSettings, a: argparse.Namespace) -> int:
     from streams.worker import run_worker
 
     run_worker(s)
     return 0
 
 
-def cmd_stack(s: Settings, a: argparse.Namespace) -> int:
+def cmd_stack(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops import stack
 
     if a.action == "up":

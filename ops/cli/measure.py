@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from enrich.errors import EnrichError
-from enrich.settings import Settings
 from ops.cli.console import say
+from ops.settings import ToolSettings
 
 
 def _numbers(text: str, kind: type, flag: str) -> tuple:
@@ -21,7 +21,7 @@ def _numbers(text: str, kind: type, flag: str) -> tuple:
     return values
 
 
-def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
+def cmd_bench(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.bench import BenchConfig, run_bench
 
     if a.items < 20:
@@ -33,7 +33,7 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(s: Settings, a: argparse.Namespace) -> int:
+def cmd_eval(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.evaluate import run_eval
 
     run_eval(s, limit=a.limit, top_n=a.top, out_json=a.out, say=say, catalogue_limit=a.catalogue_limit,
@@ -41,7 +41,7 @@ def cmd_eval(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_capacity(s: Settings, a: argparse.Namespace) -> int:
+def cmd_capacity(s: ToolSettings, a: argparse.Namespace) -> int:
     import dataclasses
     import urllib.request
 

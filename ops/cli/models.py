@@ -11,15 +11,15 @@ import json
 from pathlib import Path
 
 from enrich.errors import EnrichError, ModelConfigError
-from enrich.settings import Settings
 from ops.cli.console import say
+from ops.settings import ToolSettings
 
 
 def _print_export(role: str, r) -> None:  # noqa: ANN001 - an ExportResult
     say(f"{role}: {r.meta.version} -> {r.out_dir} (parity max |diff| {max(r.max_abs_diff.values()):.2e})")
 
 
-def cmd_export(s: Settings, a: argparse.Namespace) -> int:
+def cmd_export(s: ToolSettings, a: argparse.Namespace) -> int:
     checkpoints = {"embedder": a.embedder_checkpoint, "tagger": a.tagger_checkpoint}
     out = a.out or s.models_path
     if any(checkpoints.values()):
@@ -49,7 +49,7 @@ def cmd_export(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_repository(s: Settings, a: argparse.Namespace) -> int:
+def cmd_repository(s: ToolSettings, a: argparse.Namespace) -> int:
     from triton_models.repository import build_repository
 
     out = a.out or s.state_dir / f"triton-repo-{a.target}"
@@ -58,14 +58,14 @@ def cmd_repository(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bundle(s: Settings, a: argparse.Namespace) -> int:
+def cmd_bundle(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.stack import build_bundle
 
     build_bundle(s, a.out, target=a.target, progress=say)
     return 0
 
 
-def cmd_train_tagger(s: Settings, a: argparse.Namespace) -> int:
+def cmd_train_tagger(s: ToolSettings, a: argparse.Namespace) -> int:
     from triton_models.export_small import DEFAULT_TAGGER, PAIRWISE_TAGGER
 
     if a.pairwise:
@@ -87,7 +87,7 @@ def cmd_train_tagger(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_fusion(s: Settings, a: argparse.Namespace) -> int:
+def cmd_train_fusion(s: ToolSettings, a: argparse.Namespace) -> int:
     from triton_models.export_small import DEFAULT_FUSION, EMOJI_FUSION
 
     if a.apps == bool(a.emoji):
@@ -106,14 +106,14 @@ def cmd_train_fusion(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_cf(s: Settings, a: argparse.Namespace) -> int:
+def cmd_train_cf(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.builds import build_cf_adapter
 
     build_cf_adapter(s, a.dataset, a.epochs, a.out, say)
     return 0
 
 
-def _embeddings(s: Settings, path: Path | None):  # noqa: ANN202 - an [N, D] array
+def _embeddings(s: ToolSettings, path: Path | None):  # noqa: ANN202 - an [N, D] array
     from ops.stack import sample_embeddings
     from training.rqvae import load_embeddings
 
@@ -126,7 +126,7 @@ def _embeddings(s: Settings, path: Path | None):  # noqa: ANN202 - an [N, D] arr
                           "(expected a .npy [N, D] array or a Parquet file with an `embedding` list column)") from exc
 
 
-def _exported_embedder(s: Settings, embeddings: Path | None) -> str:
+def _exported_embedder(s: ToolSettings, embeddings: Path | None) -> str:
     from ops.stack import exported_embedder
 
     try:
@@ -137,7 +137,7 @@ def _exported_embedder(s: Settings, embeddings: Path | None) -> str:
                                                                            "the vectors")) from None
 
 
-def cmd_codebook(s: Settings, a: argparse.Namespace) -> int:
+def cmd_codebook(s: ToolSettings, a: argparse.Namespace) -> int:
     from enrich.vectors.semantic_ids import SemanticIdCodebook
 
     vecs = _embeddings(s, a.embeddings)

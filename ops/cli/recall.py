@@ -6,8 +6,8 @@ import argparse
 import json
 
 from enrich.errors import EnrichError
-from enrich.settings import Settings
 from ops.cli.console import say
+from ops.settings import ToolSettings
 
 
 def _ask_server(url: str, path: str) -> list[dict]:
@@ -24,7 +24,7 @@ def _ask_server(url: str, path: str) -> list[dict]:
                           "or leave --server out to read the topics directly") from None
 
 
-def cmd_recall(s: Settings, a: argparse.Namespace) -> int:
+def cmd_recall(s: ToolSettings, a: argparse.Namespace) -> int:
     from urllib.parse import quote
 
     from ops.recall import RecallIndexes, serve

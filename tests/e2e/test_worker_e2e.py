@@ -18,7 +18,7 @@ from corpora import samples
 from enrich.schemas import decode
 from ops.demo import start_worker
 from ops.process import free_port
-from streams.kafka_tools import TopicReader, publish
+from streams.kafka_tools import TopicReader, publish, read_to_end
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +107,9 @@ def test_no_item_lost_when_the_worker_is_killed_mid_stream(fresh, tmp_path):
     partial = read_until(fresh, {"items.enriched": 5}, 90, topics=["items.enriched"])
     assert len(partial["items.enriched"]) >= 5, (tmp_path / "w1.log").read_text()[-3000:]
     os.kill(first.pid, signal.SIGKILL)
-    first.wait(10)
+    assert first.wait(10) == -signal.SIGKILL  # killed, not exited on its own
+    done_at_kill = {r.key for r in read_to_end(fresh, ["items.enriched"], timeout_s=30)}
+    assert 5 <= len(done_at_kill) < n, f"the kill landed after {len(done_at_kill)} of {n} items: not mid-stream"
     second = start_worker(fresh, tmp_path / "w2.log")
     try:
         got = read_until(fresh, {"items.enriched": n}, 150, topics=["items.enriched"])

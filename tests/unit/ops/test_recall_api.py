@@ -15,13 +15,13 @@ import pytest
 from pydantic import SecretStr
 
 from enrich.schemas import vector_bytes
-from enrich.settings import Settings
 from ops.recall import RecallIndexes, _handler
+from ops.settings import ToolSettings
 
 
 @pytest.fixture
 def api() -> Iterator[tuple[int, RecallIndexes]]:
-    settings = Settings(recall_token=SecretStr("s3cret"), recall_max_body_bytes=4096, recall_timeout_s=0.5)
+    settings = ToolSettings(recall_token=SecretStr("s3cret"), recall_max_body_bytes=4096, recall_timeout_s=0.5)
     assert settings.recall_bind == "127.0.0.1"  # the default: nothing beyond this host
     indexes = RecallIndexes()
     for k in range(5):

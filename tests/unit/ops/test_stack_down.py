@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from enrich.settings import Settings
 from ops.process import process_identity
+from ops.settings import ToolSettings
 from ops.stack import stack_down
 
 
@@ -14,7 +14,7 @@ def test_stack_down_stops_its_own_processes_and_leaves_a_reused_pid_alone(tmp_pa
     own = subprocess.Popen(["sleep", "60"])
     stranger = subprocess.Popen(["sleep", "60"])
     try:
-        s = Settings(state_dir=tmp_path)
+        s = ToolSettings(state_dir=tmp_path)
         (tmp_path / "stack.json").write_text(json.dumps({
             "broker": {"pid": own.pid, "identity": process_identity(own.pid)},
             # what a pid reused after the recorded process died looks like: same pid, another start time

@@ -255,9 +255,9 @@ def test_the_gate_calibration_takes_as_much_of_the_icon_as_the_neighbours_bear()
     the icons tell the tag groups apart and the texts barely do, it keeps more of it."""
     import torch.nn.functional as F
 
+    from training.fusion_apps import AppFeatures, calibrate_gate
     from triton_models.export_small import DEFAULT_FUSION
     from triton_models.small_models import load_fusion_head
-    from triton_models.train_fusion_apps import AppFeatures, calibrate_gate
 
     g = torch.Generator().manual_seed(0)
     n, groups = 240, 6
