@@ -85,7 +85,7 @@ class ManagedProcess:
                                   f"(`enrich stack down`, or `ss -ltnp | grep {port}`) or choose another port")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")
-        log.info("starting %s: %s (log %s)", self.name, " ".join(self.argv), self.log_path)
+        log.debug("starting %s: %s (log %s)", self.name, " ".join(self.argv), self.log_path)
         self.proc = subprocess.Popen(self.argv, stdout=logf, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True, preexec_fn=None if self.detach else _die_with_parent)
         logf.close()
