@@ -1,11 +1,13 @@
 # The worker image the Helm chart runs (`enrich worker`, `enrich topics create`).
 # Build from the repository root:  docker build -f docker/worker.Dockerfile -t REGISTRY/mm-enrich:0.1.0 .
-# Only the `serve` extra: no torch, no bundled Triton or broker.
+# Only the `serve` extra: no torch, no bundled Triton or broker; `ops` for the `enrich` command, no
+# training/ or corpora/ (offline).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY enrich enrich
 COPY streams streams
+COPY ops ops
 COPY triton_models triton_models
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[serve]"
 
