@@ -9,6 +9,7 @@ retry it (nothing is half-published).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -241,7 +242,11 @@ class Pipeline:
             if self.tag_prior is not None:
                 candidates, view = with_votes(self.tag_prior, vocab, vectors, self.config.candidate_tags, candidates)
         with stage("tag", timings):
-            scores = self.tagger.score(items, candidates)
+            read = items
+            if self.tag_prior is not None and self.tag_prior.tagger_image_text_chars is not None:
+                read = [p if not p.images or self.tag_prior.tagger_sees_image(p.text) else
+                        dataclasses.replace(p, images=[], _patched={}) for p in items]
+            scores = self.tagger.score(read, candidates)
             graded = []
             for i, sc in enumerate(scores):
                 if view is None or self.tag_prior is None or not len(sc.tags):

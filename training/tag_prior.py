@@ -11,6 +11,7 @@ never read.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from enrich.models.base import Embedder, Tagger
 from enrich.preprocess import PreparedItem
-from enrich.tagging.prior import FEATURES, DecisionHead, TagPrior, with_votes
+from enrich.tagging.prior import FEATURES, DecisionHead, PriorView, TagPrior, with_votes
 from enrich.tagging.vocabulary import VocabSnapshot
 
 if TYPE_CHECKING:
@@ -31,6 +32,37 @@ def micro_f1(predicted: Sequence[set[str]], gold: Sequence[set[str]]) -> float:
     tp = sum(len(p & g) for p, g in zip(predicted, gold, strict=True))
     n_pred, n_gold = sum(map(len, predicted)), sum(map(len, gold))
     return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
+
+
+IMAGE_TEXT_CHARS = (0, 50, 100, 200, 300, 400, 600, 800, 1200)  # None beyond: the tagger always reads the image
+
+
+def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scores: Sequence, view: PriorView,
+                     head: DecisionHead, tagger: Tagger, with_text: Sequence[int],
+                     say: Callable[[str], None] = print) -> dict:
+    """``tagger_image_text_chars``: the longest text beside which the tagger still reads the image, chosen on
+    the validation items with text and images as the limit whose strong tags score the best micro F1 (each item
+    graded by the tagger with its image up to the limit, without it beyond; the vectors keep the image)."""
+    both = [i for i in with_text if val[i].images]
+    bare = [dataclasses.replace(val[i], images=[], _patched={}) for i in both]
+    cands = [scores[i].tags for i in both]
+    blind = [sc for k in range(0, len(bare), 32) for sc in tagger.score(bare[k:k + 32], cands[k:k + 32])]
+
+    def strong(i: int, sc) -> set[str]:  # noqa: ANN001 - TagScores
+        grades, _ = view.decide(head, i, sc.probs, sc.tags)
+        return {t for t, g in zip(sc.tags, grades, strict=True) if g == 2}
+
+    seeing = {i: strong(i, scores[i]) for i in both}
+    not_seeing = {i: strong(i, sc) for i, sc in zip(both, blind, strict=True)}
+
+    def f1_with(limit: int | None) -> float:
+        return micro_f1([seeing[i] if limit is None or len(val[i].text) <= limit else not_seeing[i] for i in both],
+                        [gold[i] for i in both])
+
+    table = {str(limit): round(f1_with(limit), 4) for limit in (*IMAGE_TEXT_CHARS, None)}
+    chosen = max((*IMAGE_TEXT_CHARS, None), key=lambda limit: (f1_with(limit), limit is None, limit or 0))
+    say(f"the tagger reads the image beside texts of at most {chosen} chars (validation F1 by limit: {table})")
+    return {"tagger_image_text_chars": chosen, "tagger_image_text_chars_validation_f1": table}
 
 
 def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.ndarray,
@@ -60,6 +92,8 @@ def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.n
     with_text = [i for i, it in enumerate(val) if it.text]
     without_text = [i for i, it in enumerate(val) if not it.text]
     best = max(THRESHOLDS, key=lambda t: f1_at(t, with_text))
+    if tagger.image_pixels and any(val[i].images for i in with_text):  # when the tagger should read the image
+        info |= image_text_chars(val, gold, scores, view, head.with_threshold(best), tagger, with_text, say)
     if without_text:  # an image alone: its own threshold (see TagPrior.head_for)
         alone = max(THRESHOLDS, key=lambda t: f1_at(t, without_text))
         info |= {"threshold_without_text": float(alone),

@@ -185,3 +185,47 @@ def test_items_without_text_use_the_threshold_validation_fitted_for_them():
     plain = _prior(head=head)
     assert plain.head_for(False).threshold == 0.5  # a prior fitted on text only: one threshold
     assert prior.version != _prior(head=head, info={"embedder": "e", "tagger": "t"}).version
+
+
+def test_the_tagger_reads_the_image_only_beside_texts_as_short_as_validation_chose(model_settings, tmp_path):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(buf, "PNG")
+    png = buf.getvalue()
+
+    def event(n: int, title: str, text: str) -> RawEvent:
+        item = {"schema": 1, "id": f"i{n}", "kind": "image_post", "title": title, "text": text, "images": [png],
+                "created_at": 1_700_000_000_000}
+        return RawEvent(None, msgpack.packb(item), SourceRef("items.new", 0, n))
+
+    events = [event(0, "", "a long description of what the program does, well past the limit"),
+              event(1, "", "short"), event(2, "", "")]
+    base = make_pipeline(model_settings, make_backend(model_settings))
+    info = {"embedder": base.embedder.version, "tagger": base.tagger.version, "tagger_image_text_chars": 10}
+    prior = TagPrior.from_items([["a"]], _unit([[1] + [0] * (base.embedder.meta.hidden_size - 1)]),
+                                DecisionHead.unfitted(), info)
+    assert prior.tagger_image_text_chars == 10 and prior.tagger_sees_image("short")
+    assert not prior.tagger_sees_image("x" * 11)
+    assert prior.version != TagPrior(prior.tags, prior.vectors, prior.item_tags, prior.head,
+                                     {**info, "tagger_image_text_chars": None}).version
+    prior.save(tmp_path / "prior.npz")
+    p = make_pipeline(model_settings.updated(tag_prior=str(tmp_path / "prior.npz")), make_backend(model_settings))
+    seen: list[int] = []
+    real_score = p.tagger.score
+
+    def score(items, candidates):
+        seen.extend(len(it.images) for it in items)
+        return real_score(items, candidates)
+
+    p.tagger.score = score
+    for e in samples.vocab_entries():
+        p.vocabulary.apply(e)
+        base.vocabulary.apply(e)
+    out, plain = p.run(events), base.run(events)
+    assert seen == [0, 1, 1]  # the long text's image is not read by the tagger; the short one's and the lone one's are
+    assert all(isinstance(o, Enriched) for o in out)
+    for o, q in zip(out, plain, strict=True):  # the vectors keep the image
+        assert o.record.embedding == q.record.embedding
