@@ -83,11 +83,12 @@ def create_app(settings: Settings) -> EnrichApp:
     new_topic, coded_topic = (topics[s.reads].get_topic_name() for s in STAGES)
     digits = DigitStore(settings)
 
-    @app.on_partitions_revoked.connect
-    async def forget_digits(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        digits.forget({tp.partition for tp in revoked if tp.topic == coded_topic})
-
     paused: set[Any] = set()  # what this worker paused while the backend was down (Faust keeps its own set private)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        digits.forget({tp.partition for tp in revoked if tp.topic == coded_topic})
+        paused.difference_update(revoked)  # Faust resumes a revoked partition; whoever gets it next decides
 
     def paused_inputs() -> set[Any]:
         return paused & set(app.consumer.assignment())
@@ -105,6 +106,7 @@ def create_app(settings: Settings) -> EnrichApp:
                     "resumed" if backend_up else "paused", len(tps))
 
     enrichment.on_backend_state = pause_input
+
     @app.timer(interval=settings.lag_interval_s)
     async def track_lag() -> None:
         # The monitor's end offsets come from fetch responses (right on Tansu too, unlike ListOffsets).
