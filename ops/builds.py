@@ -37,7 +37,7 @@ from triton_models.export_small import (
 )
 
 
-def small_models(s: ToolSettings, say: Callable[[str], None]) -> ToolSettings:
+def with_small_models(s: ToolSettings, say: Callable[[str], None]) -> ToolSettings:
     """``s`` on the small preset, with its models exported into the state dir."""
     s = s.updated(model_preset="small")
     s.state_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def small_models(s: ToolSettings, say: Callable[[str], None]) -> ToolSettings:
 
 def build_prototypes(s: ToolSettings, out: Path | None, say: Callable[[str], None] = print) -> TagPrototypes:
     """Tag prototypes from the debtags train split (never the evaluated items), in the exported embedder's space."""
-    s = small_models(s, say)
+    s = with_small_models(s, say)
     train = [it for it in debtags.load_snapshot() if it.split == "train"]
     vectors, embedder = embed_debtags(s, train, say)
     protos = TagPrototypes.compute([it.tags for it in train], vectors, embedder)
@@ -60,7 +60,7 @@ def build_prototypes(s: ToolSettings, out: Path | None, say: Callable[[str], Non
 def build_cf_adapter(s: ToolSettings, dataset: Path | None, epochs: int, out: Path | None,
                      say: Callable[[str], None] = print) -> Path:
     """The CF adapter on the debtags co-use pairs, over the exported embedder's vectors."""
-    s = small_models(s, say)
+    s = with_small_models(s, say)
     items = debtags.load_snapshot(dataset or debtags.SNAPSHOT_DIR)
     vectors, embedder = embed_debtags(s, items, say)
     adapter = train_cf(items, vectors, embedder, epochs=epochs)
@@ -78,7 +78,7 @@ def build_cf_adapter(s: ToolSettings, dataset: Path | None, epochs: int, out: Pa
 def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
     of ``s.small_tagger`` (and then shipped into the state dir's export)."""
-    s = small_models(s, say)
+    s = with_small_models(s, say)
     items = debtags.load_snapshot()
     train = [it for it in items if it.split == "train"]
     val = [it for it in items if it.split == "val"]  # never the evaluated (test) items

@@ -39,11 +39,10 @@ def on_free_ports(settings: ToolSettings) -> ToolSettings:
     and short fetch waits (Tansu holds every fetch for its whole wait)."""
     ports = {k: free_port() for k in ("broker_port", "triton_http_port", "triton_grpc_port",
                                       "triton_metrics_port", "web_port")}
-    return settings.updated(**ports | {"broker": f"127.0.0.1:{ports['broker_port']}",
-                                               "triton_url": f"127.0.0.1:{ports['triton_grpc_port']}",
-                                               "session_timeout_s": 6.0, "fetch_max_wait_ms": 10,
-                                               # one broker: no replicas to wait for
-                                               "replication_factor": 1, "min_insync_replicas": 1})
+    return settings.updated(**ports, broker=f"127.0.0.1:{ports['broker_port']}",
+                            triton_url=f"127.0.0.1:{ports['triton_grpc_port']}", session_timeout_s=6.0,
+                            fetch_max_wait_ms=10,
+                            replication_factor=1, min_insync_replicas=1)  # one broker: no replicas to wait for
 
 
 def start_worker(settings: ToolSettings, log_path: os.PathLike[str]) -> subprocess.Popen[bytes]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,9 +20,6 @@ from enrich.models.base import Embedder, Tagger
 from enrich.preprocess import PreparedItem
 from enrich.tagging.prior import FEATURES, DecisionHead, PriorView, TagPrior, with_votes
 from enrich.tagging.vocabulary import VocabSnapshot
-
-if TYPE_CHECKING:
-    pass
 
 THRESHOLDS = np.round(np.arange(0.1, 0.81, 0.025), 3)
 
@@ -59,8 +55,9 @@ def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scor
         return micro_f1([seeing[i] if limit is None or len(val[i].text) <= limit else not_seeing[i] for i in both],
                         [gold[i] for i in both])
 
-    table = {str(limit): round(f1_with(limit), 4) for limit in (*IMAGE_TEXT_CHARS, None)}
-    chosen = max((*IMAGE_TEXT_CHARS, None), key=lambda limit: (f1_with(limit), limit is None, limit or 0))
+    f1 = {limit: f1_with(limit) for limit in (*IMAGE_TEXT_CHARS, None)}
+    chosen = max(f1, key=lambda limit: (f1[limit], limit is None, limit or 0))  # ties: read the image more
+    table = {str(limit): round(v, 4) for limit, v in f1.items()}
     say(f"the tagger reads the image beside texts of at most {chosen} chars (validation F1 by limit: {table})")
     return {"tagger_image_text_chars": chosen, "tagger_image_text_chars_validation_f1": table}
 
@@ -92,7 +89,7 @@ def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.n
     with_text = [i for i, it in enumerate(val) if it.text]
     without_text = [i for i, it in enumerate(val) if not it.text]
     best = max(THRESHOLDS, key=lambda t: f1_at(t, with_text))
-    if tagger.image_pixels and any(val[i].images for i in with_text):  # when the tagger should read the image
+    if tagger.image_pixels and any(val[i].images for i in with_text):  # a tagger that can read images
         info |= image_text_chars(val, gold, scores, view, head.with_threshold(best), tagger, with_text, say)
     if without_text:  # an image alone: its own threshold (see TagPrior.head_for)
         alone = max(THRESHOLDS, key=lambda t: f1_at(t, without_text))

@@ -45,7 +45,10 @@ class Sent:
                        **_: Any) -> asyncio.Future:
             self.records.setdefault(name, []).append((key, value, partition))
             delivery = asyncio.get_running_loop().create_future()
-            self.pending.append(delivery) if self.hold else delivery.set_result(None)
+            if self.hold:
+                self.pending.append(delivery)
+            else:
+                delivery.set_result(None)
             return delivery
         return send
 
