@@ -62,6 +62,12 @@ class AppItem:
                 "text": text, "images": [icon], "created_at": created_at if created_at is not None else now_ms()}
 
 
+def keyword_labels(app: AppItem) -> list[str]:
+    """An app's AppStream keywords as free-text labels (the open vocabulary the packed tagger learns to grade,
+    and the one the tag prior's open-vocabulary head is fitted on)."""
+    return sorted({k.strip().lower() for k in app.keywords if 2 <= len(k.strip()) <= 40})
+
+
 def html_text(markup: str) -> str:
     """AppStream's description markup (p, ul/ol/li, em, code) as plain text, one paragraph a line."""
     markup = re.sub(r"<li>\s*", "\n- ", markup)

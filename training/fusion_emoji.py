@@ -17,17 +17,15 @@ neighbours for text only, image only, and fused.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from corpora.emoji import Emoji, load_emoji
 from enrich import artifacts
 from enrich.errors import EnrichError
 from triton_models.small_models import (
@@ -42,34 +40,6 @@ from triton_models.small_models import (
 
 log = logging.getLogger(__name__)
 FUSION_ARTIFACT_VERSION = "fusion-effnet-minilm-emoji-v1"
-
-
-@dataclass(frozen=True)
-class Emoji:
-    name: str
-    short_name: str
-    category: str
-    subcategory: str
-    image: Path
-
-    @property
-    def held_out(self) -> bool:
-        return int(hashlib.sha1(self.name.encode()).hexdigest()[:8], 16) % 5 == 0
-
-
-def load_emoji(package_dir: Path) -> list[Emoji]:
-    try:
-        rows = json.loads((package_dir / "emoji.json").read_text())
-    except FileNotFoundError:
-        raise EnrichError(f"{package_dir}/emoji.json not found: pass the unpacked npm package directory "
-                          "(npm pack emoji-datasource-google && tar xzf emoji-datasource-google-*.tgz)") from None
-    out = []
-    for r in rows:
-        path = package_dir / "img" / "google" / "64" / r["image"]
-        if r.get("has_img_google") and path.exists() and r.get("name"):
-            out.append(Emoji(r["name"].lower(), r["short_name"].replace("_", " "), r["category"],
-                             r["subcategory"], path))
-    return out
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from emoji_package import write_emoji_package
+from PIL import Image
 
 from corpora.debtags import DebtagsItem, build
 from enrich.models.base import load_models
@@ -153,22 +154,7 @@ def test_tagger_training_runs_and_writes_a_loadable_artifact(tmp_path: Path) -> 
 def test_fusion_training_runs_on_an_emoji_shaped_package(tmp_path: Path) -> None:
     from training.fusion_emoji import train_fusion
 
-    pkg = tmp_path / "emoji"
-    (pkg / "img" / "google" / "64").mkdir(parents=True)
-    rows = []
-    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 160, 30), "yellow": (230, 210, 30)}
-    shapes = ["circle", "square"]
-    for n in range(104):
-        colour, shape = list(colours)[n % 4], shapes[(n // 4) % 2]
-        img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-        d = ImageDraw.Draw(img)
-        box = [8 + n % 5, 8, 56, 56 - n % 7]
-        (d.ellipse if shape == "circle" else d.rectangle)(box, fill=colours[colour])
-        name = f"{n:03d}.png"
-        img.save(pkg / "img" / "google" / "64" / name)
-        rows.append({"name": f"{colour} {shape} {n}", "short_name": f"{shape}_{n}", "category": "Symbols",
-                     "subcategory": f"{colour}-{shape}", "image": name, "has_img_google": True})
-    (pkg / "emoji.json").write_text(json.dumps(rows))
+    pkg = write_emoji_package(tmp_path / "emoji", 104)
     out = tmp_path / "fusion.pt"
     info = train_fusion(pkg, out, epochs=2, batch=32)
     assert info["emoji"] == 104 and info["train"] + info["held_out"] == 104
