@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from corpora import appstream, debtags
+from corpora.appstream import keyword_labels
 from corpora.debtags import grade_of, tag_vocabulary
+from corpora.emoji import Emoji, load_emoji
 from enrich import artifacts
 from enrich.models.encoders import PackedRowTokens, _load_tokenizer, packed_inputs
 from enrich.preprocess import prepare_event
@@ -49,7 +51,7 @@ from triton_models.packed_tagger import (
 from triton_models.small_models import EfficientNetLite0, image_pixels, load_minilm, minilm_dir
 
 log = logging.getLogger(__name__)
-PACKED_TAGGER_VERSION = "tagger-packed-visual-v2"
+PACKED_TAGGER_VERSION = "tagger-packed-visual-v3"
 KINDS = appstream.KINDS
 
 
@@ -85,11 +87,6 @@ def label_grade(tag: str, gold: list[str]) -> int:
     if "::" in tag:
         return grade_of(tag, [g for g in gold if "::" in g])
     return 2 if tag in gold else 0
-
-
-def keyword_labels(app: appstream.AppItem) -> list[str]:
-    """An app's AppStream keywords as free-text labels (the open vocabulary the tagger learns to grade)."""
-    return sorted({k.strip().lower() for k in app.keywords if 2 <= len(k.strip()) <= 40})
 
 
 class RowBuilder:
@@ -162,15 +159,16 @@ def _forward(model: PackedEncoderTagger, b: Batch) -> tuple[torch.Tensor, torch.
 
 
 @torch.no_grad()
-def icon_cells(apps: list[appstream.AppItem]) -> torch.Tensor:
-    """Pooled EfficientNet-Lite0 feature maps of the icons, decoded as serving decodes them."""
-    icons = appstream.load_icons()
-    images = [prepare_event(it.event("image_only", icons[it.id]), 8000).images[0] for it in apps]
+def pooled_image_cells(events: list[dict]) -> torch.Tensor:
+    """Pooled EfficientNet-Lite0 feature maps of image-only ``items.new`` records' images, decoded as serving
+    decodes them."""
+    images = [prepare_event(e, 8000).images[0] for e in events]
     net = EfficientNetLite0.pretrained()
     return torch.cat([pooled_cells(net, image_pixels(images[i:i + 64])) for i in range(0, len(images), 64)])
 
 
-def build_examples(seed: int) -> tuple[list[str], dict[str, list[Example]], list[appstream.AppItem], torch.Tensor]:
+def build_examples(seed: int, emoji_dir: Path | None = None,
+                   ) -> tuple[list[str], dict[str, list[Example]], list[appstream.AppItem], torch.Tensor]:
     items = debtags.load_snapshot()
     vocab = tag_vocabulary(items)
     train = [it for it in items if it.split == "train"]
@@ -187,7 +185,8 @@ def build_examples(seed: int) -> tuple[list[str], dict[str, list[Example]], list
         text = prepare_event(debtags.as_event(it), 8000).text
         examples[it.split].append(Example(text, list(it.tags), cands[it.id]))
     apps = [a for a in appstream.load_snapshot() if a.split in ("train", "val") and (a.tags or keyword_labels(a))]
-    cells = icon_cells(apps)
+    icons = appstream.load_icons()
+    cells = pooled_image_cells([a.event("image_only", icons[a.id]) for a in apps])
     keyword_negatives = _keyword_negatives(apps)
     rng = random.Random(seed)
     for k, a in enumerate(apps):
@@ -198,7 +197,33 @@ def build_examples(seed: int) -> tuple[list[str], dict[str, list[Example]], list
             unillustrated = a.event(kind, b"") | {"kind": "article", "images": []}
             text = "" if kind == "image_only" else prepare_event(unillustrated, 8000).text
             examples[a.split].append(Example(text, gold, negatives, k, kind))
+    if emoji_dir is not None:
+        emoji = [e for e in load_emoji(emoji_dir) if e.split != "test"]
+        start = len(cells)
+        cells = torch.cat([cells, pooled_image_cells([e.event(e.name) for e in emoji])])
+        for k, (e, gold, negatives) in enumerate(zip(emoji, *emoji_labels(emoji, seed), strict=True)):
+            examples[e.split].append(Example("", gold, negatives, start + k, "emoji"))
     return vocab, examples, apps, cells
+
+
+def emoji_labels(emoji: list[Emoji], seed: int, per_item: int = 10) -> tuple[list[list[str]], list[list[str]]]:
+    """An emoji's free-text labels, its subcategory and its name (``face-smiling``, ``grinning face``), and hard
+    negatives: the subcategories and names of emoji of the same category but another subcategory (the names
+    of its own subcategory's emoji are left out: many would fit it too). The category is never a label: it is
+    the held-out vocabulary of the emoji check."""
+    rng = random.Random(seed)
+    by_category: dict[str, set[str]] = {}
+    for e in emoji:
+        by_category.setdefault(e.category, set()).update((e.subcategory, e.name))
+    own_subcategory: dict[str, set[str]] = {}
+    for e in emoji:
+        own_subcategory.setdefault(e.subcategory, set()).update((e.subcategory, e.name))
+    gold, negatives = [], []
+    for e in emoji:
+        pool = sorted(by_category[e.category] - own_subcategory[e.subcategory])
+        gold.append([e.subcategory, e.name])
+        negatives.append(rng.sample(pool, min(per_item, len(pool))))
+    return gold, negatives
 
 
 def _keyword_negatives(apps: list[appstream.AppItem], per_app: int = 12, seed: int = 0) -> dict[str, list[str]]:
@@ -246,12 +271,12 @@ def validate(model: PackedEncoderTagger, rows: RowBuilder, val: list[Example], s
 
 
 def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Path | None = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, emoji_dir: Path | None = None) -> dict:
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    vocab, examples, apps, cells = build_examples(cfg.seed)
+    vocab, examples, apps, cells = build_examples(cfg.seed, emoji_dir)
     log.info("%d training rows, %d validation rows (%.0fs to build)", len(examples["train"]),
              len(examples["val"]), time.perf_counter() - t0)
     tok = _load_tokenizer(minilm_dir())
@@ -293,7 +318,8 @@ def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Pat
         opt.zero_grad()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    info = {"version": PACKED_TAGGER_VERSION, "datasets": [debtags.SNAPSHOT_DIR.name, appstream.SNAPSHOT_DIR.name],
+    info = {"version": PACKED_TAGGER_VERSION, "datasets": [debtags.SNAPSHOT_DIR.name, appstream.SNAPSHOT_DIR.name]
+            + (["emoji-datasource-google"] if emoji_dir else []),
             "base": "all-MiniLM-L6-v2 + EfficientNet-Lite0", "init": init.name if init else None,
             "steps": len(losses), "rows_seen": len(losses) * cfg.batch, "train_rows": len(examples["train"]),
             "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,

@@ -82,7 +82,7 @@ def cmd_train_tagger(s: ToolSettings, a: argparse.Namespace) -> int:
             raise EnrichError("--dataset and --steps are for --pairwise; the packed tagger reads the shipped debtags "
                               "and AppStream snapshots and stops at --minutes or --epochs")
         info = train_packed_tagger(a.out or DEFAULT_TAGGER, PackedConfig(max_minutes=a.minutes, epochs=a.epochs),
-                                   init=a.tagger_artifact or PAIRWISE_TAGGER)
+                                   init=a.tagger_artifact or PAIRWISE_TAGGER, emoji_dir=a.emoji)
     say(json.dumps(info, indent=2))
     return 0
 
@@ -204,6 +204,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tt.add_argument("--minutes", type=float, default=10.0, help="time budget")
     tt.add_argument("--steps", type=int, default=0, help="--pairwise: step limit (0: the time budget decides)")
     tt.add_argument("--epochs", type=int, default=5, help="packed: passes over the rows")
+    tt.add_argument("--emoji", type=Path, help="packed: also train on the emoji of this unpacked "
+                    "emoji-datasource-google package (image-only items; names and subcategories as labels)")
     tt.add_argument("--out", type=Path, help="artifact file to write (default: the shipped one)")
     tt.set_defaults(fn=cmd_train_tagger)
     tf = actions.add_parser("train-fusion", help="train the small embedder's projection + gate (--emoji) or its gate "
