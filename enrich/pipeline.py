@@ -253,7 +253,9 @@ class Pipeline:
                     grades = sc.probs.argmax(axis=1) if len(sc.tags) else np.zeros(0, np.int64)
                     graded.append((grades, np.array([p[g] for g, p in zip(grades, sc.probs, strict=True)])))
                 else:
-                    graded.append(view.decide(self.tag_prior.head_for(bool(items[i].text)), i, sc.probs, sc.tags))
+                    has_text = bool(items[i].text)
+                    graded.append(view.decide(self.tag_prior.head_for(has_text), i, sc.probs, sc.tags,
+                                              self.tag_prior.open_head_for(has_text)))
         with stage("semantic_id", timings):
             codes = self.quantizer.quantize(vectors)
         cf_vectors: list[np.ndarray | None] = [None] * len(items)

@@ -15,18 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from corpora import appstream, debtags
+from corpora.appstream import keyword_labels
+from corpora.emoji import load_emoji
 from enrich import artifacts
 from enrich.models.meta import ModelMeta
 from enrich.preprocess import prepare_event
+from enrich.schemas import VocabEntry
 from enrich.tagging.prior import TagPrior
 from enrich.tagging.prototypes import TagPrototypes
-from enrich.tagging.vocabulary import TagVocabulary
+from enrich.tagging.vocabulary import TagVocabulary, VocabSnapshot
 from ops.evaluate import embed_debtags
 from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_models
 from streams.services import in_process_models
 from training.cf_adapter import train_cf
-from training.tag_prior import fit_tag_prior
+from training.tag_prior import OpenSet, fit_open_head, fit_tag_prior
 from triton_models.export_small import (
     DEFAULT_CF,
     DEFAULT_PROTOTYPES,
@@ -75,7 +78,8 @@ def build_cf_adapter(s: ToolSettings, dataset: Path | None, epochs: int, out: Pa
     return target
 
 
-def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None] = print) -> TagPrior:
+def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None] = print,
+                    emoji_dir: Path | None = None) -> TagPrior:
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
     of ``s.small_tagger`` (and then shipped into the state dir's export)."""
     s = with_small_models(s, say)
@@ -96,6 +100,12 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
         val_items = ([prepare_event(debtags.as_event(it), s.max_text_chars) for it in val]
                      + [prepare_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in app_val])
         say(f"embedding {len(icon_items)} train apps' icons and {len(app_val)} validation app items")
+        def new_tags(tags: list[str]) -> VocabSnapshot:
+            vocab = TagVocabulary(embedder.embed_texts, embedder.version)
+            for t in tags:
+                vocab.apply(VocabEntry(tag=t))
+            return vocab.snapshot()
+
         vocabulary = TagVocabulary(embedder.embed_texts, embedder.version)
         for entry in debtags_vocabulary(s):  # the vectors the workers rank candidates by
             vocabulary.apply(entry)
@@ -108,6 +118,21 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
                                                     len(app_train)},
                                "fitted_on_sources": {"debtags_val_text": len(val),
                                                      "appstream_val_three_kinds": len(app_val)}})
+        # The open-vocabulary head: validation items with a vocabulary of their own (free text no exemplar
+        # carries): the apps with their AppStream keywords, in all three kinds, and (given the package) the
+        # validation emoji as image-only items with their subcategories.
+        keyword_val = [(a, kind) for a in apps if a.split == "val" and keyword_labels(a) for kind in appstream.KINDS]
+        kw_items = [prepare_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in keyword_val]
+        sets = [OpenSet("appstream_val_keywords", kw_items, [set(keyword_labels(a)) for a, _ in keyword_val],
+                        embed(kw_items), new_tags(sorted({kw for a in apps if a.split != "test"
+                                                          for kw in keyword_labels(a)})))]
+        if emoji_dir is not None:
+            emoji = load_emoji(emoji_dir)
+            val_emoji = [e for e in emoji if e.split == "val"]
+            em_items = [prepare_event(e.event(e.name), s.max_text_chars) for e in val_emoji]
+            sets.append(OpenSet("emoji_val_subcategories", em_items, [{e.subcategory} for e in val_emoji],
+                                embed(em_items), new_tags(sorted({e.subcategory for e in emoji if e.split != "test"}))))
+        prior = fit_open_head(prior, sets, tagger, s.candidate_tags, say)
     shipped = DEFAULT_TAG_PRIOR if s.small_tagger == "packed" else PAIRWISE_TAG_PRIOR
     target = out or shipped
     prior.save(target)

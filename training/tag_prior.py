@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from enrich.models.base import Embedder, Tagger
 from enrich.preprocess import PreparedItem
-from enrich.tagging.prior import FEATURES, DecisionHead, PriorView, TagPrior, with_votes
+from enrich.tagging.prior import FEATURES, OPEN_FEATURES, DecisionHead, PriorView, TagPrior, with_votes
 from enrich.tagging.vocabulary import VocabSnapshot
 
 THRESHOLDS = np.round(np.arange(0.1, 0.81, 0.025), 3)
@@ -116,3 +117,71 @@ def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.n
             f"{info['validation_f1_without_text']} ({info['validation_f1_without_text_at_the_text_threshold']} at "
             f"the text threshold)")
     return TagPrior(draft.tags, draft.vectors, draft.item_tags, head.with_threshold(best), info)
+
+
+@dataclass(frozen=True)
+class OpenSet:
+    """Validation items with a vocabulary of their own that no exemplar carries (their tags' vectors are their
+    names, as a new tag's are), and each item's gold tags in it."""
+
+    name: str
+    items: Sequence[PreparedItem]
+    gold: Sequence[set[str]]
+    vectors: np.ndarray
+    vocab: VocabSnapshot
+
+
+def fit_open_head(prior: TagPrior, sets: Sequence[OpenSet], tagger: Tagger, candidate_tags: int,
+                  say: Callable[[str], None] = print) -> TagPrior:
+    """``prior`` with its open-vocabulary head, fitted on the validation ``sets`` as a worker would grade them
+    (each item's candidates: its vocabulary's top-M; the exported tagger's probabilities); thresholds for
+    the best micro F1 with and without text, over all sets."""
+    rows, tags, probs, gold, has_text, of_set = [], [], [], [], [], []
+    for k, st in enumerate(sets):
+        carried_by_exemplars = set(prior.tags) & set(st.vocab.tags)
+        if carried_by_exemplars:
+            raise ValueError(f"{st.name}: the open head's vocabulary must be new to the exemplars: "
+                             f"{sorted(carried_by_exemplars)[:5]}")
+        sims = st.vocab.similarities(st.vectors)
+        view = PriorView(st.vocab.tags, np.zeros_like(sims), sims, np.zeros(len(st.vocab.tags), bool))
+        candidates = st.vocab.candidates(st.vectors, candidate_tags)
+        say(f"open vocabulary {st.name}: grading {sum(map(len, candidates))} candidates of {len(st.items)} "
+            f"validation items ({len(st.vocab.tags)} tags no exemplar carries)")
+        scores = [sc for i in range(0, len(st.items), 32)
+                  for sc in tagger.score(st.items[i:i + 32], candidates[i:i + 32])]
+        for i, sc in enumerate(scores):
+            rows.append(view.open_features(i, sc.probs, sc.tags))
+            tags.append(sc.tags)
+            probs.append(sc.probs)
+        gold += list(st.gold)
+        has_text += [bool(it.text) for it in st.items]
+        of_set += [k] * len(st.items)
+    carried = np.concatenate([[t in g for t in ts] for ts, g in zip(tags, gold, strict=True)])
+    head = DecisionHead.fit(np.concatenate(rows), carried)
+    per_item = [head.score(r) for r in rows]
+
+    def f1_at(threshold: float | None, keep: Sequence[int]) -> float:
+        """``None``: the tagger's own grade 2, what a tag no exemplar carries got before this head."""
+        return micro_f1([{t for t, p, q in zip(tags[i], per_item[i], probs[i], strict=True)
+                          if (q.argmax() == 2 if threshold is None else p >= threshold)} for i in keep],
+                        [gold[i] for i in keep])
+
+    info: dict = {"open_fitted_on": {st.name: len(st.items) for st in sets}}
+    table: dict = {}
+    for name, text in (("with_text", True), ("without_text", False)):
+        keep = [i for i, t in enumerate(has_text) if t == text]
+        if not keep:
+            continue
+        best = max(THRESHOLDS, key=lambda t: f1_at(t, keep))  # noqa: B023 - used at once
+        info[f"open_threshold_{name}"] = float(best)
+        for k, st in enumerate(sets):
+            part = [i for i in keep if of_set[i] == k]
+            if part:
+                table[f"{st.name} {name}"] = {"head": round(f1_at(best, part), 4),
+                                              "tagger_alone": round(f1_at(None, part), 4)}
+    info |= {"open_validation_f1": table, "open_weights": {"bias": round(head.bias, 3)} | {
+        n: round(float(w), 3) for n, w in zip(OPEN_FEATURES, head.weights, strict=True)}}
+    threshold = info.get("open_threshold_with_text", info.get("open_threshold_without_text", 0.5))
+    say(f"open-vocabulary head: validation F1 {table} (tagger alone: its own grade 2), weights "
+        f"{info['open_weights']}")
+    return prior.with_open_head(head.with_threshold(threshold), info)

@@ -9,7 +9,11 @@ prior keeps those labelled exemplars (unit content vectors and their tags) and, 
   about the tags the neighbourhood suggests even when their vectors are far;
 - **decision**: a logistic head over the tagger's three grade probabilities, the vote and the
   candidate's cosine gives P(the item carries the tag); grade 2 when it reaches the head's
-  threshold (fitted for F1 on validation items), else the tagger's grade capped at 1.
+  threshold (fitted for F1 on validation items), else the tagger's grade capped at 1;
+- **open vocabulary**: a tag no exemplar carries (added at run time, a platform's own vocabulary)
+  has no vote, so a second head decides it, over the tagger's probabilities and how far the
+  item's cosine to the tag's name is below its cosine to its nearest such tag; it is fitted on
+  validation items with vocabularies no exemplar carries (AppStream keywords, emoji subcategories).
 
 Exemplar votes mean something only in the embedder's space that made them, and the head's
 weights only for the tagger whose probabilities it was fitted on: a worker checks both.
@@ -17,10 +21,12 @@ weights only for the tagger whose probabilities it was fitted on: a worker check
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,10 @@ from enrich.tagging.vocabulary import VocabSnapshot
 
 TAG_PRIOR_FILE = "tag_prior.npz"  # beside the tagger's graphs in a model directory
 FEATURES = ("tagger_p0", "tagger_p1", "tagger_p2", "neighbour_vote", "candidate_cosine")
+# Not the cosine itself: its level is the vocabulary's (short abstract names sit lower than long concrete
+# ones), so a head fitted on one vocabulary misplaces another's; how far a tag is below the item's nearest
+# new tag carries over (validation, docs/models.md).
+OPEN_FEATURES = ("tagger_p0", "tagger_p1", "tagger_p2", "cosine_below_nearest_new_tag")
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,8 @@ class DecisionHead:
         return cls(w.astype(np.float32), float(b), mean.astype(np.float32), scale.astype(np.float32), 0.5)
 
     @classmethod
-    def unfitted(cls) -> DecisionHead:
+    def unfitted(cls, n: int = len(FEATURES)) -> DecisionHead:
         """Scores 0.5 and never reaches its threshold: for exemplars whose head is still to be fitted."""
-        n = len(FEATURES)
         return cls(np.zeros(n, np.float32), 0.0, np.zeros(n, np.float32), np.ones(n, np.float32), 1.0)
 
     def with_threshold(self, threshold: float) -> DecisionHead:
@@ -81,6 +90,7 @@ class TagPrior:
     head: DecisionHead
     info: dict = field(default_factory=dict)  # embedder, tagger, fit figures
     k: int = 10
+    open_head: DecisionHead | None = None  # over OPEN_FEATURES, for tags no exemplar carries
 
     @property
     def embedder(self) -> str:
@@ -96,6 +106,10 @@ class TagPrior:
         h.update("\n".join(self.tags).encode())
         h.update(json.dumps([self.head.weights.tolist(), self.head.bias, self.head.threshold,
                              self.info.get("threshold_without_text"), self.tagger_image_text_chars]).encode())
+        if self.open_head is not None:
+            o = self.open_head
+            h.update(json.dumps([o.weights.tolist(), o.bias, o.mean.tolist(), o.scale.tolist(), o.threshold,
+                                 self.info.get("open_threshold_without_text")]).encode())
         return f"tag-prior-{h.hexdigest()[:12]}"
 
     @property
@@ -117,6 +131,17 @@ class TagPrior:
         sets its own (lower) threshold for it where the prior was fitted on such items."""
         without = self.info.get("threshold_without_text")
         return self.head if has_text or without is None else self.head.with_threshold(float(without))
+
+    def open_head_for(self, has_text: bool) -> DecisionHead | None:
+        """The open-vocabulary head at the threshold fitted for items like this one (None: the prior has none,
+        and a tag no exemplar carries takes the tagger's own grade)."""
+        without = self.info.get("open_threshold_without_text")
+        if self.open_head is None or has_text or without is None:
+            return self.open_head
+        return self.open_head.with_threshold(float(without))
+
+    def with_open_head(self, head: DecisionHead, info: dict) -> TagPrior:
+        return dataclasses.replace(self, open_head=head, info=self.info | info)
 
     def check(self, embedder: str, dim: int, tagger: str) -> None:
         if dim != self.vectors.shape[1] or embedder != self.embedder:
@@ -177,10 +202,13 @@ class TagPrior:
         lengths = np.array([len(t) for t in self.item_tags], np.int32)
         flat = np.concatenate(self.item_tags).astype(np.int16) if self.item_tags else np.zeros(0, np.int16)
         h = self.head
+        o = self.open_head
+        open_arrays = {} if o is None else {"open_weights": o.weights, "open_bias": o.bias, "open_mean": o.mean,
+                                            "open_scale": o.scale, "open_threshold": o.threshold}
         # int8 unit vectors: cosines within 0.01, half of float16's size
         artifacts.write(path, self.info, vectors=self._int8(), tags=np.array(self.tags), tag_lengths=lengths,
                         tag_ids=flat, weights=h.weights, bias=h.bias, mean=h.mean, scale=h.scale,
-                        threshold=h.threshold, k=self.k)
+                        threshold=h.threshold, k=self.k, **open_arrays)
 
     @classmethod
     def load(cls, path: Path) -> TagPrior:
@@ -189,9 +217,10 @@ class TagPrior:
             ends = np.cumsum(z["tag_lengths"])
             flat = z["tag_ids"].astype(np.int64)
             item_tags = [flat[e - n:e] for e, n in zip(ends, z["tag_lengths"], strict=True)]
-            head = DecisionHead(z["weights"].astype(np.float32), float(z["bias"]), z["mean"].astype(np.float32),
-                                z["scale"].astype(np.float32), float(z["threshold"]))
-            return cls([str(t) for t in z["tags"]], vecs, item_tags, head, artifacts.info_of(z), int(z["k"]))
+            head = _head(z, "")
+            open_head = _head(z, "open_") if "open_weights" in z.files else None
+            return cls([str(t) for t in z["tags"]], vecs, item_tags, head, artifacts.info_of(z), int(z["k"]),
+                       open_head)
 
     @classmethod
     def from_items(cls, item_tags: Sequence[Sequence[str]], vectors: np.ndarray, head: DecisionHead,
@@ -201,6 +230,12 @@ class TagPrior:
         ids = [np.array([col[t] for t in ts], np.int64) for ts in item_tags]
         unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return cls(tags, unit.astype(np.float32), ids, head, info, k)
+
+
+def _head(z: np.lib.npyio.NpzFile, prefix: str) -> DecisionHead:
+    return DecisionHead(z[f"{prefix}weights"].astype(np.float32), float(z[f"{prefix}bias"]),
+                        z[f"{prefix}mean"].astype(np.float32), z[f"{prefix}scale"].astype(np.float32),
+                        float(z[f"{prefix}threshold"]))
 
 
 @dataclass(frozen=True)
@@ -216,14 +251,29 @@ class PriorView:
         column = {t: j for j, t in enumerate(self.tags)}
         return [column[t] for t in candidates]
 
+    @cached_property
+    def below_nearest_new(self) -> np.ndarray:
+        """[B, T]: for a tag no exemplar carries, how far its cosine is below the item's nearest such tag
+        (0 for the nearest; 0 for a carried tag, where the feature is unused)."""
+        new = ~self.known
+        if not new.any():
+            return np.zeros_like(self.cosines)
+        nearest = np.where(new, self.cosines, -np.inf).max(axis=1, keepdims=True)
+        return np.where(new, nearest - self.cosines, 0.0).astype(np.float32)
+
     def features(self, row: int, probs: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
         cols = self._columns(candidates)
         return features(probs, self.votes[row, cols], self.cosines[row, cols])
 
+    def open_features(self, row: int, probs: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+        return open_features(probs, self.below_nearest_new[row, self._columns(candidates)])
+
     def decide(self, head: DecisionHead, row: int, probs: np.ndarray, candidates: Sequence[str],
-               ) -> tuple[np.ndarray, np.ndarray]:
+               open_head: DecisionHead | None = None) -> tuple[np.ndarray, np.ndarray]:
         cols = self._columns(candidates)
-        return decide(head, probs, features(probs, self.votes[row, cols], self.cosines[row, cols]), self.known[cols])
+        opened = None if open_head is None else (open_head, self.open_features(row, probs, candidates))
+        return decide(head, probs, features(probs, self.votes[row, cols], self.cosines[row, cols]), self.known[cols],
+                      opened)
 
 
 def with_votes(prior: TagPrior, vocab: VocabSnapshot, vectors: np.ndarray, top_m: int,
@@ -245,23 +295,36 @@ def features(probs: np.ndarray, votes: np.ndarray, cosines: np.ndarray) -> np.nd
     return np.column_stack([probs[:, 0], probs[:, 1], probs[:, 2], votes, cosines]).astype(np.float32)
 
 
+def open_features(probs: np.ndarray, below_nearest: np.ndarray) -> np.ndarray:
+    """[C, len(OPEN_FEATURES)] for one item's C candidates."""
+    return np.column_stack([probs[:, 0], probs[:, 1], probs[:, 2], below_nearest]).astype(np.float32)
+
+
+def _graded(head: DecisionHead, probs: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    own = probs.argmax(axis=1)
+    carried = head.score(feats)
+    strong = carried >= head.threshold
+    grades = np.where(strong, 2, np.minimum(own, 1))
+    return grades, np.where(strong, carried, np.where(grades == 1, probs[:, 1] + probs[:, 2], probs[:, 0]))
+
+
 def decide(head: DecisionHead, probs: np.ndarray, feats: np.ndarray, known: np.ndarray | None = None,
-           ) -> tuple[np.ndarray, np.ndarray]:
+           opened: tuple[DecisionHead, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grades and their probabilities for one item's candidates: grade 2 with P(carried) where the head
     says so, else the tagger's grade capped at 1 (with the tagger's P(grade >= 1)) or 0 (with its P(0)).
 
     ``known``: per candidate, whether any exemplar carries it. For a tag none carries (a tag added at
     run time, another vocabulary) the missing vote is no evidence against it, and the head, fitted where
-    nearly every carried tag had votes, would cap it at grade 1 for ever; the tagger's own grade decides.
+    nearly every carried tag had votes, would cap it at grade 1 for ever: ``opened`` (the open-vocabulary
+    head and its features) decides it the same way, and without one the tagger's own grade does.
     """
     if not len(probs):
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    own = probs.argmax(axis=1)
-    carried = head.score(feats)
-    strong = carried >= head.threshold
-    grades = np.where(strong, 2, np.minimum(own, 1))
-    prob = np.where(strong, carried, np.where(grades == 1, probs[:, 1] + probs[:, 2], probs[:, 0]))
+    grades, prob = _graded(head, probs, feats)
     if known is not None:
-        grades = np.where(known, grades, own)
-        prob = np.where(known, prob, probs[np.arange(len(own)), own])
+        own = probs.argmax(axis=1)
+        new_grades, new_prob = (own, probs[np.arange(len(own)), own]) if opened is None else _graded(
+            opened[0], probs, opened[1])
+        grades = np.where(known, grades, new_grades)
+        prob = np.where(known, prob, new_prob)
     return grades.astype(np.int64), prob.astype(np.float32)

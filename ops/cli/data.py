@@ -45,7 +45,7 @@ def cmd_vocab(s: ToolSettings, a: argparse.Namespace) -> int:
     if a.action == "prior":
         from ops.builds import build_tag_prior
 
-        build_tag_prior(s, a.out, say)
+        build_tag_prior(s, a.out, say, emoji_dir=a.emoji)
         return 0
     if a.file and a.debtags:
         raise EnrichError("--file and --debtags name two vocabularies: pick one")
@@ -86,5 +86,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--file", help="load: JSON list of {tag, facet, description} (default: the sample vocabulary)")
     v.add_argument("--debtags", action="store_true",
                    help="load: the debtags vocabulary with the shipped prototypes (for the exported embedder)")
+    v.add_argument("--emoji", type=Path, help="prior: also fit the open-vocabulary head on the validation emoji of "
+                                              "this unpacked emoji-datasource-google package (image-only items)")
     v.add_argument("--out", type=Path, help="prototypes, prior: artifact to write (default: the shipped one)")
     v.set_defaults(fn=cmd_vocab)

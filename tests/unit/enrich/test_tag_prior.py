@@ -84,6 +84,42 @@ def test_a_tag_no_exemplar_carries_takes_the_taggers_own_grade():
     np.testing.assert_allclose(prob[merged[0].index("brand-new")], 0.9, atol=1e-6)
 
 
+def test_the_open_head_decides_tags_no_exemplar_carries_by_how_near_their_names_are():
+    """A platform's own vocabulary: the tagger is unsure (0.4 for grade 2 everywhere); the open head makes
+    the new tag nearest the item strong, leaves a farther one weak, and never touches a carried tag."""
+    prior = _prior(head=DecisionHead(np.array([0, 0, 0, 10.0, 0]), -5.0, np.zeros(5), np.ones(5), 0.5))
+    # strong when the name is the item's nearest new tag (0 below it), whatever the tagger says
+    nearest_only = DecisionHead(np.array([0, 0, 0, -40.0], np.float32), 2.0, np.zeros(4, np.float32),
+                                np.ones(4, np.float32), 0.5)
+    prior = prior.with_open_head(nearest_only, {"open_threshold_without_text": 0.9})
+    vocab = VocabSnapshot(["audio", "cat", "dog"], _unit([[1, 0, 0], [0.9, 0.3, 0], [0.6, 0.8, 0]]))
+    q = _unit([[1, 0.2, 0]])
+    merged, view = with_votes(prior, vocab, q, 3, vocab.candidates(q, 3))
+    below = dict(zip(vocab.tags, view.below_nearest_new[0].tolist(), strict=True))
+    assert below["audio"] == 0 and below["cat"] == 0 and below["dog"] > 0.1
+    probs = np.array([[0.3, 0.3, 0.4]] * len(merged[0]), np.float32)
+    grades, prob = view.decide(prior.head, 0, probs, merged[0], prior.open_head_for(True))
+    by_tag = dict(zip(merged[0], grades.tolist(), strict=True))
+    assert by_tag["cat"] == 2 and by_tag["dog"] == 1  # the tagger's own 2 is capped like a carried tag's
+    assert by_tag["audio"] == (2 if view.votes[0, 0] > 0.5 else 1)
+    assert prob[merged[0].index("cat")] > 0.85
+    # Items without text take the open head's own threshold.
+    assert prior.open_head_for(False).threshold == 0.9 and prior.open_head_for(True).threshold == 0.5
+    assert _prior().open_head_for(True) is None
+
+
+def test_the_open_head_round_trips_and_changes_the_version(tmp_path):
+    prior = _prior(head=DecisionHead.unfitted().with_threshold(0.3))
+    opened = prior.with_open_head(DecisionHead.unfitted(4).with_threshold(0.4), {"open_threshold_without_text": 0.2})
+    assert opened.version != prior.version
+    opened.save(tmp_path / "p.npz")
+    loaded = TagPrior.load(tmp_path / "p.npz")
+    assert loaded.version == opened.version and loaded.open_head is not None
+    assert loaded.open_head.threshold == 0.4 and loaded.open_head_for(False).threshold == 0.2
+    prior.save(tmp_path / "plain.npz")
+    assert TagPrior.load(tmp_path / "plain.npz").open_head is None
+
+
 def test_the_artifact_round_trips_and_refuses_other_models(tmp_path):
     prior = _prior(head=DecisionHead.unfitted().with_threshold(0.3))
     prior.save(tmp_path / "p.npz")

@@ -48,3 +48,34 @@ def test_the_image_is_read_beside_short_texts_and_not_beside_long_ones_where_tha
 def test_where_the_image_never_hurts_it_is_always_read():
     chosen = _choose([{"games"}, {"games"}], ["x" * 150, "y" * 20])
     assert chosen["tagger_image_text_chars"] is None
+
+
+class Unsure:
+    """A tagger that calls every candidate a weak 2 (what the packed tagger does with a sticker's new tags)."""
+
+    image_pixels = 0
+
+    def score(self, items, candidates):  # noqa: ANN001, ANN201 - the Tagger interface
+        return [TagScores(list(c), np.tile([0.3, 0.3, 0.4], (len(c), 1))) for c in candidates]
+
+
+def test_the_open_head_learns_that_the_nearest_new_name_is_the_items_tag():
+    from enrich.tagging.prior import TagPrior
+    from enrich.tagging.vocabulary import VocabSnapshot
+    from training.tag_prior import OpenSet, fit_open_head
+
+    rng = np.random.default_rng(0)
+    names = rng.normal(size=(12, 8)).astype(np.float32)
+    names /= np.linalg.norm(names, axis=1, keepdims=True)
+    vocab = VocabSnapshot([f"new-{j}" for j in range(12)], names)
+    vectors = names[rng.integers(0, 12, 200)] + rng.normal(0, 0.2, (200, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    gold = [{vocab.tags[int(np.argmax(names @ v))]} for v in vectors]  # each item is its nearest name
+    val = [PreparedItem(Item(id=str(i), kind="image_post", title="", text="", created_at=0), "",
+                        [Image.new("RGB", (8, 8))]) for i in range(200)]
+    prior = TagPrior.from_items([["old"]], names[:1], DecisionHead.unfitted(), {"embedder": "e", "tagger": "t"})
+    opened = fit_open_head(prior, [OpenSet("names", val, gold, vectors, vocab)], Unsure(), 4, say=lambda _m: None)
+    f1 = opened.info["open_validation_f1"]["names without_text"]
+    assert f1["head"] > 0.9 > 0.5 > f1["tagger_alone"]  # every candidate a 2: precision 1/4
+    assert opened.info["open_weights"]["cosine_below_nearest_new_tag"] < 0
+    assert opened.open_head_for(False).threshold == opened.info["open_threshold_without_text"]
