@@ -11,8 +11,8 @@ prior keeps those labelled exemplars (unit content vectors and their tags) and, 
   candidate's cosine gives P(the item carries the tag); grade 2 when it reaches the head's
   threshold (fitted for F1 on validation items), else the tagger's grade capped at 1;
 - **open vocabulary**: a tag no exemplar carries (added at run time, a platform's own vocabulary)
-  has no vote, so a second head decides it, over the tagger's probabilities and how far the
-  item's cosine to the tag's name is below its cosine to its nearest such tag; it is fitted on
+  has no vote, so a second head decides it, over the tagger's probabilities and where the tag's
+  name stands among the item's new tags (how far its cosine is below the nearest's, which place); it is fitted on
   validation items with vocabularies no exemplar carries (AppStream keywords, emoji subcategories).
 
 Exemplar votes mean something only in the embedder's space that made them, and the head's
@@ -38,9 +38,9 @@ from enrich.tagging.vocabulary import VocabSnapshot
 TAG_PRIOR_FILE = "tag_prior.npz"  # beside the tagger's graphs in a model directory
 FEATURES = ("tagger_p0", "tagger_p1", "tagger_p2", "neighbour_vote", "candidate_cosine")
 # Not the cosine itself: its level is the vocabulary's (short abstract names sit lower than long concrete
-# ones), so a head fitted on one vocabulary misplaces another's; how far a tag is below the item's nearest
-# new tag carries over (validation, docs/models.md).
-OPEN_FEATURES = ("tagger_p0", "tagger_p1", "tagger_p2", "cosine_below_nearest_new_tag")
+# ones), so a head fitted on one vocabulary misplaces another's; where the tag stands among the item's new
+# tags (how far below the nearest, which place) carries over (validation, docs/models.md).
+OPEN_FEATURES = ("tagger_p0", "tagger_p1", "tagger_p2", "cosine_below_nearest_new_tag", "one_over_rank_among_new_tags")
 
 
 @dataclass(frozen=True)
@@ -265,8 +265,22 @@ class PriorView:
         cols = self._columns(candidates)
         return features(probs, self.votes[row, cols], self.cosines[row, cols])
 
+    @cached_property
+    def rank_among_new(self) -> np.ndarray:
+        """[B, T]: 1 / (1 + place) of a tag no exemplar carries among the item's such tags by cosine (1 for the
+        nearest, 1/2 for the next, ...); 0 for a carried tag."""
+        new = ~self.known
+        out = np.zeros_like(self.cosines)
+        if not new.any():
+            return out
+        order = np.argsort(-np.where(new, self.cosines, -np.inf), axis=1, kind="stable")
+        place = np.empty_like(order)
+        np.put_along_axis(place, order, np.arange(order.shape[1])[None, :].repeat(len(order), 0), axis=1)
+        return np.where(new, 1.0 / (1.0 + place), 0.0).astype(np.float32)
+
     def open_features(self, row: int, probs: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
-        return open_features(probs, self.below_nearest_new[row, self._columns(candidates)])
+        cols = self._columns(candidates)
+        return open_features(probs, self.below_nearest_new[row, cols], self.rank_among_new[row, cols])
 
     def decide(self, head: DecisionHead, row: int, probs: np.ndarray, candidates: Sequence[str],
                open_head: DecisionHead | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -295,9 +309,9 @@ def features(probs: np.ndarray, votes: np.ndarray, cosines: np.ndarray) -> np.nd
     return np.column_stack([probs[:, 0], probs[:, 1], probs[:, 2], votes, cosines]).astype(np.float32)
 
 
-def open_features(probs: np.ndarray, below_nearest: np.ndarray) -> np.ndarray:
+def open_features(probs: np.ndarray, below_nearest: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """[C, len(OPEN_FEATURES)] for one item's C candidates."""
-    return np.column_stack([probs[:, 0], probs[:, 1], probs[:, 2], below_nearest]).astype(np.float32)
+    return np.column_stack([probs[:, 0], probs[:, 1], probs[:, 2], below_nearest, rank]).astype(np.float32)
 
 
 def _graded(head: DecisionHead, probs: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

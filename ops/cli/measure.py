@@ -10,6 +10,8 @@ from enrich.errors import EnrichError
 from ops.cli.console import say
 from ops.settings import ToolSettings
 
+EVAL_OUT = Path("benchmarks/results/eval_small.json")
+
 
 def _numbers(text: str, kind: type, flag: str) -> tuple:
     try:
@@ -36,6 +38,14 @@ def cmd_bench(s: ToolSettings, a: argparse.Namespace) -> int:
 def cmd_eval(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.evaluate import run_eval
 
+    if a.emoji is not None:
+        from ops.evaluate_emoji import run_emoji_eval
+
+        report = run_emoji_eval(s, a.emoji, say=say, limit=a.limit)
+        out = a.out.with_name("eval_emoji.json") if a.out == EVAL_OUT else a.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        return 0
     run_eval(s, limit=a.limit, top_n=a.top, out_json=a.out, say=say, catalogue_limit=a.catalogue_limit,
              kinds=not a.no_kinds)
     return 0
@@ -91,7 +101,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--catalogue-limit", type=int, default=0,
                     help="only the first N catalogue items (0: all; smaller numbers are for smoke runs)")
     ev.add_argument("--top", type=int, default=3, help="tags the baselines predict per item")
-    ev.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_small.json"), help="results JSON")
+    ev.add_argument("--emoji", type=Path,
+                    help="instead: image-only items with a vocabulary of their own, the held-out emoji of this "
+                         "unpacked emoji-datasource-google package (results to eval_emoji.json)")
+    ev.add_argument("--out", type=Path, default=EVAL_OUT, help="results JSON")
     ev.set_defaults(fn=cmd_eval)
     cp = sub.add_parser("capacity", help="partitions, workers, GPUs and broker throughput for a rate of new items, "
                                          "from measured per-item costs")

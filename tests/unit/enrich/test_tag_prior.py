@@ -89,14 +89,16 @@ def test_the_open_head_decides_tags_no_exemplar_carries_by_how_near_their_names_
     the new tag nearest the item strong, leaves a farther one weak, and never touches a carried tag."""
     prior = _prior(head=DecisionHead(np.array([0, 0, 0, 10.0, 0]), -5.0, np.zeros(5), np.ones(5), 0.5))
     # strong when the name is the item's nearest new tag (0 below it), whatever the tagger says
-    nearest_only = DecisionHead(np.array([0, 0, 0, -40.0], np.float32), 2.0, np.zeros(4, np.float32),
-                                np.ones(4, np.float32), 0.5)
+    nearest_only = DecisionHead(np.array([0, 0, 0, -40.0, 0], np.float32), 2.0, np.zeros(5, np.float32),
+                                np.ones(5, np.float32), 0.5)
     prior = prior.with_open_head(nearest_only, {"open_threshold_without_text": 0.9})
     vocab = VocabSnapshot(["audio", "cat", "dog"], _unit([[1, 0, 0], [0.9, 0.3, 0], [0.6, 0.8, 0]]))
     q = _unit([[1, 0.2, 0]])
     merged, view = with_votes(prior, vocab, q, 3, vocab.candidates(q, 3))
     below = dict(zip(vocab.tags, view.below_nearest_new[0].tolist(), strict=True))
     assert below["audio"] == 0 and below["cat"] == 0 and below["dog"] > 0.1
+    rank = dict(zip(vocab.tags, view.rank_among_new[0].tolist(), strict=True))
+    assert rank == {"audio": 0.0, "cat": 1.0, "dog": 0.5}  # "audio" is carried: not ranked among the new
     probs = np.array([[0.3, 0.3, 0.4]] * len(merged[0]), np.float32)
     grades, prob = view.decide(prior.head, 0, probs, merged[0], prior.open_head_for(True))
     by_tag = dict(zip(merged[0], grades.tolist(), strict=True))
@@ -110,7 +112,7 @@ def test_the_open_head_decides_tags_no_exemplar_carries_by_how_near_their_names_
 
 def test_the_open_head_round_trips_and_changes_the_version(tmp_path):
     prior = _prior(head=DecisionHead.unfitted().with_threshold(0.3))
-    opened = prior.with_open_head(DecisionHead.unfitted(4).with_threshold(0.4), {"open_threshold_without_text": 0.2})
+    opened = prior.with_open_head(DecisionHead.unfitted(5).with_threshold(0.4), {"open_threshold_without_text": 0.2})
     assert opened.version != prior.version
     opened.save(tmp_path / "p.npz")
     loaded = TagPrior.load(tmp_path / "p.npz")
