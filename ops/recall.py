@@ -91,13 +91,13 @@ class RecallFeed(threading.Thread):
         super().__init__(name="recall-feed", daemon=True)
         self.indexes = indexes
         self._reader = TopicReader(settings, topics)
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # not _stop: Thread has a method of that name
         self._lag_every_s = lag_every_s
 
     def run(self) -> None:
         next_lag = 0.0
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 for rec in self._reader.poll(0.2):
                     self.indexes.apply(rec)
                 if time.monotonic() >= next_lag:
@@ -110,7 +110,7 @@ class RecallFeed(threading.Thread):
             self._reader.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(10)
 
 

@@ -161,3 +161,40 @@ def test_the_page_store_keeps_only_the_newest_items():
     store.apply_enriched({"item_id": "i4", "kind": "article", "enriched_at": 5, "tags": [], "title": "new"})
     store.apply_enriched({"item_id": "i4", "kind": "article", "enriched_at": 2, "tags": [], "title": "old"})
     assert store.get("i4")["title"] == "new"  # an older enrichment replayed late does not win
+
+
+def test_the_feed_applies_records_until_stopped_and_stops_cleanly(monkeypatch):
+    """The feed thread stops when asked and its join returns (an attribute of the thread once shadowed
+    Thread._stop, so the join raised TypeError and the demo's recall thread died at shutdown)."""
+    from ops import recall
+
+    applied, closed = [], []
+
+    class FakeReader:
+        def __init__(self, _settings, _topics) -> None:
+            pass
+
+        def poll(self, timeout: float) -> list:
+            time.sleep(min(timeout, 0.01))
+            return ["rec"] if not applied else []
+
+        def lag(self) -> dict:
+            return {"recall.tags": 0}
+
+        def close(self) -> None:
+            closed.append(True)
+
+    class Indexes:
+        lag: dict = {}
+
+        def apply(self, rec) -> None:  # noqa: ANN001 - a record
+            applied.append(rec)
+
+    monkeypatch.setattr(recall, "TopicReader", FakeReader)
+    feed = recall.RecallFeed(ToolSettings(), Indexes(), lag_every_s=0.01)
+    feed.start()
+    deadline = time.monotonic() + 5
+    while not applied and time.monotonic() < deadline:
+        time.sleep(0.01)
+    feed.stop()
+    assert applied == ["rec"] and closed == [True] and not feed.is_alive()
