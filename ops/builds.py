@@ -82,6 +82,7 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
                     emoji_dir: Path | None = None) -> TagPrior:
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
     of ``s.small_tagger`` (and then shipped into the state dir's export)."""
+    emoji = load_emoji(emoji_dir) if emoji_dir is not None else []  # a wrong directory fails before any work
     s = with_small_models(s, say)
     items = debtags.load_snapshot()
     train = [it for it in items if it.split == "train"]
@@ -100,6 +101,7 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
         val_items = ([prepare_event(debtags.as_event(it), s.max_text_chars) for it in val]
                      + [prepare_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in app_val])
         say(f"embedding {len(icon_items)} train apps' icons and {len(app_val)} validation app items")
+
         def new_tags(tags: list[str]) -> VocabSnapshot:
             vocab = TagVocabulary(embedder.embed_texts, embedder.version)
             for t in tags:
@@ -126,8 +128,7 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
         sets = [OpenSet("appstream_val_keywords", kw_items, [set(keyword_labels(a)) for a, _ in keyword_val],
                         embed(kw_items), new_tags(sorted({kw for a in apps if a.split != "test"
                                                           for kw in keyword_labels(a)})))]
-        if emoji_dir is not None:
-            emoji = load_emoji(emoji_dir)
+        if emoji:
             val_emoji = [e for e in emoji if e.split == "val"]
             em_items = [prepare_event(e.event(e.name), s.max_text_chars) for e in val_emoji]
             sets.append(OpenSet("emoji_val_subcategories", em_items, [{e.subcategory} for e in val_emoji],

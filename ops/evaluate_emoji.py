@@ -5,9 +5,9 @@ platform's, not Debian's. The held-out fifth of Google's emoji (``corpora/emoji.
 goes through the worker's pipeline in-process (the same code and exported graphs as a worker, on ONNX
 Runtime), as image-only ``items.new`` records, with the live vocabulary replaced by one of:
 
-- ``subcategory``: the emoji's 98 subcategories (``face-smiling``, ``animal-mammal``, ...); the packed
+- ``subcategory``: the emoji's 99 subcategories (``face-smiling``, ``animal-mammal``, ...); the packed
   tagger trains on the other emoji's subcategories, so these are trained tags on unseen images;
-- ``category``: the nine categories (``Smileys & Emotion``, ...), which no trainer reads: a vocabulary
+- ``category``: the ten categories (``Smileys & Emotion``, ...), which no trainer reads: a vocabulary
   the models never saw.
 
 Per vocabulary: grade-2 precision / recall / F1 against each emoji's own label, the items left without a
@@ -36,11 +36,10 @@ def label(e: Emoji, vocabulary: str) -> str:
 
 def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str], None] = print,
                    limit: int = 0) -> dict:
-    from enrich.pipeline import Enriched, RawEvent, SourceRef
+    from enrich.pipeline import RawEvent, SourceRef
     from enrich.preprocess import prepare_event
     from enrich.schemas import VocabEntry
     from enrich.tagging.vocabulary import readable_tag
-    from ops.evaluate import prf
     from ops.stack import ensure_codebook, ensure_models
     from streams.services import in_process_models, make_backend, make_pipeline
 
@@ -58,37 +57,46 @@ def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str
         names = {v: embedder.embed_texts([readable_tag(t) for t in sorted({label(e, v) for e in emoji})])
                  for v in VOCABULARIES}
     out: dict = {"held_out_emoji": len(test), "vocabularies": {}}
-    for vocabulary in VOCABULARIES:
-        tags = sorted({label(e, vocabulary) for e in emoji})
-        pipeline = make_pipeline(local, make_backend(local))
-        try:
+    raw = [RawEvent(None, msgpack.packb(ev, use_bin_type=True), SourceRef("items.new", 0, n))
+           for n, ev in enumerate(events)]
+    pipeline = make_pipeline(local, make_backend(local))
+    try:
+        for vocabulary in VOCABULARIES:
+            tags = sorted({label(e, vocabulary) for e in emoji})
             for t in pipeline.vocabulary.snapshot().tags:  # the platform's vocabulary, only
                 pipeline.vocabulary.apply(VocabEntry(tag=t, deleted=True))
             for t in tags:
                 pipeline.vocabulary.apply(VocabEntry(tag=t))
-            raw = [RawEvent(None, msgpack.packb(ev, use_bin_type=True), SourceRef("items.new", 0, n))
-                   for n, ev in enumerate(events)]
             results = [r for i in range(0, len(raw), 32) for r in pipeline.run(raw[i:i + 32])]
-        finally:
-            pipeline.close()
-        rejected = [r for r in results if not isinstance(r, Enriched)]
-        if rejected:
-            raise RuntimeError(f"{len(rejected)} held-out emoji were rejected: {rejected[0]}")
-        gold = [{label(e, vocabulary)} for e in test]
-        strong = [{t.tag for t in r.record.tags if t.grade == 2} for r in results]
-        popular = Counter(label(e, vocabulary) for e in train).most_common(1)[0][0]
-        nearest = (vectors @ names[vocabulary].T).argmax(axis=1)
-        out["vocabularies"][vocabulary] = {
-            "tags": len(tags),
-            "tags_grade2": prf(strong, gold) | {"items_without_strong_tag": sum(1 for s in strong if not s)},
-            "most_popular_tag": prf([{popular}] * len(test), gold),
-            "zero_shot_top1": prf([{tags[j]} for j in nearest], gold),
-            "examples": [{"emoji": e.name, "label": label(e, vocabulary), "strong": sorted(st),
-                          "graded": [[t.tag, t.grade] for t in r.record.tags]}
-                         for e, st, r in list(zip(test, strong, results, strict=True))[:12]],
-        }
+            out["vocabularies"][vocabulary] = _scores(vocabulary, tags, test, train, results, vectors,
+                                                      names[vocabulary])
+    finally:
+        pipeline.close()
     say(format_emoji(out))
     return out
+
+
+def _scores(vocabulary: str, tags: list[str], test: list[Emoji], train: list[Emoji], results: list,
+            vectors: np.ndarray, names: np.ndarray) -> dict:
+    from enrich.pipeline import Enriched
+    from ops.evaluate import prf
+
+    rejected = [r for r in results if not isinstance(r, Enriched)]
+    if rejected:
+        raise RuntimeError(f"{len(rejected)} held-out emoji were rejected: {rejected[0]}")
+    gold = [{label(e, vocabulary)} for e in test]
+    strong = [{t.tag for t in r.record.tags if t.grade == 2} for r in results]
+    popular = Counter(label(e, vocabulary) for e in train).most_common(1)[0][0]
+    nearest = (vectors @ names.T).argmax(axis=1)
+    return {
+        "tags": len(tags),
+        "tags_grade2": prf(strong, gold) | {"items_without_strong_tag": sum(1 for s in strong if not s)},
+        "most_popular_tag": prf([{popular}] * len(test), gold),
+        "zero_shot_top1": prf([{tags[j]} for j in nearest], gold),
+        "examples": [{"emoji": e.name, "label": label(e, vocabulary), "strong": sorted(st),
+                      "graded": [[t.tag, t.grade] for t in r.record.tags]}
+                     for e, st, r in list(zip(test, strong, results, strict=True))[:12]],
+    }
 
 
 def format_emoji(r: dict) -> str:

@@ -169,6 +169,8 @@ def pooled_image_cells(events: list[dict]) -> torch.Tensor:
 
 def build_examples(seed: int, emoji_dir: Path | None = None,
                    ) -> tuple[list[str], dict[str, list[Example]], list[appstream.AppItem], torch.Tensor]:
+    # A wrong package directory fails here, not after minutes of embedding.
+    emoji = [e for e in load_emoji(emoji_dir) if e.split != "test"] if emoji_dir is not None else []
     items = debtags.load_snapshot()
     vocab = tag_vocabulary(items)
     train = [it for it in items if it.split == "train"]
@@ -197,8 +199,7 @@ def build_examples(seed: int, emoji_dir: Path | None = None,
             unillustrated = a.event(kind, b"") | {"kind": "article", "images": []}
             text = "" if kind == "image_only" else prepare_event(unillustrated, 8000).text
             examples[a.split].append(Example(text, gold, negatives, k, kind))
-    if emoji_dir is not None:
-        emoji = [e for e in load_emoji(emoji_dir) if e.split != "test"]
+    if emoji:
         start = len(cells)
         cells = torch.cat([cells, pooled_image_cells([e.event(e.name) for e in emoji])])
         for k, (e, gold, negatives) in enumerate(zip(emoji, *emoji_labels(emoji, seed), strict=True)):
@@ -213,10 +214,9 @@ def emoji_labels(emoji: list[Emoji], seed: int, per_item: int = 10) -> tuple[lis
     the held-out vocabulary of the emoji check."""
     rng = random.Random(seed)
     by_category: dict[str, set[str]] = {}
-    for e in emoji:
-        by_category.setdefault(e.category, set()).update((e.subcategory, e.name))
     own_subcategory: dict[str, set[str]] = {}
     for e in emoji:
+        by_category.setdefault(e.category, set()).update((e.subcategory, e.name))
         own_subcategory.setdefault(e.subcategory, set()).update((e.subcategory, e.name))
     gold, negatives = [], []
     for e in emoji:
