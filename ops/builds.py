@@ -119,7 +119,8 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
                               {"exemplar_sources": {"debtags_train_text": len(train), "appstream_train_icons":
                                                     len(app_train)},
                                "fitted_on_sources": {"debtags_val_text": len(val),
-                                                     "appstream_val_three_kinds": len(app_val)}})
+                                                     "appstream_val_three_kinds": len(app_val)}},
+                              val_kinds=["debtags_text"] * len(val) + [kind for _, kind in app_val])
         # The open-vocabulary head: validation items with a vocabulary of their own (free text no exemplar
         # carries): the apps with their AppStream keywords, in all three kinds, and (given the package) the
         # validation emoji as image-only items with their subcategories.

@@ -36,10 +36,13 @@ IMAGE_TEXT_CHARS = (0, 50, 100, 200, 300, 400, 600, 800, 1200)  # None beyond: t
 
 def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scores: Sequence, view: PriorView,
                      head: DecisionHead, tagger: Tagger, with_text: Sequence[int],
-                     say: Callable[[str], None] = print) -> dict:
+                     say: Callable[[str], None] = print, kinds: Sequence[str] | None = None) -> dict:
     """``tagger_image_text_chars``: the longest text beside which the tagger still reads the image, chosen on
-    the validation items with text and images as the limit whose strong tags score the best micro F1 (each item
-    graded by the tagger with its image up to the limit, without it beyond; the vectors keep the image)."""
+    the validation items with text and images (each item graded by the tagger with its image up to the limit,
+    without it beyond; the vectors keep the image) as the limit whose strong tags score the best micro F1
+    among the limits where reading the image lowers no kind's F1 (``kinds``: each item's kind of content, for
+    instance a long listing or a name and summary), against the tagger not reading it. The image must not
+    make any kind's tags worse, and on validation is the only place that can be checked before serving."""
     both = [i for i in with_text if val[i].images]
     bare = [dataclasses.replace(val[i], images=[], _patched={}) for i in both]
     cands = [scores[i].tags for i in both]
@@ -51,24 +54,38 @@ def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scor
 
     seeing = {i: strong(i, scores[i]) for i in both}
     not_seeing = {i: strong(i, sc) for i, sc in zip(both, blind, strict=True)}
+    groups: dict[str, list[int]] = {}
+    for i in both:
+        groups.setdefault(kinds[i] if kinds is not None else "all", []).append(i)
 
-    def f1_with(limit: int | None) -> float:
-        return micro_f1([seeing[i] if limit is None or len(val[i].text) <= limit else not_seeing[i] for i in both],
-                        [gold[i] for i in both])
+    def f1_with(limit: int | None, keep: Sequence[int] = both) -> float:
+        return micro_f1([seeing[i] if limit is None or len(val[i].text) <= limit else not_seeing[i] for i in keep],
+                        [gold[i] for i in keep])
 
-    f1 = {limit: f1_with(limit) for limit in (*IMAGE_TEXT_CHARS, None)}
-    chosen = max(f1, key=lambda limit: (f1[limit], limit is None, limit or 0))  # ties: read the image more
+    limits = (*IMAGE_TEXT_CHARS, None)
+    f1 = {limit: f1_with(limit) for limit in limits}
+    by_kind = {kind: {limit: f1_with(limit, keep) for limit in limits} for kind, keep in groups.items()}
+    blind_f1 = {kind: micro_f1([not_seeing[i] for i in keep], [gold[i] for i in keep])
+                for kind, keep in groups.items()}
+    harmless = [limit for limit in limits if all(by_kind[k][limit] >= blind_f1[k] for k in groups)]
+    # 0 reads no image beside text, so it is always harmless; ties: read the image more
+    chosen = max(harmless or [0], key=lambda limit: (f1[limit], limit is None, limit or 0))
     table = {str(limit): round(v, 4) for limit, v in f1.items()}
-    say(f"the tagger reads the image beside texts of at most {chosen} chars (validation F1 by limit: {table})")
-    return {"tagger_image_text_chars": chosen, "tagger_image_text_chars_validation_f1": table}
+    kind_table = {kind: {"not_reading": round(blind_f1[kind], 4)} | {str(limit): round(v, 4) for limit, v in t.items()}
+                  for kind, t in by_kind.items()}
+    say(f"the tagger reads the image beside texts of at most {chosen} chars (validation F1 by limit: {table}; "
+        f"by kind: {kind_table}; limits that lower no kind: {[str(limit) for limit in harmless]})")
+    return {"tagger_image_text_chars": chosen, "tagger_image_text_chars_validation_f1": table,
+            "tagger_image_text_chars_validation_f1_by_kind": kind_table}
 
 
 def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.ndarray,
                   val: Sequence[PreparedItem], val_gold: Sequence[set[str]], val_vectors: np.ndarray,
                   embedder: Embedder, tagger: Tagger, vocab: VocabSnapshot, candidate_tags: int,
-                  say: Callable[[str], None] = print, sources: dict | None = None) -> TagPrior:
+                  say: Callable[[str], None] = print, sources: dict | None = None,
+                  val_kinds: Sequence[str] | None = None) -> TagPrior:
     """The prior over ``exemplar_*``, its head fitted on the validation items ``val`` (prepared as a worker
-    prepares them) with their gold tags and content vectors."""
+    prepares them) with their gold tags, content vectors and (``val_kinds``) kinds of content."""
     info = {"embedder": embedder.version, "tagger": tagger.version, "exemplars": len(exemplar_tags),
             "fitted_on": len(val), "candidate_tags": candidate_tags} | (sources or {})
     draft = TagPrior.from_items(exemplar_tags, exemplar_vectors, DecisionHead.unfitted(), info)
@@ -91,7 +108,8 @@ def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.n
     without_text = [i for i, it in enumerate(val) if not it.text]
     best = max(THRESHOLDS, key=lambda t: f1_at(t, with_text))
     if tagger.image_pixels and any(val[i].images for i in with_text):  # a tagger that can read images
-        info |= image_text_chars(val, gold, scores, view, head.with_threshold(best), tagger, with_text, say)
+        info |= image_text_chars(val, gold, scores, view, head.with_threshold(best), tagger, with_text, say,
+                                 val_kinds)
     if without_text:  # an image alone: its own threshold (see TagPrior.head_for)
         alone = max(THRESHOLDS, key=lambda t: f1_at(t, without_text))
         info |= {"threshold_without_text": float(alone),

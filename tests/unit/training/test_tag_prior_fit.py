@@ -27,14 +27,14 @@ def _item(text: str) -> PreparedItem:
                         text, [Image.new("RGB", (8, 8))])
 
 
-def _choose(gold: list[set[str]], texts: list[str]) -> dict:
+def _choose(gold: list[set[str]], texts: list[str], kinds: list[str] | None = None) -> dict:
     val = [_item(t) for t in texts]
     tagger = ReadsTheImageAsGames()
     scores = tagger.score(val, [["games", "mail"]] * len(val))
     view = PriorView(["games", "mail"], np.zeros((len(val), 2), np.float32), np.zeros((len(val), 2), np.float32),
                      np.zeros(2, bool))  # no exemplar carries them: the tagger's own grades decide
     return image_text_chars(val, gold, scores, view, DecisionHead.unfitted(), tagger, list(range(len(val))),
-                            say=lambda _m: None)
+                            say=lambda _m: None, kinds=kinds)
 
 
 def test_the_image_is_read_beside_short_texts_and_not_beside_long_ones_where_that_scores_best():
@@ -43,6 +43,21 @@ def test_the_image_is_read_beside_short_texts_and_not_beside_long_ones_where_tha
     assert chosen["tagger_image_text_chars"] == 100  # the longest limit under 150 on the grid
     f1 = chosen["tagger_image_text_chars_validation_f1"]
     assert f1["None"] < f1["100"] and f1["0"] < f1["100"]
+
+
+def test_a_limit_that_scores_best_overall_but_lowers_one_kind_is_not_chosen():
+    # Three listings, where the image misleads two and helps one; three items of another kind, one short and
+    # two long, where it helps all three. Read everywhere, the whole scores best, but the listings lose a tag.
+    texts = ["x" * 150, "w" * 160, "v" * 170, "y" * 20, "z" * 900, "u" * 950]
+    gold = [{"mail"}, {"mail"}, {"games"}, {"games"}, {"games"}, {"games"}]
+    overall = _choose(gold, texts)
+    assert overall["tagger_image_text_chars"] is None
+    kinds = ["long_text_image"] * 3 + ["short_text_image"] * 3
+    chosen = _choose(gold, texts, kinds)
+    assert chosen["tagger_image_text_chars"] == 100  # under the shortest listing: it reads no listing's image
+    by_kind = chosen["tagger_image_text_chars_validation_f1_by_kind"]
+    assert by_kind["long_text_image"]["None"] < by_kind["long_text_image"]["not_reading"]
+    assert by_kind["short_text_image"]["100"] > by_kind["short_text_image"]["not_reading"]
 
 
 def test_where_the_image_never_hurts_it_is_always_read():
