@@ -181,7 +181,9 @@ def _unpack(raw: bytes) -> dict[str, Any]:
     try:
         obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
-        raise InvalidItem("not_msgpack", f"{type(exc).__name__}: {exc or 'invalid msgpack bytes'}") from exc
+        # msgpack's FormatError has no message: say what the record starts with (escaped, a few bytes)
+        raise InvalidItem("not_msgpack", f"{type(exc).__name__}: {str(exc) or 'not a msgpack value'} "
+                                         f"({len(raw)} B starting {raw[:12]!r})") from exc
     if not isinstance(obj, dict):
         raise InvalidItem("not_a_map", f"top-level value is {type(obj).__name__}, expected a map")
     version = obj.get("schema")

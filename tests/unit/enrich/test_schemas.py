@@ -64,6 +64,13 @@ def test_malformed_events_get_their_specific_reason(reason, raw):
         assert reason == "image_undecodable"  # only detectable when decoding the image
 
 
+def test_bytes_that_are_not_msgpack_get_a_reason_that_says_what_they_start_with():
+    with pytest.raises(InvalidItem) as e:
+        decode_item(b"\xc1{\"id\": 1}")  # 0xc1 is the one byte msgpack never uses: FormatError, no message
+    assert e.value.reason == "not_msgpack"
+    assert str(e.value.detail).startswith("FormatError: not a msgpack value (10 B starting b'\\xc1{")
+
+
 def test_bool_is_not_an_int_timestamp():
     raw = msgpack.packb({"schema": 1, "id": "a", "kind": "article", "title": "t", "created_at": True})
     with pytest.raises(InvalidItem) as e:
