@@ -75,6 +75,7 @@ def backfill(settings: ToolSettings, to_prefix: str, source: str = "items.new", 
     group = f"backfill-{to_prefix}"
     consumer = kafka_tools.consumer(settings, group, enable_partition_eof=True, auto_offset_reset="earliest")
     producer = kafka_tools.producer(settings, linger_ms=20)
+    sent: Deliveries | None = None
     try:
         md = consumer.list_topics(timeout=10)
         for name in (src, dst):
@@ -129,3 +130,5 @@ def backfill(settings: ToolSettings, to_prefix: str, source: str = "items.new", 
         return BackfillResult(copied, done_before, max(total, done_before + copied), time.perf_counter() - t0)
     finally:
         consumer.close()
+        if sent is not None:
+            sent.abandon()  # a failed batch, not committed: what of it is still queued stays unsent

@@ -186,6 +186,15 @@ class Deliveries:
             except KafkaException as exc:
                 raise KafkaToolError(f"cannot publish to {self.topic}: {exc.args[0].str()}") from exc
 
+    def abandon(self, timeout_s: float = 5.0) -> None:
+        """Give up on what is not yet acknowledged: drop the queued records (nothing of a batch the caller
+        gave up on is sent later) and serve their reports. A report still pending holds this object through
+        its callback, and so the producer, whose client would then outlive its caller, retrying a broker
+        that may be gone."""
+        if self.pending:
+            self.producer.purge()
+            self.producer.flush(timeout_s)
+
     def settle(self, timeout_s: float) -> int:
         """Wait for every report; raise unless every record was acknowledged. Returns the records sent."""
         self.producer.flush(timeout_s)
@@ -202,9 +211,12 @@ def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None
     ``partition``: all into that partition instead of the key's."""
     out = Deliveries(producer(settings), settings.topic(topic))
     where = {} if partition is None else {"partition": partition}
-    for key, value in records:
-        out.produce(value, key, **where)
-    return out.settle(timeout_s)
+    try:
+        for key, value in records:
+            out.produce(value, key, **where)
+        return out.settle(timeout_s)
+    finally:
+        out.abandon()
 
 
 class CatchUp:
