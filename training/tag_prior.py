@@ -68,8 +68,8 @@ def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scor
     blind_f1 = {kind: micro_f1([not_seeing[i] for i in keep], [gold[i] for i in keep])
                 for kind, keep in groups.items()}
     harmless = [limit for limit in limits if all(by_kind[k][limit] >= blind_f1[k] for k in groups)]
-    # 0 reads no image beside text, so it is always harmless; ties: read the image more
-    chosen = max(harmless or [0], key=lambda limit: (f1[limit], limit is None, limit or 0))
+    # 0 reads no image beside text, so it is always among them; ties: read the image more
+    chosen = max(harmless, key=lambda limit: (f1[limit], limit is None, limit or 0))
     table = {str(limit): round(v, 4) for limit, v in f1.items()}
     kind_table = {kind: {"not_reading": round(blind_f1[kind], 4)} | {str(limit): round(v, 4) for limit, v in t.items()}
                   for kind, t in by_kind.items()}
