@@ -92,6 +92,8 @@ class PipelineConfig:
     max_batch_pixels: int = 8 * 1024 * 1024
     max_message_bytes: int = MAX_MESSAGE_BYTES  # the broker's limit on one record (dead letters are cut to fit)
     thumbnails: ThumbnailSpec = ThumbnailSpec()
+    # New tags a batch embeds before it is graded (None: all; the worker's feed embeds the rest meanwhile).
+    vocab_embed_chunk: int | None = None
 
 
 @contextmanager
@@ -236,7 +238,7 @@ class Pipeline:
         with stage("embed", timings):
             vectors = self.embedder.embed(items)
         with stage("candidates", timings):
-            vocab = self.vocabulary.snapshot()
+            vocab = self.vocabulary.snapshot(self.config.vocab_embed_chunk)
             candidates = vocab.candidates(vectors, self.config.candidate_tags)
             view = None
             if self.tag_prior is not None:

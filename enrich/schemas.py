@@ -178,6 +178,9 @@ def vector_from_bytes(b: bytes) -> np.ndarray:
 
 
 def _unpack(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidItem("not_msgpack", "the record has no value (a null value, i.e. a tombstone, or zero bytes): "
+                                         "this topic takes no deletions; publish the item as a msgpack map")
     try:
         obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:

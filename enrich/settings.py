@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     seq_bucket: int = Field(1, ge=1, le=512, description="pad text-graph inputs to a multiple of this many tokens "
                                                          "so Triton's dynamic batcher can merge requests")
     candidate_tags: int = Field(8, ge=0, description="top-M vocabulary tags graded per item")
+    vocab_embed_chunk: int = Field(64, ge=1, description="new tags embedded per step: a batch of items embeds at "
+                                                         "most this many before it is graded, and the vocabulary "
+                                                         "feed embeds the rest in the background, so a flood of "
+                                                         "new tags never holds items up")
     min_grade: int = Field(1, ge=0, le=2, description="keep tags graded at least this (2 strong, 1 weak)")
     retry_max_s: float = Field(30.0, description="longest backoff between retries of an unavailable backend")
     item_retries: int = Field(1, ge=0, le=5, description="retries of an item alone after the model server "

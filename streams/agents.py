@@ -24,7 +24,7 @@ from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, encode, now_ms
 from enrich.settings import Settings
 from enrich.vectors.semantic_ids import collision_key
-from streams.collision_digits import DigitStore, encode_digits
+from streams.collision_digits import DigitStore
 from streams.services import Enrichment
 from streams.topology import STAGES
 
@@ -77,6 +77,21 @@ def decode_coded(raw: bytes | None) -> tuple[dict[str, Any], dict[str, Any], lis
     return record, neighbor, edges
 
 
+def coded_key(record: dict[str, Any], key: bytes | None) -> bytes:
+    """The record's code-tuple key, which must be the one it was published under: the tuple's partition
+    owns its digits, and a record under another key (or none) would be numbered where it does not belong."""
+    versions = record.get("versions")
+    codebook = versions.get("codebook") if isinstance(versions, dict) else None
+    codes = record["semantic_id"]
+    if not isinstance(codebook, str) or not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
+        raise InvalidItem("bad_coded_record", "no codebook version or a non-integer code", stage="semantic_id")
+    expected = collision_key(codebook, codes)
+    if key != expected:
+        raise InvalidItem("bad_coded_record", f"key {key!r:.80} is not the record's code tuple {expected!r}",
+                          stage="semantic_id")
+    return expected
+
+
 def _repack(record: dict[str, Any], semantic_id: list[int]) -> bytes:
     return msgpack.packb(record | {"semantic_id": semantic_id}, use_bin_type=True)
 
@@ -108,7 +123,8 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
                 raise
 
         async def enrich_and_hand_off(events: list[Any], previous: asyncio.Task[None] | None) -> None:
-            raw = [RawEvent(e.message.key, e.message.value,
+            # A null value (a tombstone) reads as empty bytes: dead-lettered as not msgpack, like any empty record.
+            raw = [RawEvent(e.message.key, e.message.value or b"",
                             SourceRef(e.message.topic, e.message.partition, e.message.offset)) for e in events]
             metrics.INPUT_BYTES.inc(sum(len(r.value) + len(r.key or b"") for r in raw))
             outcomes = await enrichment.run(raw)
@@ -147,58 +163,76 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
             for task in inflight:
                 task.cancel()
 
+    async def number_and_publish(stream: faust.StreamT, events: list[Any]) -> None:
+        """One batch of items.coded: digits given, outputs and new digits sent, then the events acked."""
+        t0 = time.perf_counter()
+        generation = digits.generation
+        outputs: list[tuple[str, bytes, bytes]] = []
+        created: list[int] = []
+        changed: list[tuple[int, bytes, bytes]] = []
+        dead: list[DeadLetter] = []
+        for e in events:
+            partition, topic, offset = e.message.partition, e.message.topic, e.message.offset
+            source = SourceRef(topic, partition, offset)
+            for rejected in await digits.ensure_loaded(partition):
+                r = rejected.record
+                dead.append(dead_letter(RawEvent(r.key, r.value or b"", SourceRef(
+                    settings.topic(r.topic), r.partition, r.offset)), rejected.error, None,
+                    settings.max_message_bytes))
+            try:
+                record, neighbor, edges = decode_coded(e.message.value)
+                key = coded_key(record, e.message.key)
+            except CodedVersionError as exc:
+                log.error("%s at %s[%d]@%d", exc, topic, partition, offset)
+                raise
+            except InvalidItem as err:  # someone else wrote to the internal topic: keep it, skip it
+                dead.append(dead_letter(RawEvent(e.message.key, e.message.value or b"", source), err, None,
+                                        settings.max_message_bytes))
+                continue
+            digit, new_record = digits.assign(partition, key, record["item_id"])
+            if new_record is not None:
+                changed.append((partition, *new_record))
+            sid = [*record["semantic_id"], digit]
+            item_key = record["item_id"].encode()
+            outputs += [("items.enriched", item_key, _repack(record, sid)),
+                        ("recall.neighbors", item_key, _repack(neighbor, sid))]
+            outputs += [("recall.tags", item_key, edge) for edge in edges]
+            created.append(record["created_at"])
+        if digits.generation != generation:
+            # Partitions were revoked while this batch was numbered: publish nothing and ack nothing;
+            # the partitions' owner replays the batch against the digits as they are now.
+            log.info("rebalance during a digit batch; leaving its %d events to the new owner", len(events))
+            return
+        futures = [await topics[t].send(key=k, value=v) for t, k, v in outputs]
+        metrics.OUTPUT_BYTES.inc(sum(len(k) + len(v) for _, k, v in outputs))
+        for d in dead:
+            futures.append(await topics["items.dlq"].send(key=d.key, value=encode(d)))
+            metrics.DLQ.labels(d.reason, d.stage).inc()
+        # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
+        for partition, key, value in changed:
+            futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))
+        await delivered(futures)
+        metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
+        done = now_ms()
+        metrics.ITEMS_OUT.inc(len(created))
+        for c in created:
+            metrics.END_TO_END.observe(max(0.0, (done - c) / 1000))
+        for e in events:
+            await stream.ack(e)
+
     @app.agent(topics[digit_stage.reads], concurrency=1, name=digit_stage.agent)
     async def assign_semantic_ids(stream: faust.StreamT) -> None:
         """Number each code tuple's collisions and publish the item's outputs."""
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
-            t0 = time.perf_counter()
-            generation = digits.generation
-            outputs: list[tuple[str, bytes, bytes]] = []
-            created: list[int] = []
-            changed: dict[tuple[int, bytes], bytes] = {}
-            dead: list[DeadLetter] = []
-            for e in events:
-                partition, key = e.message.partition, e.message.key
-                try:
-                    record, neighbor, edges = decode_coded(e.message.value)
-                except CodedVersionError as exc:  # a newer release's record: stop without acking it
-                    log.error("%s at %s[%d]@%d", exc, e.message.topic, partition, e.message.offset)
-                    await app.crash(exc)
-                    return
-                except InvalidItem as err:  # someone else wrote to the internal topic: keep it, skip it
-                    dead.append(dead_letter(RawEvent(key, e.message.value or b"", SourceRef(
-                        e.message.topic, partition, e.message.offset)), err, None, settings.max_message_bytes))
-                    continue
-                await digits.ensure_loaded(partition)
-                digit, assigned = digits.assign(partition, key, record["item_id"])
-                if assigned is not None:
-                    changed[partition, key] = encode_digits(assigned)
-                sid = [*record["semantic_id"], digit]
-                item_key = record["item_id"].encode()
-                outputs += [("items.enriched", item_key, _repack(record, sid)),
-                            ("recall.neighbors", item_key, _repack(neighbor, sid))]
-                outputs += [("recall.tags", item_key, edge) for edge in edges]
-                created.append(record["created_at"])
-            if digits.generation != generation:
-                # Partitions were revoked while this batch was numbered: publish nothing and ack nothing;
-                # the partitions' owner replays the batch against the digits as they are now.
-                log.info("rebalance during a digit batch; leaving its %d events to the new owner", len(events))
-                continue
-            futures = [await topics[t].send(key=k, value=v) for t, k, v in outputs]
-            metrics.OUTPUT_BYTES.inc(sum(len(k) + len(v) for _, k, v in outputs))
-            for d in dead:
-                futures.append(await topics["items.dlq"].send(key=d.key, value=encode(d)))
-                metrics.DLQ.labels(d.reason, d.stage).inc()
-            # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
-            for (partition, key), value in changed.items():
-                futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))
-            await delivered(futures)
-            metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
-            done = now_ms()
-            metrics.ITEMS_OUT.inc(len(created))
-            for c in created:
-                metrics.END_TO_END.observe(max(0.0, (done - c) / 1000))
-            for e in events:
-                await stream.ack(e)
+            try:
+                await number_and_publish(stream, events)
+            except CodedVersionError as exc:  # a newer release's record: stop without acking it
+                await app.crash(exc)
+                return
+            except Exception as exc:  # a record the broker refused, a bug: stop, the batch replays after restart
+                log.exception("digit batch of %d events failed; stopping the worker, its offsets stay "
+                              "uncommitted", len(events))
+                await app.crash(exc)
+                raise
 
     return {enrich_stage.agent: enrich_items, digit_stage.agent: assign_semantic_ids}

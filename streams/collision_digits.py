@@ -2,11 +2,19 @@
 
 ``items.coded`` is keyed by code tuple, so each tuple lives in one partition and
 one worker owns it at a time. The owner keeps ``tuple -> {item id: digit}`` for
-its partitions in memory and writes every change to the compacted ``sid.digits``
+its partitions in memory and writes every new digit to the compacted ``sid.digits``
 topic, into the partition of the same number, before the input is acknowledged.
 A worker that is assigned a partition reads that ``sid.digits`` partition to its
 end before it numbers anything there, so an item replayed after a restart or a
 rebalance finds its digit again, and a newcomer gets the next free one.
+
+One record per (code tuple, item): key ``<tuple key> NUL <item id>``, value the digit
+(a msgpack integer). A record's size is bounded by the item id's, however many items
+share a tuple; the releases before wrote one record per tuple holding every item's
+digit, which a tuple of some thousand reposts made too large for the broker. Those
+records (key without NUL, value a map) are still read, so an upgrade keeps every digit.
+A tuple's next digit is one past the largest it has given, so a digit once given is
+never given again, even after its record was deleted.
 
 This is what a Faust table with a changelog does. It is not one because
 faust-streaming 0.15.3 starts its fetcher before it seeks the stream partitions
@@ -20,39 +28,115 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 
 import msgpack
 
+from enrich.errors import InvalidItem
 from enrich.settings import Settings
-from enrich.vectors.semantic_ids import assign_digit
-from streams.kafka_tools import read_to_end
+from streams.kafka_tools import Record, read_to_end
 
 log = logging.getLogger(__name__)
 
-Digits = dict[str, int]
+TOPIC = "sid.digits"
+_SEP = b"\x00"  # item ids are printable (enrich.schemas), so never hold it; tuple keys are ASCII
+BAD_RECORD = "bad_digit_record"
+
+
+@dataclass
+class TupleDigits:
+    """The digits given within one code tuple."""
+
+    by_item: dict[str, int] = field(default_factory=dict)
+    next: int = 0
+
+    def give(self, item_id: str, digit: int) -> None:
+        self.by_item[item_id] = digit
+        self.next = max(self.next, digit + 1)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A ``sid.digits`` record the store could not read: skipped, to be dead-lettered by the caller."""
+
+    record: Record
+    error: InvalidItem
+
+
+def digit_record(tuple_key: bytes, item_id: str, digit: int) -> tuple[bytes, bytes]:
+    """The (key, value) of one item's digit in ``sid.digits``."""
+    return tuple_key + _SEP + item_id.encode(), msgpack.packb(digit)
+
+
+def apply_record(state: dict[bytes, TupleDigits], key: bytes | None, value: bytes | None) -> None:
+    """Apply one ``sid.digits`` record to ``state``; ``InvalidItem`` (changing nothing) when it is not one."""
+    if not key:
+        raise InvalidItem(BAD_RECORD, "a sid.digits record without a key", stage="semantic_id")
+    tuple_key, sep, item = key.partition(_SEP)
+    if sep:
+        try:
+            item_id = item.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidItem(BAD_RECORD, f"item id in the key is not UTF-8 ({item[:32].hex()})",
+                              stage="semantic_id") from None
+        if value is None:  # a deletion: the item's digit is free, but never given again
+            if tuple_key in state:
+                state[tuple_key].by_item.pop(item_id, None)
+            return
+        digit = _unpack(value)
+        if not _is_digit(digit):
+            raise InvalidItem(BAD_RECORD, f"value {digit!r:.60} is not a digit (a non-negative integer)",
+                              stage="semantic_id")
+        state.setdefault(tuple_key, TupleDigits()).give(item_id, digit)
+        return
+    if value is None:  # a release before this one deleted the whole tuple
+        state.pop(tuple_key, None)
+        return
+    legacy = _unpack(value)  # the releases before: the whole tuple in one record
+    if not isinstance(legacy, dict) or not all(isinstance(i, str) and _is_digit(d) for i, d in legacy.items()):
+        raise InvalidItem(BAD_RECORD, "a tuple's record must map item ids to digits", stage="semantic_id")
+    digits = state.setdefault(tuple_key, TupleDigits())
+    for item_id, digit in legacy.items():
+        digits.give(item_id, digit)
+
+
+def _unpack(value: bytes) -> object:
+    try:
+        return msgpack.unpackb(value, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise InvalidItem(BAD_RECORD, f"not msgpack: {type(exc).__name__} ({len(value)} B starting "
+                          f"{value[:12]!r})", stage="semantic_id") from None
+
+
+def _is_digit(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class DigitStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._partitions: dict[int, dict[bytes, Digits]] = {}
+        self._partitions: dict[int, dict[bytes, TupleDigits]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         # Bumped on every revocation: a batch numbered under an older generation must not be published,
         # because the partition's next owner (maybe this worker, reloaded) numbers it again.
         self.generation = 0
 
-    async def ensure_loaded(self, partition: int) -> None:
-        """Read ``sid.digits[partition]`` to its end, once per assignment of the partition."""
+    async def ensure_loaded(self, partition: int) -> list[Rejected]:
+        """Read ``sid.digits[partition]`` to its end, once per assignment of the partition. Returns the
+        records it could not read (skipped) when it read the partition now, else nothing."""
         if partition in self._partitions:
-            return
+            return []
         lock = self._locks.setdefault(partition, asyncio.Lock())
         async with lock:
-            if partition not in self._partitions:
-                t0 = time.perf_counter()
-                state = await asyncio.to_thread(self._read_partition, partition)
-                self._partitions[partition] = state
-                log.info("collision digits of partition %d loaded: %d code tuples in %.2fs",
-                         partition, len(state), time.perf_counter() - t0)
+            if partition in self._partitions:
+                return []
+            t0 = time.perf_counter()
+            state, rejected = await asyncio.to_thread(self._read_partition, partition)
+            self._partitions[partition] = state
+            log.info("collision digits of partition %d loaded: %d code tuples, %d items in %.2fs%s",
+                     partition, len(state), sum(len(t.by_item) for t in state.values()),
+                     time.perf_counter() - t0, f"; {len(rejected)} unreadable records skipped" if rejected else "")
+            return rejected
 
     def forget(self, partitions: set[int]) -> None:
         """Drop partitions this worker no longer owns; whoever owns them next writes their digits."""
@@ -60,27 +144,23 @@ class DigitStore:
         for p in partitions:
             self._partitions.pop(p, None)
 
-    def assign(self, partition: int, key: bytes, item_id: str) -> tuple[int, Digits | None]:
-        """The item's digit within its code tuple, and the tuple's new mapping when it changed
-        (to be written with :func:`encode_digits` before the input is acknowledged)."""
-        tuples = self._partitions[partition]
-        assigned = tuples.setdefault(key, {})
-        digit, changed = assign_digit(assigned, item_id)
-        return digit, assigned if changed else None
+    def assign(self, partition: int, key: bytes, item_id: str) -> tuple[int, tuple[bytes, bytes] | None]:
+        """The item's digit within its code tuple (first come, first numbered; an item seen before keeps its
+        digit), and the ``sid.digits`` record to write before the input is acknowledged when it is new."""
+        digits = self._partitions[partition].setdefault(key, TupleDigits())
+        if item_id in digits.by_item:
+            return digits.by_item[item_id], None
+        digit = digits.next
+        digits.give(item_id, digit)
+        return digit, digit_record(key, item_id, digit)
 
-    def _read_partition(self, partition: int) -> dict[bytes, Digits]:
-        state: dict[bytes, Digits] = {}
-        for r in read_to_end(self._settings, ["sid.digits"], partition=partition):
-            if r.value is None:
-                state.pop(r.key, None)
-            else:
-                state[r.key] = decode_digits(r.value)
-        return state
-
-
-def encode_digits(assigned: Digits) -> bytes:
-    return msgpack.packb(assigned, use_bin_type=True)
-
-
-def decode_digits(raw: bytes) -> Digits:
-    return msgpack.unpackb(raw, raw=False)
+    def _read_partition(self, partition: int) -> tuple[dict[bytes, TupleDigits], list[Rejected]]:
+        state: dict[bytes, TupleDigits] = {}
+        rejected: list[Rejected] = []
+        for r in read_to_end(self._settings, [TOPIC], partition=partition):
+            try:
+                apply_record(state, r.key, r.value)
+            except InvalidItem as err:
+                log.warning("skipping unreadable sid.digits record at %d@%d: %s", r.partition, r.offset, err)
+                rejected.append(Rejected(r, err))
+        return state, rejected

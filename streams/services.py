@@ -72,7 +72,9 @@ def in_process_models(settings: Settings) -> Iterator[tuple[Any, Any]]:
         backend.close()
 
 
-def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
+def make_pipeline(settings: Settings, backend: InferenceBackend, vocab_embed_chunk: int | None = None) -> Pipeline:
+    """The pipeline of ``settings``. ``vocab_embed_chunk``: new tags one batch embeds before it is graded (the
+    worker's, whose vocabulary feed embeds the rest); None, for the tools: every pending tag first."""
     embedder, tagger = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
                                    settings.seq_bucket)
     # No decoded image keeps more pixels than the models can use.
@@ -91,7 +93,8 @@ def make_pipeline(settings: Settings, backend: InferenceBackend) -> Pipeline:
                             max_batch_pixels=settings.max_batch_pixels,
                             max_message_bytes=settings.max_message_bytes,
                             thumbnails=ThumbnailSpec(settings.thumbnail_px, settings.thumbnail_bytes,
-                                                     settings.thumbnail_count))
+                                                     settings.thumbnail_count),
+                            vocab_embed_chunk=vocab_embed_chunk)
     cf_path, prior_path = settings.cf_adapter_file(), settings.tag_prior_file()
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version, embedder.meta.hidden_size),
                     SemanticIdCodebook.load(settings.codebook_path), config,
@@ -103,8 +106,9 @@ class Enrichment(Service):
     """Owns the pipeline; runs batches off the event loop and retries an unavailable backend forever.
 
     Built, it holds the backend client and the loaded models; started, it feeds ``tags.vocab`` into the
-    vocabulary and waits (``VOCABULARY_WAIT_S`` at most) until the feed has read the topic to its end, so the
-    first batches see the whole vocabulary; stopped, it closes the feed, the decoders and the backend.
+    vocabulary and waits (``VOCABULARY_WAIT_S`` at most) until the feed has read the topic to its end and
+    embedded its tags, so the first batches see the whole vocabulary (a vocabulary too large for that goes on
+    being embedded while items flow); stopped, it closes the feed, the decoders and the backend.
     """
 
     VOCABULARY_WAIT_S = 30.0
@@ -113,7 +117,7 @@ class Enrichment(Service):
         super().__init__(**kwargs)
         self.settings = settings
         self.backend = make_backend(settings)
-        self.pipeline = make_pipeline(settings, self.backend)
+        self.pipeline = make_pipeline(settings, self.backend, settings.vocab_embed_chunk)
         self.feed = VocabularyFeed(settings, self.pipeline.vocabulary)
         self.backend_ok = True
         self.warm = False  # set once the backend reported every model ready and a warm-up item ran through
@@ -124,8 +128,9 @@ class Enrichment(Service):
     async def on_start(self) -> None:
         self.feed.start()
         if not await asyncio.to_thread(self.wait_vocabulary, self.VOCABULARY_WAIT_S):
-            log.warning("tags.vocab not fully read after %.0fs; starting with %d tags", self.VOCABULARY_WAIT_S,
-                        len(self.pipeline.vocabulary))
+            log.warning("tags.vocab not read and embedded after %.0fs; starting with %d tags, %d of them still to "
+                        "embed (the feed goes on)", self.VOCABULARY_WAIT_S, len(self.pipeline.vocabulary),
+                        self.pipeline.vocabulary.pending)
 
     async def on_stop(self) -> None:
         self.feed.stop()
@@ -188,6 +193,21 @@ class Enrichment(Service):
         """What /readyz says: warmed up, and the last model call worked."""
         return self.warm and self.backend_ok
 
+    def waiting_for(self) -> list[str]:
+        """What readiness waits for, in words (empty: nothing), and what is still loading without holding
+        items up."""
+        waits = []
+        if not self.backend_ok:
+            waits.append("the model backend (unavailable; batches are retried and input is paused)")
+        if not self.warm:
+            waits.append("warm-up: every model ready and one item through the pipeline")
+        vocab = self.pipeline.vocabulary
+        if not self.feed.caught_up.is_set():
+            waits.append(f"tags.vocab read to its end ({len(vocab)} tags so far; items flow meanwhile)")
+        elif vocab.pending:
+            waits.append(f"{vocab.pending} of {len(vocab)} tags to embed (items flow, graded against the others)")
+        return waits
+
     async def warm_up(self) -> None:
         """Wait until the backend reports every model this worker calls ready, then run one item (text and
         an image, so every graph and the media decoder run) through the whole pipeline; retried while the
@@ -215,7 +235,11 @@ class Enrichment(Service):
 
     def wait_vocabulary(self, timeout_s: float) -> bool:
         t0 = time.monotonic()
+        deadline = t0 + timeout_s
         ok = self.feed.caught_up.wait(timeout_s)
-        log.info("vocabulary ready=%s after %.2fs (%d tags)", ok, time.monotonic() - t0,
-                 len(self.pipeline.vocabulary))
+        while ok and not self.feed.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ok = self.feed.ready
+        log.info("vocabulary ready=%s after %.2fs (%d tags, %d to embed)", ok, time.monotonic() - t0,
+                 len(self.pipeline.vocabulary), self.pipeline.vocabulary.pending)
         return ok

@@ -2,7 +2,12 @@
 
 Every worker needs the whole vocabulary, not a partition's share, so this is
 not a consumer-group agent: a background thread assigns every partition of
-the compacted topic from the beginning and applies each entry.
+the compacted topic from the beginning and applies each entry. The same thread
+embeds new tags, a chunk at a time, between records and whenever the topic is
+quiet, so a flood of new tags is embedded here while items go on being graded
+against the tags embedded so far. A record it cannot apply is dead-lettered
+(keyed by its topic, partition and offset, which ``enrich audit`` dedupes: every
+worker reads the whole topic at every start).
 """
 
 from __future__ import annotations
@@ -11,14 +16,15 @@ import logging
 import threading
 import time
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from enrich import metrics
 from enrich.errors import InvalidItem
-from enrich.schemas import VocabEntry, decode_vocab
+from enrich.pipeline import RawEvent, SourceRef, dead_letter
+from enrich.schemas import VocabEntry, decode_vocab, encode
 from enrich.settings import Settings
 from enrich.tagging.vocabulary import TagVocabulary
-from streams.kafka_tools import CatchUp, consumer
+from streams.kafka_tools import CatchUp, consumer, producer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ class VocabularyFeed:
         self._stop = threading.Event()
         self.caught_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vocab-feed", daemon=True)
+        self._dlq: Producer | None = None
+        self._embed_failed_at = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -49,19 +57,45 @@ class VocabularyFeed:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
-        """One record of the topic; a bad one is logged, counted and skipped, never applied."""
+    @property
+    def ready(self) -> bool:
+        """The topic read to its end and every tag in it embedded."""
+        return self.caught_up.is_set() and not self._vocab.pending
+
+    def _apply(self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int) -> None:
+        """One record of the topic; a bad one is logged, counted, dead-lettered and skipped, never applied."""
         try:
             self._vocab.apply(tombstone(key) if value is None else decode_vocab(value))
         except InvalidItem as err:
-            reason = err.reason
+            error = err
             log.warning("skipping bad tags.vocab record at %d@%d: %s", partition, offset, err)
         except Exception as exc:  # noqa: BLE001 - the feed must outlive any record
-            reason = "internal_error"
+            error = InvalidItem("internal_error", f"{type(exc).__name__}: {exc}")
             log.exception("skipping tags.vocab record at %d@%d that failed: %s", partition, offset, exc)
         else:
             return
-        metrics.VOCAB_REJECTED.labels(reason).inc()
+        metrics.VOCAB_REJECTED.labels(error.reason).inc()
+        letter = dead_letter(RawEvent(key, value or b"", SourceRef(topic, partition, offset)), error, None,
+                             self._settings.max_message_bytes)
+        metrics.DLQ.labels(letter.reason, letter.stage).inc()
+        if self._dlq is None:
+            self._dlq = producer(self._settings)
+        self._dlq.produce(self._settings.topic("items.dlq"), value=encode(letter), key=letter.key,
+                          on_delivery=_log_refused)
+
+    def _embed_some(self) -> None:
+        """Embed one chunk of the pending tags; a failing backend is retried a few seconds later."""
+        if not self._vocab.pending or time.monotonic() - self._embed_failed_at < 2.0:
+            return
+        try:
+            done = self._vocab.embed_pending(self._settings.vocab_embed_chunk)
+        except Exception as exc:  # noqa: BLE001 - the backend may be down; items wait for it the same way
+            self._embed_failed_at = time.monotonic()
+            log.warning("embedding new tags failed (%d pending; retried in 2s): %s", self._vocab.pending, exc)
+            return
+        metrics.VOCAB_PENDING.set(self._vocab.pending)
+        if done and not self._vocab.pending:
+            log.info("every tag embedded: %d tags", len(self._vocab))
 
     def _run(self) -> None:
         # A broker error outside any record (metadata, a closed consumer) restarts the feed from the
@@ -88,20 +122,36 @@ class VocabularyFeed:
             catch_up = CatchUp(c, topic, parts)
             c.assign([TopicPartition(topic, p, 0) for p in parts])
             while not self._stop.is_set():
+                if self._dlq is not None:
+                    self._dlq.poll(0)
+                if self._vocab.pending >= self._settings.vocab_embed_chunk:
+                    self._embed_some()
                 m = c.poll(0.2)
                 if m is None:
+                    self._embed_some()
                     continue
                 if m.error():
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         catch_up.on_eof(m.partition(), m.offset())
                         if catch_up.done and not self.caught_up.is_set():
-                            log.info("vocabulary loaded: %d tags", len(self._vocab))
+                            log.info("vocabulary loaded: %d tags (%d to embed)", len(self._vocab),
+                                     self._vocab.pending)
                             self.caught_up.set()
+                        self._embed_some()
                     else:
                         log.warning("vocab feed error: %s", m.error().str())
                         time.sleep(0.5)
                     continue
-                self._apply(m.key(), m.value(), m.partition(), m.offset())
+                self._apply(m.key(), m.value(), m.topic(), m.partition(), m.offset())
                 metrics.VOCAB_SIZE.set(len(self._vocab))
+                metrics.VOCAB_PENDING.set(self._vocab.pending)
         finally:
             c.close()
+            if self._dlq is not None:
+                self._dlq.flush(5)
+                self._dlq = None
+
+
+def _log_refused(err: KafkaError | None, _msg: object) -> None:
+    if err is not None:
+        log.error("a tags.vocab dead letter was refused by the broker: %s", err.str())

@@ -33,6 +33,8 @@ def add_pages(app: faust.App, enrichment: Enrichment, paused_inputs: Callable[[]
         body = {"ready": enrichment.ready, "warmed_up": enrichment.warm, "backend_ok": enrichment.backend_ok,
                 "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in paused_inputs()),
                 "vocab_tags": len(enrichment.pipeline.vocabulary),
+                "vocab_pending": enrichment.pipeline.vocabulary.pending,
+                "waiting_for": enrichment.waiting_for(),
                 "versions": enrichment.pipeline.versions.__dict__}
         return web.json(body, status=200 if enrichment.ready else 503)
 

@@ -62,6 +62,7 @@ class TagVocabulary:
         self._entries: dict[str, VocabEntry] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._pending: set[str] = set()
+        self._claimed: set[str] = set()  # pending tags some thread is embedding now (no other thread takes them)
         self._snapshot = VocabSnapshot([], np.zeros((0, 0), np.float32))
         self._dirty = False
 
@@ -96,21 +97,49 @@ class TagVocabulary:
         with self._lock:
             return len(self._entries)
 
-    def snapshot(self) -> VocabSnapshot:
-        """Embed pending tags (outside the lock) and return a consistent view."""
+    @property
+    def pending(self) -> int:
+        """Tags applied but not yet embedded (items are graded against the others meanwhile)."""
         with self._lock:
-            pending = sorted(self._pending)
-            learned = {t: self._prototype(self._entries[t]) for t in pending}
-            to_embed = [t for t in pending if learned[t] is None]
-            texts = [self._text(self._entries[t]) for t in to_embed]
-        embedded = dict(zip(to_embed, self._embed(texts), strict=True)) if to_embed else {}
-        vecs = [learned[t] if learned[t] is not None else embedded[t] for t in pending]
+            return len(self._pending)
+
+    def embed_pending(self, limit: int | None = None) -> int:
+        """Embed up to ``limit`` pending tags (all: None) that no other thread is embedding; returns how many
+        got their vector. Threads calling this at once share the pending tags out, each embedded once."""
         with self._lock:
-            for tag, v in zip(pending, vecs, strict=True):
-                if tag in self._entries:
-                    self._vectors[tag] = v
+            free = sorted(self._pending - self._claimed)
+            claimed = {t: self._entries[t] for t in (free if limit is None else free[:max(0, limit)])}
+            self._claimed.update(claimed)
+        if not claimed:
+            return 0
+        try:
+            learned = {t: self._prototype(e) for t, e in claimed.items()}
+            to_embed = [t for t, v in learned.items() if v is None]
+            if to_embed:
+                learned.update(zip(to_embed, self._embed([self._text(claimed[t]) for t in to_embed]), strict=True))
+        except BaseException:
+            with self._lock:
+                self._claimed.difference_update(claimed)
+            raise
+        with self._lock:  # installed and released at once: no other thread may take them in between
+            self._claimed.difference_update(claimed)
+            done = 0
+            for tag, entry in claimed.items():
+                # an entry changed or retired while it was embedded stays as apply() left it
+                if self._entries.get(tag) is entry:
+                    self._vectors[tag] = learned[tag]
                     self._pending.discard(tag)
-            if self._dirty or pending:
+                    self._dirty = True
+                    done += 1
+            return done
+
+    def snapshot(self, embed_limit: int | None = None) -> VocabSnapshot:
+        """A consistent view of the embedded tags, after embedding up to ``embed_limit`` pending ones
+        (None: all of them; the worker's feed embeds the rest in the background)."""
+        if embed_limit != 0:
+            self.embed_pending(embed_limit)
+        with self._lock:
+            if self._dirty:
                 tags = sorted(self._vectors)
                 matrix = np.stack([self._vectors[t] for t in tags]) if tags else np.zeros((0, 0), np.float32)
                 self._snapshot = VocabSnapshot(tags, matrix)

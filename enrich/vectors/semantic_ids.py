@@ -156,15 +156,6 @@ def collision_key(version: str, codes: list[int]) -> bytes:
     return f"{version}:{'-'.join(map(str, codes))}".encode()
 
 
-def assign_digit(assigned: dict[str, int], item_id: str) -> tuple[int, bool]:
-    """The item's disambiguating digit within its code tuple: first come, first numbered, and stable
-    (an item seen before keeps its digit). Returns (digit, whether ``assigned`` changed)."""
-    if item_id in assigned:
-        return assigned[item_id], False
-    assigned[item_id] = len(assigned)
-    return assigned[item_id], True
-
-
 def code_stats(codes: np.ndarray, k: int) -> dict[str, Any]:
     """Per-level utilisation (share of the K codes used) and perplexity (exp of the usage entropy;
     K when all codes are used equally), and the collision rate before the disambiguating digit:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgpack
 import numpy as np
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -17,7 +18,7 @@ from corpora import samples
 from enrich.schemas import encode
 from enrich.tagging.vocabulary import TagVocabulary
 from enrich.topics import TOPIC_NAMES
-from streams.collision_digits import DigitStore, encode_digits
+from streams.collision_digits import DigitStore
 from streams.kafka_tools import KafkaToolError, check_topics, create_topics, publish
 from streams.vocab_feed import VocabularyFeed
 
@@ -54,23 +55,44 @@ def test_vocabulary_feed_is_caught_up_only_with_every_tag(fresh):
         feed.stop()
 
 
-def test_digit_store_recovers_the_latest_digits_of_its_partition(fresh):
-    publish(fresh, "sid.digits", [(b"v:1-2-3", encode_digits({"a": 0}))], partition=0)
-    publish(fresh, "sid.digits", [(b"v:4-5-6", encode_digits({"c": 0}))], partition=0)
-    publish(fresh, "sid.digits", [(b"v:1-2-3", encode_digits({"a": 0, "b": 1}))], partition=0)
+def test_digit_store_reads_the_previous_releases_tuples_and_writes_one_record_per_item(fresh):
+    # what the release before wrote: one record per tuple with every item's digit, rewritten as it grew
+    publish(fresh, "sid.digits", [(b"v:1-2-3", msgpack.packb({"a": 0}))], partition=0)
+    publish(fresh, "sid.digits", [(b"v:4-5-6", msgpack.packb({"c": 0}))], partition=0)
+    publish(fresh, "sid.digits", [(b"v:1-2-3", msgpack.packb({"a": 0, "b": 1}))], partition=0)
     store = DigitStore(fresh)
 
     async def digits() -> list[tuple[int, object]]:
-        await store.ensure_loaded(0)
+        assert await store.ensure_loaded(0) == []
         return [store.assign(0, b"v:1-2-3", "b"), store.assign(0, b"v:1-2-3", "a"),
                 store.assign(0, b"v:1-2-3", "d"), store.assign(0, b"v:4-5-6", "c")]
 
     replayed_b, replayed_a, newcomer, other = asyncio.run(digits())
     assert replayed_b == (1, None) and replayed_a == (0, None) and other == (0, None)
-    assert newcomer == (2, {"a": 0, "b": 1, "d": 2})
-    # A partition handed to another worker is read again when it comes back.
+    assert newcomer == (2, (b"v:1-2-3\x00d", msgpack.packb(2)))
+    # A partition handed to another worker is read again when it comes back (d was never written: new again).
     store.forget({0})
-    assert asyncio.run(digits())[2] == (2, {"a": 0, "b": 1, "d": 2})
+    assert asyncio.run(digits())[2] == (2, (b"v:1-2-3\x00d", msgpack.packb(2)))
+
+
+def test_a_hundred_thousand_identical_items_get_distinct_digits_that_survive_a_reload(fresh):
+    """The tuple's digits no longer live in one record: 1,050 ids of 1 kB made that record too large for the
+    producer and the batch was lost. Here 100,000 items share one tuple, through the real broker."""
+    key = b"rqvae-L3K16-test:7-7-7"
+    ids = [f"{n:08d}-0000-4000-8000-repost00000" for n in range(100_000)]  # uuid-sized ids
+    first = DigitStore(fresh)
+    assert asyncio.run(first.ensure_loaded(0)) == []
+    given = [first.assign(0, key, i) for i in ids]
+    assert [d for d, _ in given] == list(range(len(ids)))
+    publish(fresh, "sid.digits", [record for _, record in given], partition=0, timeout_s=120)
+    # junk beside them is refused on reading, the rest is read
+    publish(fresh, "sid.digits", [(None, b"junk"), (key + b"\x00x", b"\xc1")], partition=0)
+
+    second = DigitStore(fresh)
+    rejected = asyncio.run(second.ensure_loaded(0))
+    assert [r.error.reason for r in rejected] == ["bad_digit_record"] * 2
+    assert all(second.assign(0, key, ids[n]) == (n, None) for n in range(0, len(ids), 997))
+    assert second.assign(0, key, "newcomer")[0] == len(ids)
 
 
 def test_worker_refuses_missing_or_mismatched_topics(local_stack):

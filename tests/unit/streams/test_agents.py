@@ -30,9 +30,9 @@ class Sent:
     """What the agents send, by topic. Each send's delivery future is done at once, or (``hold``) only when
     ``deliver()`` is called, as a broker's acknowledgement comes later."""
 
-    def __init__(self, app: Any, hold: bool = False) -> None:
+    def __init__(self, app: Any, hold: bool = False, refuse: str | None = None) -> None:
         self.records: dict[str, list[tuple[bytes, bytes, int | None]]] = {}
-        self.hold, self.pending = hold, []
+        self.hold, self.pending, self.refuse = hold, [], refuse
         for name, topic in app.stream_topics.items():
             topic.send = self._sender(name)
 
@@ -45,7 +45,9 @@ class Sent:
                        **_: Any) -> asyncio.Future:
             self.records.setdefault(name, []).append((key, value, partition))
             delivery = asyncio.get_running_loop().create_future()
-            if self.hold:
+            if name == self.refuse:  # what the broker or the producer says of a record too large
+                delivery.set_exception(RuntimeError(f"MessageSizeTooLargeError: {name}"))
+            elif self.hold:
                 self.pending.append(delivery)
             else:
                 delivery.set_result(None)
@@ -55,7 +57,7 @@ class Sent:
 
 @pytest.fixture
 def app(model_settings, monkeypatch):
-    monkeypatch.setattr(DigitStore, "_read_partition", lambda self, partition: {})  # an empty changelog
+    monkeypatch.setattr(DigitStore, "_read_partition", lambda self, partition: ({}, []))  # an empty changelog
     s = model_settings.updated(backend="onnxruntime", batch_size=4, batch_wait_s=0.05,
                                           web_port=6066)
     app = create_app(s)
@@ -139,3 +141,49 @@ def test_faust_finds_the_module_level_app_and_its_stages(model_settings):
     assert res.returncode == 0, res.stderr
     for stage in STAGES:
         assert f"@{stage.agent}" in res.stdout and model_settings.topic(stage.reads) in res.stdout
+
+
+def test_a_tombstone_or_an_empty_record_on_items_new_is_dead_lettered_and_the_items_behind_it_go_on(app):
+    sent = Sent(app)
+    values = [(b"k", None), (None, item("a", "a text about audio players")), (b"e", b""),
+              (b"b", item("b", "an image editor"))]
+    asyncio.run(_run(app.agents[STAGES[0].agent], values, sent, expect=4))
+    assert sorted(decode_coded(v)[0]["item_id"] for _, v, _ in sent.records["items.coded"]) == ["a", "b"]
+    letters = {k: msgpack.unpackb(v) for k, v, _ in sent.records["items.dlq"]}
+    assert set(letters) == {b"k", b"e"} and {d["reason"] for d in letters.values()} == {"not_msgpack"}
+    assert "tombstone" in letters[b"k"]["detail"] and letters[b"k"]["original"] == b""
+
+
+def test_a_coded_record_under_another_key_or_none_is_dead_lettered_not_numbered(app):
+    first = Sent(app)
+    asyncio.run(_run(app.agents[STAGES[0].agent], [(b"a", item("a", "a text about audio players"))], first, 1))
+    (key, coded, _), = first.records["items.coded"]
+    sent = Sent(app)
+    asyncio.run(_run(app.agents[STAGES[1].agent], [(None, coded), (b"v:9-9-9", coded), (key, None), (key, coded)],
+                     sent, expect=4 + 2))
+    assert [k for k, _, _ in sent.records["items.enriched"]] == [b"a"]
+    reasons = [msgpack.unpackb(v)["reason"] for _, v, _ in sent.records["items.dlq"]]
+    assert reasons == ["bad_coded_record"] * 3
+
+
+def test_a_record_the_broker_refuses_stops_the_worker_and_acks_nothing(app):
+    first = Sent(app)
+    asyncio.run(_run(app.agents[STAGES[0].agent], [(b"a", item("a", "a text about audio players"))], first, 1))
+    (key, coded, _), = first.records["items.coded"]
+    Sent(app, refuse="sid.digits")
+    crashed: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    app.crash = crash
+
+    async def run() -> bool:
+        async with app.agents[STAGES[1].agent].test_context() as tested:
+            event = await tested.put(coded, key=key, wait=False)
+            await _until(lambda: crashed)
+            await asyncio.sleep(0.3)
+            return event.message.acked
+
+    assert asyncio.run(run()) is False
+    assert "MessageSizeTooLargeError" in str(crashed[0])
