@@ -20,7 +20,8 @@ END_TO_END = Histogram("enrich_end_to_end_seconds", "Item created_at to outputs 
 BACKEND_RETRIES = Counter("enrich_backend_retries_total", "Batches retried because the model server was unavailable")
 BACKEND_UP = Gauge("enrich_backend_up", "1 while the last model call succeeded, 0 while retrying")
 VOCAB_SIZE = Gauge("enrich_vocab_tags", "Tags in the live vocabulary")
-VOCAB_PENDING = Gauge("enrich_vocab_pending_tags", "Tags in the live vocabulary not yet embedded (graded once they are)")
+VOCAB_PENDING = Gauge("enrich_vocab_pending_tags", "Tags in the live vocabulary not yet embedded (graded once "
+                                                        "they are)")
 VOCAB_REJECTED = Counter("enrich_vocab_rejected_total", "tags.vocab records skipped as invalid", ["reason"])
 CONSUMER_LAG = Gauge("enrich_consumer_lag", "Records behind: high watermark minus committed offset, per assigned "
                      "input partition", ["topic", "partition"])

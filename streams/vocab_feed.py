@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from enrich import metrics
 from enrich.errors import InvalidItem
 from enrich.pipeline import RawEvent, SourceRef, dead_letter
-from enrich.schemas import VocabEntry, decode_vocab, encode
+from enrich.schemas import DeadLetter, VocabEntry, decode_vocab, encode
 from enrich.settings import Settings
 from enrich.tagging.vocabulary import TagVocabulary
 from streams.kafka_tools import CatchUp, consumer, producer
@@ -41,13 +42,16 @@ def tombstone(key: bytes | None) -> VocabEntry:
 
 
 class VocabularyFeed:
-    def __init__(self, settings: Settings, vocabulary: TagVocabulary) -> None:
+    def __init__(self, settings: Settings, vocabulary: TagVocabulary,
+                 dead_letters: Callable[[DeadLetter], None] | None = None) -> None:
+        """``dead_letters``: where a record the feed cannot apply goes (default: ``items.dlq``)."""
         self._settings = settings
         self._vocab = vocabulary
         self._stop = threading.Event()
         self.caught_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vocab-feed", daemon=True)
         self._dlq: Producer | None = None
+        self._dead_letter = dead_letters or self._to_dlq
         self._embed_failed_at = 0.0
 
     def start(self) -> None:
@@ -78,6 +82,9 @@ class VocabularyFeed:
         letter = dead_letter(RawEvent(key, value or b"", SourceRef(topic, partition, offset)), error, None,
                              self._settings.max_message_bytes)
         metrics.DLQ.labels(letter.reason, letter.stage).inc()
+        self._dead_letter(letter)
+
+    def _to_dlq(self, letter: DeadLetter) -> None:
         if self._dlq is None:
             self._dlq = producer(self._settings)
         self._dlq.produce(self._settings.topic("items.dlq"), value=encode(letter), key=letter.key,

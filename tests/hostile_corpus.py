@@ -63,6 +63,34 @@ def long_clip(frames: int = 3000, size: tuple[int, int] = (448, 252)) -> bytes:
     return buf.getvalue()
 
 
+@cache
+def png_in_mov(side: int = 15000) -> bytes:
+    """A MOV whose one stream is ``png``, its sample description saying 64x48, holding one ``side`` x ``side``
+    RGBA PNG frame: under 1 MB on the wire, ``4 * side**2`` bytes decoded (900 MB at 15000). Written packet by
+    packet, so no frame of that size is ever made here."""
+    import struct
+    import zlib
+
+    import av
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(9)
+    row = bytes(1 + 4 * side)  # filter byte 0, then transparent black
+    idat = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0))
+           + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mov") as out:
+        stream = out.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgba"
+        packet = av.Packet(png)
+        packet.stream, packet.pts, packet.dts, packet.is_keyframe = stream, 0, 0, True
+        out.mux(packet)
+    return buf.getvalue()
+
+
 def file_cases() -> list[Case]:
     out = []
     for entry in json.loads((CORPUS / "manifest.json").read_text()):
@@ -86,6 +114,9 @@ def bomb_cases() -> list[Case]:
         Case("2x_webp_16mpx", item_event("bomb-2-webp", images=[webp_16m] * 2), None),
         Case("jpeg_4000_draft", item_event("bomb-jpeg-4000", images=[solid("JPEG", 4000, quality=20)]), None),
         Case("mp4_3000_frames", item_event("bomb-long-clip", kind="video", video=long_clip()), None),
+        # refused by its codec's name; FFmpeg's stream probe decoded it first (900 MB) before that was checked
+        Case("mov_png_15000", item_event("bomb-mov-png", kind="video", video=png_in_mov()),
+             "video_codec_not_allowed"),
     ]
 
 

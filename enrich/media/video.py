@@ -5,8 +5,14 @@ A clip is untrusted bytes, decoded inside a budget:
 - the container is sniffed from its magic bytes and must be MP4/MOV or Matroska/WebM; FFmpeg is
   then told that demuxer, so it never probes the content into concat, SDP, playlists or
   protocols, and never reads a file or a socket;
+- FFmpeg's stream probe (inside ``av.open``) decodes a frame of each stream to learn its format; it
+  is allowed only the decoders of the codec allow-list (``codec_whitelist``) and only frames within
+  the image pixel budget (``max_pixels``), so a PNG or a huge frame in a MOV is never decoded there
+  (one 15000x15000 PNG frame cost 900 MB in the probe before it was refused by name);
 - the codec must be an ordinary video codec, and the frame size read from the stream header
-  within the image pixel budget before a frame is decoded;
+  within the image pixel budget before a frame is decoded; the decoder itself refuses a frame
+  beyond the budget whatever the header declared (``max_pixels`` again: the real size, checked by
+  FFmpeg before it allocates the frame);
 - frames are scaled down by libswscale as they are decoded, and at most ``max_kept`` of them are
   held (thinned evenly as the clip goes on), so a long clip costs no more memory than a short one;
 - at most ``max_decoded_frames`` frames and ``max_seconds`` of wall time: frames found by then are
@@ -28,6 +34,16 @@ from enrich.media.decode import MediaBudget, check_pixels, fit_pixels
 STRATEGIES = ("uniform", "keyframes")
 ALLOWED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video"})
 _EBML = b"\x1a\x45\xdf\xa3"
+_OVER_BUDGET = "exceeds specified max pixel count"  # FFmpeg's words when max_pixels refuses a frame
+
+
+def _quiet_errors_only() -> None:
+    """FFmpeg's log at error level: PyAV then puts its last error line into the exception it raises, which is
+    how a frame refused by ``max_pixels`` is told from a broken one."""
+    import av.logging
+
+    if av.logging.get_level() != av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -87,20 +103,27 @@ class _EvenSample:
 def keyframes(data: bytes, spec: VideoSpec = VideoSpec(), budget: MediaBudget = MediaBudget()) -> list[Image.Image]:
     """``spec.frames`` frames of the video as RGB images, or ``InvalidItem`` with the reason."""
     import av
+    import av.logging
 
     fmt = container_format(data)
     deadline = time.monotonic() + spec.max_seconds
+    _quiet_errors_only()
+    # The probe may open only the allowed decoders, on frames within the budget; drefs off: an MP4 may name
+    # other files as its media data.
+    options = {"codec_whitelist": ",".join(sorted(ALLOWED_CODECS)), "max_pixels": str(budget.max_image_pixels)}
+    if fmt == "mp4":
+        options["enable_drefs"] = "0"
     try:
-        # drefs off: an MP4 may name other files as its media data
-        container = av.open(io.BytesIO(data), mode="r", format=fmt,
-                            options={"enable_drefs": "0"} if fmt == "mp4" else {})
+        with av.logging.Capture():  # crafted input makes FFmpeg log; the reason goes to the dead letter instead
+            container = av.open(io.BytesIO(data), mode="r", format=fmt, options=options)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - the demuxer raises many types on crafted input
         raise InvalidItem("video_undecodable", f"cannot open the video: {type(exc).__name__}: {exc}",
                           stage="preprocess") from None
     try:
-        return _sample(container, spec, budget, deadline)
+        with av.logging.Capture():
+            return _sample(container, spec, budget, deadline)
     finally:
         container.close()
 
@@ -118,6 +141,7 @@ def _sample(container: object, spec: VideoSpec, budget: MediaBudget, deadline: f
                           stage="preprocess")
     if ctx.width and ctx.height:  # some streams only know their size once a frame is decoded
         _check_frame(ctx.width, ctx.height, budget, "the stream header")
+    ctx.options = {"max_pixels": str(budget.max_image_pixels)}  # the real frame size, before it is allocated
     ctx.thread_type = "AUTO"
     ctx.thread_count = 2  # each decoding thread holds frames of its own
     if spec.strategy == "keyframes":
@@ -146,6 +170,10 @@ def _sample(container: object, spec: VideoSpec, budget: MediaBudget, deadline: f
     except (InvalidItem, MemoryError):
         raise
     except (av.FFmpegError, ValueError, IndexError, RuntimeError) as exc:
+        if _OVER_BUDGET in str(exc):
+            raise InvalidItem("video_frame_too_large", f"frame {decoded} is over the pixel budget of "
+                              f"{budget.max_image_pixels:,} px: {str(exc).rpartition('] ')[2].strip()}",
+                              stage="preprocess") from None
         if not held.frames:
             raise InvalidItem("video_undecodable", f"decoding failed: {type(exc).__name__}: {exc}",
                               stage="preprocess") from None

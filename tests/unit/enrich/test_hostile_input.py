@@ -9,6 +9,7 @@ import io
 import os
 import threading
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -22,6 +23,7 @@ from enrich.errors import InvalidItem
 from enrich.media.decode import MediaBudget, decode_image
 from enrich.media.images import square_pixels
 from enrich.media.sandbox import MediaDecoder, SandboxSpec
+from enrich.media.video import VideoSpec, keyframes
 from enrich.models.inference import OnnxRuntimeBackend
 from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, VocabEntry, encode, vector_bytes
@@ -96,6 +98,32 @@ def test_the_decoders_memory_limit_is_the_items_reason_not_the_workers_memory():
         assert decoder.decode([solid("PNG", 64)], None)[0].size == (64, 64)
     finally:
         decoder.close()
+
+
+def test_a_codec_outside_the_allow_list_is_refused_before_any_probe_decodes_its_frame():
+    """A PNG-in-MOV whose header says 64x48 holds a 15000x15000 frame: FFmpeg's stream probe decoded it
+    (900 MB, 2-3 s) before its codec was refused. The decoder's peak memory now stays near its idle size."""
+    from hostile_corpus import png_in_mov
+
+    decoder = MediaDecoder(sandbox=SandboxSpec(workers=1, memory_mb=384))
+    try:
+        decoder.decode([solid("PNG", 8)], None)  # start the child
+        child = decoder._idle.queue[0]
+        with pytest.raises(InvalidItem) as e:
+            decoder.decode([], png_in_mov())
+        assert e.value.reason == "video_codec_not_allowed", e.value
+        status = Path(f"/proc/{child.proc.pid}/status").read_text()
+        peak_mb = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1]) / 1024
+        assert peak_mb < 250, peak_mb
+    finally:
+        decoder.close()
+
+
+def test_a_frame_larger_than_its_header_says_is_refused_by_the_decoder_before_it_is_allocated():
+    budget = MediaBudget(max_image_pixels=64 * 40)  # the clip's frames are 64x48: over it
+    with pytest.raises(InvalidItem) as e:
+        keyframes(long_clip(frames=3, size=(64, 48)), VideoSpec(), budget)
+    assert e.value.reason == "video_frame_too_large" and "64x48" in e.value.detail
 
 
 def test_a_decoder_that_dies_mid_item_is_that_items_dead_letter_and_is_replaced():
@@ -184,10 +212,11 @@ def test_a_batch_past_its_pixel_budget_is_enriched_in_rounds(model_settings):
         p.close()
 
 
-def test_bad_vocabulary_records_are_skipped_counted_and_never_applied(model_settings):
+def test_bad_vocabulary_records_are_skipped_counted_dead_lettered_and_never_applied(model_settings):
     p = make_pipeline(model_settings, OnnxRuntimeBackend(model_settings.models_path))
     vocab = p.vocabulary
-    feed = VocabularyFeed(model_settings, vocab)
+    letters: list[DeadLetter] = []
+    feed = VocabularyFeed(model_settings, vocab, dead_letters=letters.append)
     for e in samples.vocab_entries():
         vocab.apply(e)
     before = vocab.snapshot().tags
@@ -200,15 +229,18 @@ def test_bad_vocabulary_records_are_skipped_counted_and_never_applied(model_sett
         return metrics.VOCAB_REJECTED.labels(reason)._value.get()
 
     start = {r: rejected(r) for r in ("bad_prototype", "bad_tag", "not_msgpack")}
-    feed._apply(b"short", record("short", vector_bytes(np.ones(dim - 1))), 0, 1)  # the reported 75-byte poison
-    feed._apply(b"nan", record("nan", vector_bytes(np.full(dim, np.nan))), 0, 2)
-    feed._apply(b"zero", record("zero", vector_bytes(np.zeros(dim))), 0, 3)
-    feed._apply(b"\xff\xfe not utf-8", None, 0, 4)  # a tombstone whose key is not a tag
-    feed._apply(b"x", b"\xc1 garbage", 0, 5)
+    feed._apply(b"short", record("short", vector_bytes(np.ones(dim - 1))), "tags.vocab", 0, 1)  # the reported 75-byte poison
+    feed._apply(b"nan", record("nan", vector_bytes(np.full(dim, np.nan))), "tags.vocab", 0, 2)
+    feed._apply(b"zero", record("zero", vector_bytes(np.zeros(dim))), "tags.vocab", 0, 3)
+    feed._apply(b"\xff\xfe not utf-8", None, "tags.vocab", 0, 4)  # a tombstone whose key is not a tag
+    feed._apply(b"x", b"\xc1 garbage", "tags.vocab", 0, 5)
     assert rejected("bad_prototype") - start["bad_prototype"] == 3
     assert rejected("bad_tag") - start["bad_tag"] == 1 and rejected("not_msgpack") - start["not_msgpack"] == 1
     assert vocab.snapshot().tags == before
-    feed._apply(b"good", record("good-new-tag", vector_bytes(np.ones(dim))), 0, 6)  # the feed goes on
+    assert [(d.reason, d.source_offset) for d in letters] == [("bad_prototype", 1), ("bad_prototype", 2),
+                                                               ("bad_prototype", 3), ("bad_tag", 4),
+                                                               ("not_msgpack", 5)]
+    feed._apply(b"good", record("good-new-tag", vector_bytes(np.ones(dim))), "tags.vocab", 0, 6)  # the feed goes on
     assert "good-new-tag" in vocab.snapshot().tags
     out = p.run(events([msgpack.packb(samples.sample_items(1)[0], use_bin_type=True)]))
     assert isinstance(out[0], Enriched)
