@@ -229,7 +229,8 @@ def test_bad_vocabulary_records_are_skipped_counted_dead_lettered_and_never_appl
         return metrics.VOCAB_REJECTED.labels(reason)._value.get()
 
     start = {r: rejected(r) for r in ("bad_prototype", "bad_tag", "not_msgpack")}
-    feed._apply(b"short", record("short", vector_bytes(np.ones(dim - 1))), "tags.vocab", 0, 1)  # the reported 75-byte poison
+    # the reported 75-byte poison first
+    feed._apply(b"short", record("short", vector_bytes(np.ones(dim - 1))), "tags.vocab", 0, 1)
     feed._apply(b"nan", record("nan", vector_bytes(np.full(dim, np.nan))), "tags.vocab", 0, 2)
     feed._apply(b"zero", record("zero", vector_bytes(np.zeros(dim))), "tags.vocab", 0, 3)
     feed._apply(b"\xff\xfe not utf-8", None, "tags.vocab", 0, 4)  # a tombstone whose key is not a tag
@@ -240,7 +241,7 @@ def test_bad_vocabulary_records_are_skipped_counted_dead_lettered_and_never_appl
     assert [(d.reason, d.source_offset) for d in letters] == [("bad_prototype", 1), ("bad_prototype", 2),
                                                                ("bad_prototype", 3), ("bad_tag", 4),
                                                                ("not_msgpack", 5)]
-    feed._apply(b"good", record("good-new-tag", vector_bytes(np.ones(dim))), "tags.vocab", 0, 6)  # the feed goes on
+    feed._apply(b"good", record("good-new-tag", vector_bytes(np.ones(dim))), "tags.vocab", 0, 6)  # it goes on
     assert "good-new-tag" in vocab.snapshot().tags
     out = p.run(events([msgpack.packb(samples.sample_items(1)[0], use_bin_type=True)]))
     assert isinstance(out[0], Enriched)
