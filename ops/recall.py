@@ -114,6 +114,18 @@ class RecallFeed(threading.Thread):
         self.join(10)
 
 
+def whole_number(value: object, what: str, low: int, high: int) -> int:
+    """``value`` (a JSON number or a query string) as a whole number in [low, high], or ``EnrichError`` saying
+    why: only ASCII digits, at most a few of them, never a float, a bool or a digit of another script."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= len(str(high)):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise EnrichError(f"{what} must be a whole number between {low} and {high}, not {str(value)[:40]!r}")
+    if not low <= value <= high:
+        raise EnrichError(f"{what} must be between {low} and {high}")
+    return value
+
+
 class _Refused(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -166,13 +178,7 @@ def _handler(indexes: RecallIndexes, settings: ToolSettings) -> type[BaseHTTPReq
             return data
 
         def _k(self, query: dict[str, list[str]]) -> int:
-            try:
-                k = int(query.get("k", ["10"])[0])
-            except ValueError:
-                raise EnrichError("k must be a whole number") from None
-            if not 1 <= k <= 1000:
-                raise EnrichError("k must be between 1 and 1000")
-            return k
+            return whole_number(query.get("k", ["10"])[0], "k", 1, 1000)
 
         def _send_bytes(self, content_type: str, data: bytes, cache: str = "no-store") -> None:
             self.send_response(200)
@@ -193,19 +199,27 @@ def _handler(indexes: RecallIndexes, settings: ToolSettings) -> type[BaseHTTPReq
             q = parse_qs(url.query)
             parts = [unquote(p) for p in url.path.strip("/").split("/", 1)]
             try:
-                if parts[0] == "api" and len(parts) == 2:
-                    self._page_api(parts[1], q)
-                elif parts == ["healthz"]:
-                    self._send(200, {"items": len(indexes.neighbors), "tagged_items": len(indexes.tags),
-                                     "records": indexes.applied})
-                elif parts[0] == "tags" and len(parts) == 2:
-                    self._send(200, indexes.tag_query(parts[1], self._k(q)))
-                elif parts[0] == "neighbors" and len(parts) == 2:
-                    self._send(200, indexes.neighbor_query(parts[1], self._k(q), q.get("by", ["ann"])[0]))
-                else:
-                    self._send(404, {"error": "unknown path; see GET /tags/<tag>, GET /neighbors/<item>"})
+                self._get(parts, q)
             except EnrichError as exc:
                 self._send(400, {"error": str(exc)})
+            except OSError:  # the client's socket (a timeout, a reset): nobody to answer
+                raise
+            except Exception as exc:  # noqa: BLE001 - every request gets an answer, a bug included
+                log.exception("recall api: GET %s failed", self.path[:200])
+                self._send(500, {"error": f"internal error: {type(exc).__name__}"})
+
+        def _get(self, parts: list[str], q: dict[str, list[str]]) -> None:
+            if parts[0] == "api" and len(parts) == 2:
+                self._page_api(parts[1], q)
+            elif parts == ["healthz"]:
+                self._send(200, {"items": len(indexes.neighbors), "tagged_items": len(indexes.tags),
+                                 "records": indexes.applied})
+            elif parts[0] == "tags" and len(parts) == 2:
+                self._send(200, indexes.tag_query(parts[1], self._k(q)))
+            elif parts[0] == "neighbors" and len(parts) == 2:
+                self._send(200, indexes.neighbor_query(parts[1], self._k(q), q.get("by", ["ann"])[0]))
+            else:
+                self._send(404, {"error": "unknown path; see GET /tags/<tag>, GET /neighbors/<item>"})
 
         def _page_api(self, path: str, q: dict[str, list[str]]) -> None:
             """The inspector page's views: JSON, and the previews as images."""
@@ -228,7 +242,7 @@ def _handler(indexes: RecallIndexes, settings: ToolSettings) -> type[BaseHTTPReq
                                  "tags": indexes.tags.matching(text) if text else []})
             elif what == "thumb" and "/" in arg:
                 item, _, n = arg.rpartition("/")
-                data = indexes.items.thumbnail(item, int(n)) if n.isdigit() else None
+                data = indexes.items.thumbnail(item, whole_number(n, "the preview number", 0, 64))
                 if data is None:
                     self._send(404, {"error": f"no preview {n} of {item!r}"})
                 else:
@@ -245,14 +259,23 @@ def _handler(indexes: RecallIndexes, settings: ToolSettings) -> type[BaseHTTPReq
                 return
             try:
                 body = json.loads(self._body() or b"{}")
+                if not isinstance(body, dict):
+                    raise TypeError(f"the body is a JSON {type(body).__name__}, not an object")
                 vec = np.asarray(body["vector"], np.float32)
-                hits = indexes.neighbors.by_vector(vec, int(body.get("k", 10)))
+                hits = indexes.neighbors.by_vector(vec, whole_number(body.get("k", 10), "k", 1, 1000))
                 self._send(200, [asdict(h) for h in hits])
             except _Refused as exc:
                 self.close_connection = True
                 self._send(exc.code, {"error": str(exc)})
-            except (KeyError, TypeError, ValueError) as exc:
+            except RecursionError:
+                self._send(400, {"error": "the JSON body is nested too deeply"})
+            except (KeyError, TypeError, ValueError, EnrichError) as exc:
                 self._send(400, {"error": f"expected {{\"vector\": [floats], \"k\": int}}: {exc}"})
+            except OSError:  # the client's socket (a timeout while it sends its body, a reset): nobody to answer
+                raise
+            except Exception as exc:  # noqa: BLE001 - every request gets an answer, a bug included
+                log.exception("recall api: POST failed")
+                self._send(500, {"error": f"internal error: {type(exc).__name__}"})
 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("recall api: " + fmt, *args)

@@ -140,7 +140,7 @@ def test_the_inspector_views_show_items_tags_neighbours_and_previews_behind_the_
     status, headers, body = _raw_get(port, "/api/thumb/i0/0")
     assert status == 200 and headers["content-type"] == "image/webp" and body == preview
     assert Image.open(__import__("io").BytesIO(body)).size == (96, 64)
-    assert _raw_get(port, "/api/thumb/i1/0")[0] == 404 and _raw_get(port, "/api/thumb/i0/x")[0] == 404
+    assert _raw_get(port, "/api/thumb/i1/0")[0] == 404 and _raw_get(port, "/api/thumb/i0/x")[0] == 400
     status, hits = request(port, "GET", "/api/tag/t-strong?k=10")
     assert status == 200 and {h["item_id"] for h in hits} == {f"i{k}" for k in range(5)}
     assert all(h["age_s"] >= 0 and h["grade"] == 2 for h in hits)
@@ -198,3 +198,22 @@ def test_the_feed_applies_records_until_stopped_and_stops_cleanly(monkeypatch):
         time.sleep(0.01)
     feed.stop()
     assert applied == ["rec"] and closed == [True] and not feed.is_alive()
+
+
+def test_every_malformed_request_gets_a_4xx_with_its_reason(api):
+    """These four closed the connection with no answer (an exception in the handler)."""
+    port, _ = api
+    status, body = request(port, "GET", "/api/thumb/i0/" + "9" * 5000)  # int() refuses 4,300+ digits
+    assert status == 400 and "preview number" in body["error"]
+    status, body = request(port, "GET", "/api/thumb/i0/%C2%B2")  # '²': isdigit() says yes, int() says no
+    assert status == 400 and "preview number" in body["error"]
+    vec = [1.0] + [0.0] * 7
+    status, body = request(port, "POST", "/neighbors", b'{"vector": %s, "k": 1e999}' % json.dumps(vec).encode())
+    assert status == 400 and "k must be a whole number" in body["error"]
+    status, body = request(port, "POST", "/neighbors", b"[" * 2000 + b"]" * 2000)  # deeper than json's recursion
+    assert status == 400 and "nested too deeply" in body["error"]
+    status, body = request(port, "POST", "/neighbors", json.dumps({"vector": vec, "k": True}).encode())
+    assert status == 400
+    assert request(port, "GET", "/tags/x?k=%C2%B2")[0] == 400
+    assert request(port, "POST", "/neighbors", b"[1, 2]")[0] == 400  # JSON, but not an object
+    assert request(port, "GET", "/api/thumb/i0/0")[0] == 404  # well formed, no such preview: still answered
