@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from enrich.schemas import decode
 from enrich.settings import Settings
 from ops.demo import settings_env
+from streams.kafka_tools import TopicReader
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
@@ -97,3 +99,20 @@ def re_enrich_in_shadow(live: Settings, tmp_path: Path, n_items: int, vocab_args
     assert again.returncode == 0 and "copied 0 records" in again.stdout, again.stdout + again.stderr
     assert f"{n_items} copied by earlier runs" in again.stdout
     return enriched
+
+
+def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None,
+               records: bool = False) -> dict[str, list]:
+    """Read until each topic has ``counts`` distinct keys (``records``: that many records; recall.tags always)."""
+    topics = topics or ["items.enriched", "recall.tags", "recall.neighbors", "items.dlq"]
+    reader = TopicReader(settings, topics)
+    got: dict[str, list] = {t: [] for t in topics}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for r in reader.poll(0.5):
+            got[r.topic].append((r.key, decode(r.value)))
+        if all(len({k for k, _ in got[t]}) >= n if t != "recall.tags" and not records else len(got[t]) >= n
+               for t, n in counts.items()):
+            break
+    reader.close()
+    return got

@@ -12,45 +12,14 @@ from collections import Counter
 
 import msgpack
 import pytest
-from cli_runs import cli, http_get, re_enrich_in_shadow, run_demo, wait_for
+from cli_runs import cli, http_get, re_enrich_in_shadow, read_until, run_demo, wait_for
 
 from corpora import samples
-from enrich.schemas import decode
 from ops.demo import start_worker
 from ops.process import free_port
-from streams.kafka_tools import TopicReader, publish, read_to_end
+from streams.kafka_tools import publish, read_to_end
 
 pytestmark = pytest.mark.e2e
-
-
-def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None,
-               records: bool = False) -> dict[str, list]:
-    """Read until each topic has ``counts`` distinct keys (``records``: that many records; recall.tags always)."""
-    topics = topics or ["items.enriched", "recall.tags", "recall.neighbors", "items.dlq"]
-    reader = TopicReader(settings, topics)
-    got: dict[str, list] = {t: [] for t in topics}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for r in reader.poll(0.5):
-            got[r.topic].append((r.key, decode(r.value)))
-        if all(len({k for k, _ in got[t]}) >= n if t != "recall.tags" and not records else len(got[t]) >= n
-               for t, n in counts.items()):
-            break
-    reader.close()
-    return got
-
-
-@pytest.fixture
-def fresh(local_stack):
-    """A unique topic prefix and consumer group per test, topics created through the CLI."""
-    tag = f"t{time.time_ns()}."
-    s = local_stack.updated(**{"topic_prefix": tag, "group_id": f"g-{tag}", "web_port": free_port(),
-                                       "batch_size": 4, "lag_interval_s": 0.5})
-    res = cli(s, "topics", "create")
-    assert res.returncode == 0, res.stderr
-    res = cli(s, "vocab", "load")
-    assert res.returncode == 0 and "published 30 tags" in res.stdout, res.stderr
-    return s
 
 
 def test_every_output_topic_and_the_dlq(fresh, tmp_path):
