@@ -53,8 +53,8 @@ def test_every_record_shape_in_every_codec_on_every_topic_is_processed_or_dead_l
     partitions = range(fresh.partitions)
     produce(fresh, "sid.digits", [(None, b"no key", None, p) for p in partitions] +
             [(b"v:1-2-3\x00someone", b"\xc1", None, p) for p in partitions], codec="zstd")
-    produce(fresh, "tags.vocab", [(b"compressed-tag", encode(VocabEntry("compressed-tag", description="a tag in a zstd batch"))),
-                                  (None, None), (b"empty", b"")], codec="zstd")
+    tag = VocabEntry("compressed-tag", description="a tag in a zstd batch")
+    produce(fresh, "tags.vocab", [(b"compressed-tag", encode(tag)), (None, None), (b"empty", b"")], codec="zstd")
     log = tmp_path / "worker.log"
     worker = start_worker(fresh, log)
     try:
