@@ -190,14 +190,14 @@ def main() -> None:
             vision = VisionGraph(model)
             text = TextGraph(model, "tagger", labels)
             vb = build_vision_batch(images, meta.vision)
-            v_in = [torch.from_numpy(x).to(a.device) for x in (vb.pixel_values, vb.position_ids, vb.segment_ids,
-                                                                  vb.window_ids) if x is not None]
+            v_in = [torch.from_numpy(x).to(a.device) for x in (vb.pixel_values, vb.position_ids, vb.patch_mask)]
             v_in[0] = v_in[0].to(dtype)
             batch = build_text_batch(rows, meta.special["pad"])
 
             def hf_packed() -> torch.Tensor:
                 with torch.inference_mode():
                     merged = vision(*v_in).float().cpu().numpy()
+                    merged = merged.reshape(-1, merged.shape[-1])
                     t_in = batch.as_inputs([merged[s] for s in vb.token_slices], meta.hidden_size)
                     args = [torch.from_numpy(t_in[k]).to(a.device) for k in TEXT_INPUTS]
                     args = [x.to(dtype) if x.is_floating_point() else x for x in args]

@@ -151,7 +151,7 @@ class RowBuilder:
 
 def _forward(model: PackedEncoderTagger, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     x = b.inputs
-    logits = model(x["input_ids"], x["attn_bias"], x["position_ids"], x["token_type_ids"], x["image_embeds"],
+    logits = model(x["input_ids"], x["attn_segments"], x["position_ids"], x["token_type_ids"], x["image_embeds"],
                    x["readout_index"])
     flat = torch.cat([logits[r, : len(g)] for r, g in enumerate(b.grades)])
     gold = torch.tensor([g for gs in b.grades for g in gs])

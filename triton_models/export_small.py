@@ -8,7 +8,7 @@
   vector), ``has_image`` [B] -> ``embeddings`` [B,384]);
 - tagger, packed (the default, ``packed_tagger.py``): ``vision.onnx`` (EfficientNet-Lite0 + visual
   projection: ``pixel_values`` [N,3,224,224] -> ``image_embeds`` [N,9,384], the image's visual tokens) and
-  ``text.onnx`` (MiniLM over packed rows: ``input_ids``, ``attn_bias`` [B,1,S,S], ``position_ids`` [B,3,S],
+  ``text.onnx`` (MiniLM over packed rows: ``input_ids``, ``attn_segments`` [B,S], ``position_ids`` [B,3,S],
   ``token_type_ids`` [B,S], ``image_embeds`` [B,T,384], ``readout_index`` [B,R] -> ``label_logits``
   [B,R,3]);
 - tagger, pairwise (the text cross-encoder it replaced, kept as the baseline): ``text.onnx`` only
@@ -196,7 +196,7 @@ def _packed_sample(tok, rows: int, seed: int) -> dict[str, np.ndarray]:  # noqa:
     return {k: inputs[k] for k in PACKED_TEXT_INPUTS}
 
 
-PACKED_TEXT_INPUTS = ("input_ids", "attn_bias", "position_ids", "token_type_ids", "image_embeds", "readout_index")
+PACKED_TEXT_INPUTS = ("input_ids", "attn_segments", "position_ids", "token_type_ids", "image_embeds", "readout_index")
 
 
 def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str], None]) -> ExportResult:
@@ -215,7 +215,7 @@ def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str
     diffs["vision"] = _check(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
     progress("exporting the packed tagger's MiniLM text graph")
     sample = _packed_sample(tok, 3, seed=2)
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "attn_bias": {0: "batch", 2: "seq", 3: "seq"},
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attn_segments": {0: "batch", 1: "seq"},
             "position_ids": {0: "batch", 2: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
             "image_embeds": {0: "batch", 1: "image_tokens"}, "readout_index": {0: "batch", 1: "readouts"},
             "label_logits": {0: "batch", 1: "readouts"}}

@@ -2,14 +2,15 @@
 
 The stock vision encoders split attention by ``cu_seqlens.tolist()``, which
 does not export. These wrappers reuse the stock weights and submodules but
-attend over all patches at once with an additive block-diagonal bias built
-in-graph from host-computed segment ids, which is numerically the same.
+attend per frame (a batch dimension) and per window (a reshape of it), with
+padding masked: numerically the same, and linear in the frames of a call.
+Text masks are built in-graph from one small integer per token.
 
-Graph contracts (all float32 / int64):
+Graph contracts (float32 or the export's float type / int64):
 
-vision: pixel_values [N, D], position_ids [N, 2], segment_ids [N]
-        (+ window_ids [N] for Qwen2.5-VL) -> image_embeds [N / merge^2, H]
-text:   input_ids [B, S], attn_bias [B, 1, S, S], position_ids [B, 3, S],
+vision: pixel_values [F, P, D], position_ids [F, P, 2], patch_mask [F, P]
+        -> image_embeds [F, P / merge^2, H] (enrich.media.images.build_vision_batch lays frames out)
+text:   input_ids [B, S], attn_segments [B, S] (0 prefix, j + 1 suffix j, -1 padding), position_ids [B, 3, S],
         image_embeds [B, T, H] (row b's image tokens in prompt order, zero-padded),
         readout_index [B, R]
         -> embeddings [B, H] (embedder: R = 2 mICL readouts, late fusion, L2 norm)
@@ -35,7 +36,22 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_
 
 from triton_models.presets import Preset
 
-NEG = torch.finfo(torch.float32).min
+
+def segment_mask(segments: torch.Tensor, causal: bool) -> torch.Tensor:
+    """[B, 1, S, S] bool, True where a query may attend to a key, from each token's segment ([B, S] int64:
+    0 the prefix, j + 1 suffix j, -1 padding): every token sees the prefix and its own segment, causally in a
+    decoder. A padding token sees the prefix (every row starts with one), so no softmax row is empty."""
+    q, k = segments.unsqueeze(-1), segments.unsqueeze(-2)
+    allowed = (k >= 0) & ((k == 0) | (k == q))
+    if causal:
+        idx = torch.arange(segments.shape[-1], device=segments.device)
+        allowed = allowed & (idx.unsqueeze(0) <= idx.unsqueeze(1))
+    return allowed.unsqueeze(1)
+
+
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as the additive bias attention adds to its scores, in the scores' own dtype."""
+    return torch.where(mask, torch.zeros((), dtype=dtype), torch.full((), torch.finfo(dtype).min, dtype=dtype))
 
 
 def build_random_model(preset: Preset, seed: int = 0) -> nn.Module:
@@ -54,49 +70,67 @@ def build_random_model(preset: Preset, seed: int = 0) -> nn.Module:
     return model
 
 
-def _masked_attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor,
-                      cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    n = x.shape[0]
-    q, k, v = attn.qkv(x).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+def _attention(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor,
+               sin: torch.Tensor) -> torch.Tensor:
+    """Vision self-attention over rows [R, L, C], each row alone (``mask`` [R, 1, 1, L]: real keys), through
+    ``scaled_dot_product_attention`` (flash or memory-efficient kernels; fused by ONNX Runtime)."""
+    r, length, _ = x.shape
+    q, k, v = attn.qkv(x).reshape(r, length, 3, attn.num_heads, -1).unbind(2)  # R, L, heads, d
     q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-    q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # heads, N, d
-    scores = torch.matmul(q, k.transpose(1, 2)) * attn.scaling + bias
-    out = torch.matmul(torch.softmax(scores, dim=-1), v)
-    return attn.proj(out.transpose(0, 1).reshape(n, -1))
-
-
-def _segment_bias(seg: torch.Tensor) -> torch.Tensor:
-    same = seg[:, None] == seg[None, :]
-    return torch.where(same, torch.zeros((), dtype=torch.float32), torch.full((), NEG))
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # R, heads, L, d
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
+    return attn.proj(out.transpose(1, 2).reshape(r, length, -1))
 
 
 class VisionGraph(nn.Module):
-    """Vision tower + merger over a flat batch of patches from many images."""
+    """Vision tower + merger over a batch of frames, one row of patch slots each (``build_vision_batch``).
+
+    Attention runs per row, and per window in Qwen2.5-VL's windowed blocks (a row is whole windows of
+    ``window_patches`` slots, so windows are a reshape of the rows): cost and memory grow with the frames
+    of a call, linearly. Padding slots are masked as keys and zeroed after each attention.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.visual = model.model.visual
         self.windowed = hasattr(self.visual, "fullatt_block_indexes")
         self.full_blocks = set(getattr(self.visual, "fullatt_block_indexes", []))
+        vc = model.config.vision_config
+        self.unit = int(vc.spatial_merge_size) ** 2
+        self.window_patches = ((int(vc.window_size) // int(vc.spatial_merge_size) // int(vc.patch_size)) ** 2
+                               * self.unit) if self.windowed else 0
 
     def _rotary(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = self.visual.rotary_pos_emb.inv_freq
-        freqs = position_ids[..., None].float() * inv_freq  # N, 2, d/4
-        emb = freqs.reshape(freqs.shape[0], -1)
+        freqs = position_ids[..., None].float() * inv_freq  # ..., 2, d/4
+        emb = freqs.flatten(-2)
         emb = torch.cat([emb, emb], dim=-1)
         return emb.cos(), emb.sin()
 
-    def forward(self, pixel_values: torch.Tensor, position_ids: torch.Tensor, segment_ids: torch.Tensor,
-                window_ids: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.visual.patch_embed(pixel_values)
+    def forward(self, pixel_values: torch.Tensor, position_ids: torch.Tensor,
+                patch_mask: torch.Tensor) -> torch.Tensor:
+        frames, slots, _ = pixel_values.shape
+        x = self.visual.patch_embed(pixel_values.flatten(0, 1))
+        x = x.reshape(frames, slots, -1)
         cos, sin = self._rotary(position_ids)
-        full_bias = _segment_bias(segment_ids)
-        window_bias = _segment_bias(window_ids) if window_ids is not None else full_bias
+        real = patch_mask > 0
+        keep = real.unsqueeze(-1)
+        full = (real.unsqueeze(1).unsqueeze(1), cos, sin)
+        if self.windowed:
+            w = self.window_patches
+            window = (real.reshape(-1, 1, 1, w), cos.reshape(-1, w, cos.shape[-1]), sin.reshape(-1, w, sin.shape[-1]))
         for i, blk in enumerate(self.visual.blocks):
-            bias = full_bias if (not self.windowed or i in self.full_blocks) else window_bias
-            x = x + _masked_attention(blk.attn, blk.norm1(x), bias, cos, sin)
+            h = blk.norm1(x)
+            if self.windowed and i not in self.full_blocks:
+                mask, c, s = window
+                attended = _attention(blk.attn, h.reshape(-1, self.window_patches, h.shape[-1]), mask, c, s)
+                attended = attended.reshape(frames, slots, -1)
+            else:
+                attended = _attention(blk.attn, h, *full)
+            # a window of padding only has no key to attend to (NaN): padding rows are zeroed, never read
+            x = x + torch.where(keep, attended, torch.zeros((), dtype=attended.dtype))
             x = x + blk.mlp(blk.norm2(x))
-        return self.visual.merger(x)
+        return self.visual.merger(x.flatten(0, 1)).reshape(frames, slots // self.unit, -1)
 
 
 class LateFusionGate(nn.Module):
@@ -129,7 +163,8 @@ class LateFusionGate(nn.Module):
 
 
 class TextGraph(nn.Module):
-    """Language model over spliced text + image embeddings with a caller-built attention bias."""
+    """Language model over spliced text + image embeddings; the attention mask is built here from the tokens'
+    segments (``segment_mask``)."""
 
     def __init__(self, model: nn.Module, role: str, label_token_ids: list[int] | None = None,
                  gate: LateFusionGate | None = None) -> None:
@@ -147,7 +182,7 @@ class TextGraph(nn.Module):
                 raise ValueError("an embedder graph needs a late-fusion gate")
             self.gate = gate
 
-    def forward(self, input_ids: torch.Tensor, attn_bias: torch.Tensor, position_ids: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor, attn_segments: torch.Tensor, position_ids: torch.Tensor,
                 image_embeds: torch.Tensor, readout_index: torch.Tensor) -> torch.Tensor:
         embeds = self.lm.embed_tokens(input_ids)
         width = embeds.shape[-1]
@@ -156,7 +191,8 @@ class TextGraph(nn.Module):
         slot = (torch.cumsum(is_image.long(), dim=1) - 1).clamp(min=0)
         spliced = torch.gather(image_embeds.to(embeds.dtype), 1, slot.unsqueeze(-1).expand(-1, -1, width))
         embeds = torch.where(is_image.unsqueeze(-1), spliced, embeds)
-        out = self.lm(inputs_embeds=embeds, attention_mask={"full_attention": attn_bias},
+        bias = additive(segment_mask(attn_segments, causal=True), embeds.dtype)
+        out = self.lm(inputs_embeds=embeds, attention_mask={"full_attention": bias},
                       position_ids=position_ids.transpose(0, 1), use_cache=False)
         hidden = out.last_hidden_state
         picked = torch.gather(hidden, 1, readout_index.unsqueeze(-1).expand(-1, -1, width))

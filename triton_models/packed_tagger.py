@@ -13,7 +13,7 @@ The production design (``MODELS.md``, "Packed scoring") on the real small weight
 A bidirectional encoder scored pairwise lets the item attend to the tag; packed it cannot, so this is its
 own model, trained packed with the mask, positions and segments it is served with
 (``train_packed_tagger.py``). Its text graph has the Qwen-VL tagger graph's contract
-(``input_ids``, ``attn_bias``, ``position_ids`` [B, 3, S] (the three rows equal: one position per token),
+(``input_ids``, ``attn_segments`` [B, S], ``position_ids`` [B, 3, S] (the three rows equal: one position per token),
 ``image_embeds`` [B, T, 384], ``readout_index`` [B, R] -> ``label_logits`` [B, R, 3]) plus
 ``token_type_ids`` [B, S], which BERT has and Qwen has not.
 """
@@ -28,6 +28,7 @@ from torch import nn
 
 from enrich.errors import ModelConfigError
 from enrich.models.encoders import PACKED_TAGGER_ARCH
+from triton_models.graphs import additive, segment_mask
 from triton_models.small_models import (
     IMAGE_FEATURES,
     TEXT_WIDTH,
@@ -115,7 +116,7 @@ class PackedEncoderTagger(LoRATagger):
         mid = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(h1))
         return layer.output.LayerNorm(layer.output.dropout(layer.output.dense(mid)) + h1)
 
-    def forward(self, input_ids: torch.Tensor, attn_bias: torch.Tensor, position_ids: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor, attn_segments: torch.Tensor, position_ids: torch.Tensor,
                 token_type_ids: torch.Tensor, image_embeds: torch.Tensor, readout_index: torch.Tensor,
                 ) -> torch.Tensor:
         emb = self.bert.embeddings
@@ -127,8 +128,9 @@ class PackedEncoderTagger(LoRATagger):
         words = torch.where(is_image.unsqueeze(-1), spliced, words)
         h = words + emb.position_embeddings(position_ids[:, 0]) + emb.token_type_embeddings(token_type_ids)
         h = emb.dropout(emb.LayerNorm(h))
+        bias = additive(segment_mask(attn_segments, causal=False), h.dtype)  # bidirectional within a segment
         for layer in self.bert.encoder.layer:
-            h = self._attend(layer, h, attn_bias)
+            h = self._attend(layer, h, bias)
         picked = torch.gather(h, 1, readout_index.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         return self.head(picked)
 

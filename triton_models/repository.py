@@ -43,7 +43,8 @@ class TensorSpec:
 
 
 # Shapes of the all-zero warm-up request: a short item, one small image, a few readouts.
-WARMUP_SIZES = {"seq": 64, "seq_k": 64, "image_tokens": 16, "readouts": 2, "patches": 64, "batch": 1}
+# (64 slots: whole merge units and whole windows of every preset)
+WARMUP_SIZES = {"seq": 64, "image_tokens": 16, "readouts": 2, "frames": 1, "slots": 64, "batch": 1}
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,8 @@ def config_pbtxt(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
                 f'parameters: {{ key: "intra_op_threads" value: {{ string_value: "{opts.threads}" }} }}\n')
     if target != "production":
         raise ValueError(f"unknown target {target!r}: expected 'local' or 'production'")
-    # Text graphs are batch-first, so Triton may stack requests. The vision graphs take one flat run
-    # of patches from many images (ragged), which only the worker can assemble: no Triton batching.
+    # Text graphs are batch-first, so Triton may stack requests. The vision graphs take a row per frame,
+    # padded to the call's longest frame, which only the worker can assemble: no Triton batching.
     batched = _batch_first(inputs + outputs)
     io = ("input [\n" + ",\n".join(s.pbtxt(batched) for s in inputs) + "\n]\n"
           "output [\n" + ",\n".join(s.pbtxt(batched) for s in outputs) + "\n]\n")

@@ -1,8 +1,11 @@
 """Image decoding and Qwen2-VL dynamic-resolution patching, on the host.
 
-The vision graphs take flat patch rows plus host-computed position ids and
-attention segments; everything data-dependent (grids, window order) is decided
-here in numpy so the exported graphs stay static in structure.
+The vision graphs take one row of patch slots per frame, with host-computed
+position ids and a mask of the real slots; everything data-dependent (grids,
+window order, padding) is decided here in numpy so the exported graphs stay
+static in structure, and each frame attends only within its own row (and, in
+Qwen2.5-VL's windowed blocks, within its windows): the cost of a call is
+linear in its frames.
 """
 
 from __future__ import annotations
@@ -108,81 +111,77 @@ def rotary_position_ids(grid: tuple[int, int, int], merge: int) -> np.ndarray:
     return np.tile(np.stack([hpos, wpos], axis=-1), (t, 1)).astype(np.int64)
 
 
-def window_order(grid: tuple[int, int, int], spec: VisionSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Qwen2.5-VL window attention: the merge-unit permutation and each unit's window id.
-
-    Returns ``(order, window_of_unit)`` over the image's merged units, where
-    ``order`` lists unit indices window by window.
-    """
-    assert spec.window_size is not None
-    t, h, w = grid
-    m = spec.merge_size
-    lh, lw = h // m, w // m
-    win = spec.window_size // m // spec.patch_size
-    pad_h, pad_w = (win - lh % win) % win, (win - lw % win) % win
-    nwh, nww = (lh + pad_h) // win, (lw + pad_w) // win
-    index = np.arange(t * lh * lw).reshape(t, lh, lw)
-    padded = np.full((t, lh + pad_h, lw + pad_w), -1, dtype=np.int64)
-    padded[:, :lh, :lw] = index
-    windows = padded.reshape(t, nwh, win, nww, win).transpose(0, 1, 3, 2, 4).reshape(t * nwh * nww, win * win)
-    order, window_ids = [], []
-    for wid, row in enumerate(windows):
-        units = row[row >= 0]
-        order.append(units)
-        window_ids.append(np.full(len(units), wid, dtype=np.int64))
-    return np.concatenate(order), np.concatenate(window_ids)
-
-
 @dataclass(frozen=True)
 class VisionBatch:
-    """Host-side inputs of one vision-graph call covering several images."""
+    """Host-side inputs of one vision-graph call covering several images: one row per frame.
 
-    pixel_values: np.ndarray  # [N, patch_dim] float32
-    position_ids: np.ndarray  # [N, 2] int64
-    segment_ids: np.ndarray  # [N] int64: one segment per frame (full attention)
-    window_ids: np.ndarray | None  # [N] int64: window segments (Qwen2.5-VL), else None
-    # Per image: rows of the graph's output (merged tokens) in the image's own token order.
+    A row's slots hold the frame's patches in merge-unit order; with window attention the units are
+    grouped window by window and every window padded to the same ``window_units`` slots, so the graph
+    turns rows into windows with a reshape. Rows are padded to the longest (a multiple of ``bucket``
+    merge units), and ``patch_mask`` says which slots are real.
+    """
+
+    pixel_values: np.ndarray  # [F, P, patch_dim] float32
+    position_ids: np.ndarray  # [F, P, 2] int64
+    patch_mask: np.ndarray  # [F, P] int64: 1 a real patch, 0 padding
+    # Per image: rows of the graph's output flattened to [F * P / unit, H], in the image's own token order.
     token_slices: list[np.ndarray]
 
 
-def build_vision_batch(images: list[PatchedImage], spec: VisionSpec) -> VisionBatch:
-    """Concatenate images into one vision call: positions, segments, window order.
+def window_units(spec: VisionSpec) -> int | None:
+    """Merge units per attention window (Qwen2.5-VL), None without window attention."""
+    if spec.window_size is None:
+        return None
+    return (spec.window_size // spec.merge_size // spec.patch_size) ** 2
 
-    For window attention the patches are permuted on the host (the patch embed is
-    per-patch, so this equals HF's in-graph permutation) and ``token_slices``
-    undoes the permutation on the output.
-    """
+
+def _frame_units(grid: tuple[int, int, int], spec: VisionSpec) -> np.ndarray:
+    """One frame's slots as merge-unit indices within the frame, -1 for a padding slot: in merge order, or
+    window by window with each window padded to ``window_units``."""
+    _, h, w = grid
+    m = spec.merge_size
+    lh, lw = h // m, w // m
+    if spec.window_size is None:
+        return np.arange(lh * lw, dtype=np.int64)
+    win = spec.window_size // m // spec.patch_size
+    pad_h, pad_w = (win - lh % win) % win, (win - lw % win) % win
+    nwh, nww = (lh + pad_h) // win, (lw + pad_w) // win
+    padded = np.full((lh + pad_h, lw + pad_w), -1, dtype=np.int64)
+    padded[:lh, :lw] = np.arange(lh * lw).reshape(lh, lw)
+    return padded.reshape(nwh, win, nww, win).transpose(0, 2, 1, 3).reshape(-1)
+
+
+def build_vision_batch(images: list[PatchedImage], spec: VisionSpec, bucket: int = 1) -> VisionBatch:
+    """Lay images out for one vision call: a row per frame, slots in (window) merge order, padding masked.
+    ``bucket``: rows padded to a multiple of that many merge units (or windows), so the model server's
+    batcher can merge calls."""
     unit = spec.merge_size**2
-    pixels, pos, seg, win, slices = [], [], [], [], []
-    seg_base = win_base = out_base = 0
-    for img in images:
+    per_window = window_units(spec) or 1
+    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (patches, positions, unit of each slot)
+    owner: list[int] = []
+    for k, img in enumerate(images):
         t, h, w = img.grid
-        rows, p = img.patches, rotary_position_ids(img.grid, spec.merge_size)
-        frame = np.repeat(np.arange(t, dtype=np.int64), h * w)
-        n_units = len(rows) // unit
-        if spec.window_size is not None:
-            order, wid = window_order(img.grid, spec)
-            perm = (order[:, None] * unit + np.arange(unit)[None]).reshape(-1)
-            rows, p, frame = rows[perm], p[perm], frame[perm]
-            win.append(np.repeat(wid, unit) + win_base)
-            win_base += int(wid.max()) + 1
-            inverse = np.empty_like(order)
-            inverse[order] = np.arange(n_units)
-            slices.append(inverse + out_base)
-        else:
-            slices.append(np.arange(n_units) + out_base)
-        pixels.append(rows)
-        pos.append(p)
-        seg.append(frame + seg_base)
-        seg_base += t
-        out_base += n_units
-    return VisionBatch(
-        pixel_values=np.concatenate(pixels).astype(np.float32),
-        position_ids=np.concatenate(pos),
-        segment_ids=np.concatenate(seg),
-        window_ids=np.concatenate(win) if spec.window_size is not None else None,
-        token_slices=slices,
-    )
+        positions = rotary_position_ids((1, h, w), spec.merge_size)
+        units = _frame_units(img.grid, spec)
+        for f in range(t):
+            frames.append((img.patches[f * h * w:(f + 1) * h * w], positions, units))
+            owner.append(k)
+    step = per_window * bucket
+    slots_u = -(-max(len(u) for _, _, u in frames) // step) * step
+    n, p = len(frames), slots_u * unit
+    pixels = np.zeros((n, p, spec.patch_dim), np.float32)
+    pos = np.zeros((n, p, 2), np.int64)
+    mask = np.zeros((n, p), np.int64)
+    slices: list[list[np.ndarray]] = [[] for _ in images]
+    for row, (patches, positions, units) in enumerate(frames):
+        real = np.flatnonzero(units >= 0)  # slot (in units) of each real unit, window by window
+        src = (units[real][:, None] * unit + np.arange(unit)).reshape(-1)
+        dst = (real[:, None] * unit + np.arange(unit)).reshape(-1)
+        pixels[row, dst], pos[row, dst], mask[row, dst] = patches[src], positions[src], 1
+        out = np.empty(len(real), np.int64)
+        out[units[real]] = row * slots_u + real  # the frame's units back in their own order
+        slices[owner[row]].append(out)
+    return VisionBatch(pixels, pos, mask, [np.concatenate(s) for s in slices])
 
 
 def square_pixels(images: list[Image.Image], size: int) -> np.ndarray:

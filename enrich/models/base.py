@@ -61,10 +61,9 @@ class _TwoGraphModel:
         if not flat:
             return [np.zeros((0, width), np.float32) for _ in images]
         vb = build_vision_batch(flat, self.meta.vision)
-        inputs = {"pixel_values": vb.pixel_values, "position_ids": vb.position_ids, "segment_ids": vb.segment_ids}
-        if vb.window_ids is not None:
-            inputs["window_ids"] = vb.window_ids
+        inputs = {"pixel_values": vb.pixel_values, "position_ids": vb.position_ids, "patch_mask": vb.patch_mask}
         merged = self.backend.infer(f"{self.meta.role}_vision", inputs)
+        merged = merged.reshape(-1, merged.shape[-1])  # [frames * slots, H], what token_slices index
         out, k = [], 0
         for per_item in images:
             parts = [merged[vb.token_slices[k + j]] for j in range(len(per_item))]

@@ -170,7 +170,7 @@ class PackedRowTokens:
 def packed_inputs(rows: list[PackedSequence], visual: list[np.ndarray], pad: int, bucket: int = 1,
                   ) -> dict[str, np.ndarray]:
     """The packed tagger's text-graph inputs; ``visual`` per row: its visual tokens [n, width]."""
-    batch = build_text_batch(rows, pad, bucket, causal=False)
+    batch = build_text_batch(rows, pad, bucket)
     width = visual[0].shape[-1] if visual else 0
     inputs = batch.as_inputs(visual, width)
     inputs["token_type_ids"] = batch.segments

@@ -10,8 +10,9 @@ from pathlib import Path
 from enrich.errors import ModelConfigError
 from enrich.media.images import VisionSpec
 
-# Bumped whenever the graphs' inputs or outputs change; 2: batch-first text inputs, mICL + late fusion.
-GRAPH_CONTRACT = 2
+# Bumped whenever the graphs' inputs or outputs change; 2: batch-first text inputs, mICL + late fusion;
+# 3: vision a row of patch slots per frame (patch_mask), text masks from attn_segments (no dense bias).
+GRAPH_CONTRACT = 3
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Token sequences, M-RoPE positions and attention biases for the text graphs.
+"""Token sequences, M-RoPE positions and attention segments for the text graphs.
 
 A ``PackedSequence`` is one shared prefix (item content: text and image
 placeholders) followed by zero or more suffixes. Each suffix sees the prefix
@@ -6,6 +6,12 @@ and itself, never the other suffixes, and its positions restart right after
 the prefix, so one forward over a packed row equals one forward per suffix.
 The embedder uses zero suffixes and marks its readouts inside the prefix (the
 mICL compression tokens); the tagger reads the last token of each suffix.
+
+Who attends to whom travels as one small integer per token, ``attn_segments``
+(0: the prefix, j + 1: suffix j, -1: padding); the graph builds its mask from
+it (``triton_models.graphs.segment_mask``): a token sees the prefix and its own
+segment, causally in a decoder. Nothing quadratic in the sequence crosses the
+wire (a dense float bias was 2 MB per tagger row at real size).
 
 Every text-graph input is batch-first, with image embeddings padded per row,
 so Triton's dynamic batcher can concatenate requests whose padded shapes match
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NEG = np.finfo(np.float32).min
+PADDING_SEGMENT = -1
 
 
 @dataclass
@@ -85,7 +91,7 @@ def _round_up(n: int, bucket: int) -> int:
 @dataclass(frozen=True)
 class TextBatch:
     input_ids: np.ndarray  # [B, S] int64
-    attn_bias: np.ndarray  # [B, 1, S, S] float32
+    attn_segments: np.ndarray  # [B, S] int64: 0 prefix, j + 1 suffix j, -1 padding
     position_ids: np.ndarray  # [B, 3, S] int64
     readout_index: np.ndarray  # [B, R] int64
     readout_counts: list[int]
@@ -103,40 +109,33 @@ class TextBatch:
             padded[row, : len(e)] = e
         return {
             "input_ids": self.input_ids,
-            "attn_bias": self.attn_bias,
+            "attn_segments": self.attn_segments,
             "position_ids": self.position_ids,
             "image_embeds": padded,
             "readout_index": self.readout_index,
         }
 
 
-def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1, causal: bool = True) -> TextBatch:
+def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1) -> TextBatch:
     """Right-pad packed sequences into one text-graph call, to a multiple of ``bucket`` tokens.
 
     Readouts: the prefix's marked readouts (else its last token) when there are
-    no suffixes, else the last token of each suffix. ``causal=False`` (a bidirectional
-    encoder): the prefix sees all of itself and each suffix all of itself, the same blocks.
+    no suffixes, else the last token of each suffix.
     """
     b = len(seqs)
     s = _round_up(max(len(q) for q in seqs), bucket)
     r = max(q.num_readouts for q in seqs)
     ids = np.full((b, s), pad_id, dtype=np.int64)
     pos = np.zeros((b, 3, s), dtype=np.int64)
-    bias = np.full((b, 1, s, s), NEG, dtype=np.float32)
+    attn = np.full((b, s), PADDING_SEGMENT, dtype=np.int64)
     readout = np.zeros((b, r), dtype=np.int64)
     segments = np.zeros((b, s), dtype=np.int64)
     counts = []
-
-    def block(n: int) -> np.ndarray:
-        if causal:
-            return np.triu(np.full((n, n), NEG, dtype=np.float32), k=1)
-        return np.zeros((n, n), np.float32)
-
     for row, q in enumerate(seqs):
         p = len(q.prefix.ids)
         ids[row, :p] = q.prefix.ids
         pos[row, :, :p] = q.prefix.position_array()
-        bias[row, 0, :p, :p] = block(p)
+        attn[row, :p] = 0
         cursor = p
         if not q.suffixes:
             marks = q.prefix.readouts or [p - 1]
@@ -146,13 +145,9 @@ def build_text_batch(seqs: list[PackedSequence], pad_id: int, bucket: int = 1, c
             sl = slice(cursor, cursor + n)
             ids[row, sl] = suffix
             pos[row, :, sl] = np.arange(q.prefix.next_pos, q.prefix.next_pos + n)
-            bias[row, 0, sl, :p] = 0.0
-            bias[row, 0, sl, sl] = block(n)
+            attn[row, sl] = j + 1
             segments[row, sl] = 1
             readout[row, j] = cursor + n - 1
             cursor += n
-        # Padding rows attend to themselves so softmax stays finite.
-        for i in range(cursor, s):
-            bias[row, 0, i, i] = 0.0
         counts.append(q.num_readouts)
-    return TextBatch(ids, bias, pos, readout, counts, segments, bucket)
+    return TextBatch(ids, attn, pos, readout, counts, segments, bucket)

@@ -41,17 +41,21 @@ def test_decode_rejects_garbage():
     assert e.value.reason == "image_undecodable" and e.value.stage == "preprocess"
 
 
-def test_window_order_is_undone_by_token_slices():
-    spec = VisionSpec(min_pixels=28 * 28, max_pixels=168 * 168, window_size=56)
+def test_each_frame_is_a_row_of_whole_windows_and_token_slices_undo_the_window_order():
+    spec = VisionSpec(min_pixels=28 * 28, max_pixels=168 * 168, window_size=56)  # windows of 2x2 merge units
     rng = np.random.default_rng(0)
     from enrich.media.images import patchify_frames
 
     imgs = [patchify_frames(rng.standard_normal((1, 3, 112, 168)).astype(np.float32), spec),
             patchify_frames(rng.standard_normal((1, 3, 56, 56)).astype(np.float32), spec)]
     vb = build_vision_batch(imgs, spec)
-    # Every merged token of every image appears exactly once, and windows are contiguous runs.
+    # 112x168 px: 4x6 merge units in 2x3 windows of 4 units, 16 patches each; the small image pads to that
+    assert vb.pixel_values.shape[:2] == (2, 6 * 16) and vb.patch_mask.sum(axis=1).tolist() == [96, 16]
+    # every merged token of every image appears exactly once, each a real slot of its own frame's row
     flat = np.concatenate(vb.token_slices)
-    assert sorted(flat.tolist()) == list(range(len(flat)))
-    assert vb.window_ids is not None
-    changes = np.flatnonzero(np.diff(vb.window_ids)) + 1
-    assert len(np.unique(vb.window_ids)) == len(changes) + 1
+    assert len(set(flat.tolist())) == len(flat) == 24 + 4
+    assert all(vb.patch_mask.reshape(-1, 4)[flat].all(axis=1))
+    # the first window of the first image: merge units (0, 0), (0, 1), (1, 0), (1, 1) of its 4x6 grid
+    assert vb.token_slices[0][[0, 1, 6, 7]].tolist() == [0, 1, 2, 3]
+    # positions travel with their patches: the slots of unit (1, 0) hold rows 2..3, columns 0..1
+    assert vb.position_ids[0, 8:12].tolist() == [[2, 0], [2, 1], [3, 0], [3, 1]]

@@ -33,10 +33,10 @@ def _images(spec: VisionSpec, sizes, seed=0) -> list[PatchedImage]:
 
 def _vision(model, images: list[PatchedImage], spec: VisionSpec) -> list[np.ndarray]:
     vb = build_vision_batch(images, spec)
-    inputs = [vb.pixel_values, vb.position_ids, vb.segment_ids] + ([vb.window_ids] if vb.window_ids is not None
-                                                                   else [])
+    inputs = [vb.pixel_values, vb.position_ids, vb.patch_mask]
     with torch.no_grad():
         merged = VisionGraph(model)(*[torch.from_numpy(x) for x in inputs]).numpy()
+    merged = merged.reshape(-1, merged.shape[-1])
     return [merged[s] for s in vb.token_slices]
 
 

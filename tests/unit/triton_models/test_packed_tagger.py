@@ -10,11 +10,12 @@ from PIL import Image
 from enrich.models.base import load_models
 from enrich.models.encoders import IMAGE_TOKEN, PackedRowTokens, _load_tokenizer, packed_inputs
 from enrich.models.inference import OnnxRuntimeBackend
-from enrich.models.sequences import NEG, PackedSequence, Prefix, build_text_batch
+from enrich.models.sequences import PackedSequence, Prefix, build_text_batch
 from enrich.preprocess import PreparedItem
 from enrich.schemas import Item
 from enrich.tagging.vocabulary import readable_tag
 from triton_models.export_small import DEFAULT_TAGGER
+from triton_models.graphs import segment_mask
 from triton_models.packed_tagger import (
     VISUAL_TOKENS,
     PackedEncoderTagger,
@@ -23,7 +24,7 @@ from triton_models.packed_tagger import (
 )
 from triton_models.small_models import EfficientNetLite0, image_pixels, load_minilm, minilm_dir
 
-INPUTS = ("input_ids", "attn_bias", "position_ids", "token_type_ids", "image_embeds", "readout_index")
+INPUTS = ("input_ids", "attn_segments", "position_ids", "token_type_ids", "image_embeds", "readout_index")
 
 
 def _run(model: torch.nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -36,14 +37,17 @@ def test_the_encoder_mask_lets_the_prefix_see_itself_and_each_suffix_the_prefix_
     pre.add_text([101])
     pre.add_visual_tokens(2, 1)
     pre.add_text([7, 102])
-    b = build_text_batch([PackedSequence(pre, [[5, 102], [6, 6, 102]])], pad_id=0, bucket=16, causal=False)
-    sees = b.attn_bias[0, 0] == 0
+    b = build_text_batch([PackedSequence(pre, [[5, 102], [6, 6, 102]])], pad_id=0, bucket=16)
+    assert b.attn_segments[0].tolist() == [0] * 5 + [1] * 2 + [2] * 3 + [-1] * 6  # 16 ints, not 16 x 16 floats
+    sees = segment_mask(torch.from_numpy(b.attn_segments), causal=False)[0, 0].numpy()
     assert sees[:5, :5].all() and not sees[:5, 5:].any()  # the prefix: all of itself, no suffix
     assert sees[5:7, :7].all() and not sees[5:7, 7:].any()  # suffix 1: the prefix and itself
     assert sees[7:10, :5].all() and sees[7:10, 7:10].all() and not sees[7:10, 5:7].any()  # suffix 2: not suffix 1
     assert b.position_ids[0, 0, :10].tolist() == [0, 1, 2, 3, 4, 5, 6, 5, 6, 7]  # restart after the prefix
     assert b.segments[0, :10].tolist() == [0] * 5 + [1] * 5 and b.readout_index[0].tolist() == [6, 9]
-    assert pre.num_image_tokens == 2 and (b.attn_bias[0, 0, 12, 12] == 0) and b.attn_bias[0, 0, 12, 0] == NEG
+    assert pre.num_image_tokens == 2 and sees[12, :5].all() and not sees[12, 5:].any()  # padding: the prefix
+    causal = segment_mask(torch.from_numpy(b.attn_segments), causal=True)[0, 0].numpy()
+    assert (causal == (sees & np.tri(16, dtype=bool))).all()  # a decoder's: the same, never a later token
 
 
 def test_one_packed_row_grades_each_candidate_as_it_would_be_graded_alone():
