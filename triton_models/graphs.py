@@ -77,7 +77,9 @@ def _attention(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor, cos: torch.
     r, length, _ = x.shape
     q, k, v = attn.qkv(x).reshape(r, length, 3, attn.num_heads, -1).unbind(2)  # R, L, heads, d
     q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # R, heads, L, d
+    # R, heads, L, d; contiguous so that every kernel (the math one on a CPU too) works on the same layout
+    # at any R: a transposed view of R > 1 rows is copied inside it, of one row not
+    q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
     return attn.proj(out.transpose(1, 2).reshape(r, length, -1))
 
