@@ -9,11 +9,12 @@ raises ``ParityError`` when they differ.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from enrich.models.meta import GRAPH_CONTRACT, ModelMeta
 from enrich.models.sequences import PackedSequence, Prefix, build_text_batch
 from triton_models.graphs import LateFusionGate, TextGraph, VisionGraph, build_random_model
 from triton_models.presets import BYTE_SPECIALS, get_preset
+from triton_models.repository import external_files
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,31 @@ def _row_embeds(merged: np.ndarray, slices: list[np.ndarray], rows: int) -> list
     return [merged[slices[i]] if i < len(slices) else np.zeros((0, width), np.float32) for i in range(rows)]
 
 
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def data_file(path: Path) -> Path:
+    """Where a graph's weights live beside it: one file per graph, whatever the model's size."""
+    return path.with_name(path.name + ".data")
+
+
+def _one_data_file(path: Path) -> None:
+    """Rewrite an exported graph as ``path`` plus one ``<name>.data`` file: the exporter writes a model over
+    2 GB as one loose file per tensor (428 of them for the real tagger), which no one wants to ship."""
+    import onnx
+
+    loose = external_files(path)
+    model = onnx.load(str(path), load_external_data=True)
+    target = data_file(path)
+    if target.exists():
+        target.unlink()
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=target.name, size_threshold=1024)
+    for name in loose:
+        if name != target.name:
+            (path.parent / name).unlink(missing_ok=True)
+
+
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
             dynamic: dict[str, dict[int, str]]) -> None:
     import warnings
@@ -197,8 +224,11 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0, checkpoint: Path | None = None,
                  gate_path: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 progress: Callable[[str], None] = log.info) -> ExportResult:
+                 progress: Callable[[str], None] = log.info, dtype: str = "float32") -> ExportResult:
     """Export ``role`` from a checkpoint directory, else from a random-weight preset, and check parity.
+
+    Each graph is written as ``<graph>.onnx`` plus one ``<graph>.onnx.data`` holding its weights, in
+    ``dtype`` (``float16``: half the size, what the GPU serves; inputs and outputs in float16 too).
 
     The embedder's late-fusion gate comes from ``gate_path`` (a ``.pt`` state dict of
     ``LateFusionGate``) when given; otherwise tiny presets get a random gate and real
@@ -224,7 +254,14 @@ def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0, 
             gate = LateFusionGate.untrained(width)
     text_graph = TextGraph(model, role, src.label_token_ids or None, gate).eval()
     version = f"{src.name}-{_weights_digest(*(m for m in (model, gate) if m is not None))}"
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"export dtype {dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
+    float_type = EXPORT_DTYPES[dtype]
+    if float_type != torch.float32:
+        vision_graph.to(float_type), text_graph.to(float_type)
+        version += f"-{dtype}"
     meta = _meta_for(src, role, version)
+    meta = dataclasses.replace(meta, float_type=dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.hf_tokenizer is not None:
         src.hf_tokenizer.save_pretrained(str(out_dir / "tokenizer"))
@@ -234,20 +271,22 @@ def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0, 
     v_names = list(vision_inputs)
     t0 = time.perf_counter()
     progress("exporting vision graph")
-    _export(vision_graph, tuple(torch.from_numpy(vision_inputs[k]) for k in v_names), out_dir / "vision.onnx",
+    _export(vision_graph, _torch_args(vision_inputs, v_names, float_type), out_dir / "vision.onnx",
             v_names, "image_embeds",
             {k: {0: "frames", 1: "slots"} for k in v_names} | {"image_embeds": {0: "frames", 1: "tokens"}})
+    _one_data_file(out_dir / "vision.onnx")
     with torch.no_grad():
-        merged = vision_graph(*[torch.from_numpy(vision_inputs[k]) for k in v_names]).numpy()
+        merged = vision_graph(*_torch_args(vision_inputs, v_names, float_type)).float().numpy()
     text_inputs = build_text_batch(seqs, meta.special["pad"]).as_inputs(_row_embeds(merged, slices, len(seqs)), width)
     out_name = "label_logits" if role == "tagger" else "embeddings"
     out_axes = {0: "batch", 1: "readouts"} if role == "tagger" else {0: "batch"}
     progress(f"exported vision graph in {time.perf_counter() - t0:.1f}s; exporting text graph")
-    _export(text_graph, tuple(torch.from_numpy(text_inputs[k]) for k in TEXT_INPUTS), out_dir / "text.onnx",
+    _export(text_graph, _torch_args(text_inputs, TEXT_INPUTS, float_type), out_dir / "text.onnx",
             TEXT_INPUTS, out_name,
             {"input_ids": {0: "batch", 1: "seq"}, "attn_segments": {0: "batch", 1: "seq"},
              "position_ids": {0: "batch", 2: "seq"}, "image_embeds": {0: "batch", 1: "image_tokens"},
              "readout_index": {0: "batch", 1: "readouts"}, out_name: out_axes})
+    _one_data_file(out_dir / "text.onnx")
     progress(f"exported in {time.perf_counter() - t0:.1f}s; checking parity")
     meta.write(out_dir / "meta.json")
     diffs = check_parity(out_dir, vision_graph, text_graph, meta, seed=seed + 1, vocab=vocab)
@@ -255,9 +294,22 @@ def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0, 
     return ExportResult(out_dir, meta, diffs)
 
 
+def _torch_args(inputs: dict[str, np.ndarray], names: Sequence[str], float_type: torch.dtype) -> tuple:
+    """The graph's arguments, its float inputs in the export's float type."""
+    return tuple(torch.from_numpy(inputs[k]).to(float_type) if inputs[k].dtype == np.float32
+                 else torch.from_numpy(inputs[k]) for k in names)
+
+
+def _feed(inputs: dict[str, np.ndarray], float_type: torch.dtype) -> dict[str, np.ndarray]:
+    """The same inputs for ONNX Runtime."""
+    np_type = np.float16 if float_type == torch.float16 else np.float32
+    return {k: v.astype(np_type) if v.dtype == np.float32 else v for k, v in inputs.items()}
+
+
 def check_parity(out_dir: Path, vision_graph: nn.Module, text_graph: nn.Module, meta: ModelMeta,
                  seed: int, tol: float = 1e-4, vocab: int = 256) -> dict[str, float]:
-    """ONNX Runtime vs PyTorch on image sizes and padding the export never saw."""
+    """ONNX Runtime vs PyTorch on image sizes and padding the export never saw. In float16 both sides round
+    to 11 bits, so there the tolerance is relative: 1 % of the largest output."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -265,21 +317,26 @@ def check_parity(out_dir: Path, vision_graph: nn.Module, text_graph: nn.Module, 
     vs = ort.InferenceSession(str(out_dir / "vision.onnx"), opts, providers=["CPUExecutionProvider"])
     ts = ort.InferenceSession(str(out_dir / "text.onnx"), opts, providers=["CPUExecutionProvider"])
     diffs: dict[str, float] = {}
+    float_type = EXPORT_DTYPES[meta.float_type]
+    scale = 0.0
     for case, sizes in enumerate([[(28, 28)], [(112, 56), (84, 112), (28, 56)]]):
         v_in, slices, seqs = sample_inputs(meta, sizes, seed + case, vocab)
-        onnx_v = vs.run(None, v_in)[0]
+        onnx_v = vs.run(None, _feed(v_in, float_type))[0].astype(np.float32)
         with torch.no_grad():
-            torch_v = vision_graph(*[torch.from_numpy(v) for v in v_in.values()]).numpy()
+            torch_v = vision_graph(*_torch_args(v_in, list(v_in), float_type)).float().numpy()
         t_in = build_text_batch(seqs, meta.special["pad"], bucket=8).as_inputs(
             _row_embeds(torch_v, slices, len(seqs)), meta.hidden_size)
-        onnx_t = ts.run(None, t_in)[0]
+        onnx_t = ts.run(None, _feed(t_in, float_type))[0].astype(np.float32)
         with torch.no_grad():
-            torch_t = text_graph(*[torch.from_numpy(t_in[k]) for k in TEXT_INPUTS]).numpy()
+            torch_t = text_graph(*_torch_args(t_in, TEXT_INPUTS, float_type)).float().numpy()
+        scale = max(scale, float(np.abs(torch_v).max()), float(np.abs(torch_t).max()))
         unit = meta.vision.merge_size ** 2
         real = v_in["patch_mask"].reshape(len(onnx_v), -1, unit).all(axis=-1)  # padding outputs are never read
         diffs[f"vision[{case}]"] = float(np.abs(onnx_v - torch_v)[real].max())
         diffs[f"text[{case}]"] = float(np.abs(onnx_t - torch_t).max())
     worst = max(diffs.values())
+    if float_type != torch.float32:
+        tol = max(tol, 0.01 * scale)
     if not np.isfinite(worst) or worst > tol:
         raise ParityError(f"ONNX Runtime differs from PyTorch by {worst:.3g} (> {tol}): {diffs}")
     return diffs

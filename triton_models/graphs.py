@@ -84,6 +84,15 @@ def _attention(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor, cos: torch.
     return attn.proj(out.transpose(1, 2).reshape(r, length, -1))
 
 
+def _norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A vision norm, LayerNorm's statistics in float32 whatever ``x`` is: the ONNX exporter writes a half
+    LayerNorm with float32 input and half weights, which ONNX Runtime refuses (the RMSNorms already do this)."""
+    if isinstance(norm, nn.LayerNorm):
+        return F.layer_norm(x.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(),
+                            norm.eps).to(x.dtype)
+    return norm(x)
+
+
 class VisionGraph(nn.Module):
     """Vision tower + merger over a batch of frames, one row of patch slots each (``build_vision_batch``).
 
@@ -122,7 +131,7 @@ class VisionGraph(nn.Module):
             w = self.window_patches
             window = (real.reshape(-1, 1, 1, w), cos.reshape(-1, w, cos.shape[-1]), sin.reshape(-1, w, sin.shape[-1]))
         for i, blk in enumerate(self.visual.blocks):
-            h = blk.norm1(x)
+            h = _norm(blk.norm1, x)
             if self.windowed and i not in self.full_blocks:
                 mask, c, s = window
                 attended = _attention(blk.attn, h.reshape(-1, self.window_patches, h.shape[-1]), mask, c, s)
@@ -131,8 +140,10 @@ class VisionGraph(nn.Module):
                 attended = _attention(blk.attn, h, *full)
             # a window of padding only has no key to attend to (NaN): padding rows are zeroed, never read
             x = x + torch.where(keep, attended, torch.zeros((), dtype=attended.dtype))
-            x = x + blk.mlp(blk.norm2(x))
-        return self.visual.merger(x.flatten(0, 1)).reshape(frames, slots // self.unit, -1)
+            x = x + blk.mlp(_norm(blk.norm2, x))
+        merger = self.visual.merger
+        merged = merger.mlp(_norm(merger.ln_q, x.flatten(0, 1)).reshape(-1, merger.hidden_size))
+        return merged.reshape(frames, slots // self.unit, -1)
 
 
 class LateFusionGate(nn.Module):

@@ -119,9 +119,17 @@ def config_pbtxt(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
             "} ] } }\n" + _warmup(inputs, batched))
 
 
+def external_files(path: Path) -> list[str]:
+    """The external-data files the graph at ``path`` names (relative to its folder), without reading them."""
+    model = onnx.load(str(path), load_external_data=False)
+    return sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
+
+
 def build_repository(model_root: Path, out: Path, target: str = "local",
                      opts: ServingOptions = ServingOptions()) -> list[str]:
-    """Write ``out/<role>_<graph>/{config.pbtxt,1/model.onnx[,1/model.py]}``; returns model names."""
+    """Write ``out/<role>_<graph>/{config.pbtxt,1/model.onnx[,1/<graph>.onnx.data][,1/model.py]}``: the exported
+    files unchanged, the graph under Triton's name and its weights under the name the graph gives them;
+    returns model names."""
     names = []
     if out.exists():
         shutil.rmtree(out)
@@ -135,6 +143,8 @@ def build_repository(model_root: Path, out: Path, target: str = "local",
         version_dir = out / name / "1"
         version_dir.mkdir(parents=True)
         shutil.copyfile(src, version_dir / "model.onnx")
+        for data in external_files(src):  # the graph's weights, under the name the graph gives them
+            shutil.copyfile(src.parent / data, version_dir / data)
         if target == "local":
             shutil.copyfile(Path(__file__).parent / "python_backend" / "model.py", version_dir / "model.py")
         inputs, outputs = tensor_specs(src)

@@ -62,7 +62,7 @@ class _TwoGraphModel:
             return [np.zeros((0, width), np.float32) for _ in images]
         vb = build_vision_batch(flat, self.meta.vision)
         inputs = {"pixel_values": vb.pixel_values, "position_ids": vb.position_ids, "patch_mask": vb.patch_mask}
-        merged = self.backend.infer(f"{self.meta.role}_vision", inputs)
+        merged = self._infer(f"{self.meta.role}_vision", inputs)
         merged = merged.reshape(-1, merged.shape[-1])  # [frames * slots, H], what token_slices index
         out, k = [], 0
         for per_item in images:
@@ -82,7 +82,13 @@ class _TwoGraphModel:
 
     def _run_text(self, seqs: list[PackedSequence], image_embeds: list[np.ndarray]) -> np.ndarray:
         batch = build_text_batch(seqs, self.sp.pad, self.seq_bucket)
-        return self.backend.infer(f"{self.meta.role}_text", batch.as_inputs(image_embeds, self.meta.hidden_size))
+        return self._infer(f"{self.meta.role}_text", batch.as_inputs(image_embeds, self.meta.hidden_size))
+
+    def _infer(self, graph: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """One graph call; float inputs in the export's float type (float16 exports), the output as float32."""
+        if self.meta.float_type != "float32":
+            inputs = {k: v.astype(self.meta.float_type) if v.dtype == np.float32 else v for k, v in inputs.items()}
+        return np.asarray(self.backend.infer(graph, inputs), dtype=np.float32)
 
 
 class Embedder(_TwoGraphModel):

@@ -33,6 +33,7 @@ class ModelMeta:
     image_size: int = 0  # encoder family: side of the square image the vision graph takes
     max_tokens: int = 0  # encoder family: longest row the model was trained on (rows are truncated to it)
     source: str = ""  # small presets: digest of the trained artifact the export was made from
+    float_type: str = "float32"  # the graphs' float inputs and outputs: "float32" or "float16"
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))

@@ -30,15 +30,20 @@ def cmd_export(s: ToolSettings, a: argparse.Namespace) -> int:
                               "(presets are for exports without a checkpoint)")
         for role in a.roles or [r for r, c in checkpoints.items() if c]:
             _print_export(role, export_model(role, out / role, checkpoint=checkpoints[role],
-                                             gate_path=a.fusion_gate if role == "embedder" else None, progress=say))
+                                             gate_path=a.fusion_gate if role == "embedder" else None, progress=say,
+                                             dtype=a.dtype))
         return 0
     if (a.preset or "small") != "small":
         from triton_models.export import export_model
 
         for role in a.roles or ("embedder", "tagger"):
             _print_export(role, export_model(role, out / role, preset=a.preset,
-                                             gate_path=a.fusion_gate if role == "embedder" else None, progress=say))
+                                             gate_path=a.fusion_gate if role == "embedder" else None, progress=say,
+                                             dtype=a.dtype))
         return 0
+    if a.dtype != "float32":
+        raise EnrichError("the small presets are exported in float32 only (they serve on CPUs); --dtype float16 is for "
+                          "the Qwen-VL presets and checkpoints")
     from triton_models.export_small import default_artifact, export_small, ship_tag_prior
 
     artifacts = {"embedder": a.fusion_gate, "tagger": a.tagger_artifact or default_artifact("tagger", s.small_tagger)}
@@ -184,6 +189,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="trained late-fusion gate (small: a train-fusion artifact, default the shipped one; Qwen: "
                          "a .pt state dict, default a fixed visual share)")
     ex.add_argument("--tagger-artifact", type=Path, help="small preset: a train-tagger artifact (default: shipped)")
+    ex.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                    help="Qwen-VL presets and checkpoints: the graphs' float type (float16: half the size, what a GPU "
+                         "serves); each graph is written as <graph>.onnx plus one <graph>.onnx.data")
     ex.add_argument("--out", type=Path, help="models directory (default: ENRICH_MODEL_DIR)")
     ex.set_defaults(fn=cmd_export)
     rp = actions.add_parser("repository", help="write a Triton model repository for the exported models")
