@@ -103,6 +103,37 @@ def costs_from_metrics(text: str, source: str) -> ItemCosts:
                      out_bytes=m.get("enrich_output_bytes_total", 0.0) / items, source=source)
 
 
+# What `benchmarks/gpu_run.sh` measured on a GPU, when a run was committed: the served graphs' items/s.
+GPU_RESULT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu" / "gpu_speed.json"
+
+
+@dataclass(frozen=True)
+class GpuFigure:
+    items_per_s: float
+    batch: int
+    device: str
+    source: str
+
+    def describe(self) -> str:
+        return (f"model: {self.items_per_s:g} items/s per GPU, served embed + tag at {self.batch} items per batch on "
+                f"{self.device} ({self.source})")
+
+
+def gpu_figure(path: Path = GPU_RESULT) -> GpuFigure | None:
+    """The served embed + tag rate of a committed GPU run: at the batch size that gave the most items/s
+    without running out of memory. None when no run was committed."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        rows = [r for r in data["results"] if r["path"] == "served_embed+tag" and "items_per_s" in r]
+        best = max(rows, key=lambda r: r["items_per_s"])
+        return GpuFigure(float(best["items_per_s"]), int(best["items"]), str(data["device"]), str(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EnrichError(f"{path}: not a gpu_bench result ({exc}); run benchmarks/gpu_run.sh again or pass "
+                          "--model-items-per-s") from None
+
+
 def load_costs(path: Path) -> ItemCosts:
     try:
         data = json.loads(path.read_text())

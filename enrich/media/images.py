@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from enrich.errors import InvalidItem
-from enrich.media.decode import flatten_alpha
+
+if TYPE_CHECKING:  # Pillow is imported where images are opened: the layout below needs numpy alone, so the
+    from PIL import Image  # GPU benchmark (torch, transformers, onnx, nothing else) can run the graphs
 
 # OpenAI CLIP normalisation, used by the Qwen2-VL family.
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -79,6 +81,8 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 
 def patchify(img: Image.Image, spec: VisionSpec) -> PatchedImage:
     """Resize, normalise and cut an image into patch rows (the HF processor's layout)."""
+    from PIL import Image
+
     h, w = smart_resize(img.height, img.width, spec.factor, spec.min_pixels, spec.max_pixels)
     if (img.height, img.width) != (h, w):
         img = img.resize((w, h), resample=Image.Resampling.BICUBIC)
@@ -190,6 +194,10 @@ def square_pixels(images: list[Image.Image], size: int) -> np.ndarray:
     Shorter side to ``size``, centre crop; transparent pixels are composited on white like the
     serving decoder does (``enrich.media.decode.flatten_alpha``), so training sees what serving sees.
     """
+    from PIL import Image
+
+    from enrich.media.decode import flatten_alpha
+
     out = np.zeros((len(images), 3, size, size), np.float32)
     for i, img in enumerate(images):
         img = flatten_alpha(img)

@@ -77,11 +77,24 @@ def cmd_capacity(s: ToolSettings, a: argparse.Namespace) -> int:
         raise EnrichError("pass --costs FILE (from `enrich capacity --validate`) or --metrics URL of a live worker")
     if a.model_items_per_s:
         costs = dataclasses.replace(costs, model_s=1.0 / a.model_items_per_s,
-                                    source=f"{costs.source}; model: {a.model_items_per_s:g} items/s per GPU")
+                                    source=f"{costs.source}; model: {a.model_items_per_s:g} items/s per GPU "
+                                           "(--model-items-per-s)")
+    elif (gpu := capacity.gpu_figure(a.gpu_result)) is not None:
+        costs = dataclasses.replace(costs, model_s=1.0 / gpu.items_per_s, source=f"{costs.source}; {gpu.describe()}")
+    else:
+        say(f"no GPU measurement at {a.gpu_result} (benchmarks/gpu_run.sh writes one): the model cost is the one "
+            f"measured with the costs ({costs.source}), which on a CPU model server says nothing of a GPU's; pass "
+            "--model-items-per-s to plan GPUs")
     p = capacity.plan(a.rate, costs, cores_per_worker=a.cores_per_worker, utilisation=a.utilisation,
                       replication=s.replication_factor)
     say(json.dumps(capacity.as_json(p), indent=2) if a.json else capacity.format_plan(p))
     return 0
+
+
+def capacity_result_path() -> Path:
+    from ops.capacity import GPU_RESULT
+
+    return GPU_RESULT
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -113,6 +126,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--metrics", help="a live worker's /metrics URL to read the per-item costs from")
     cp.add_argument("--model-items-per-s", type=float, default=0.0,
                     help="items/s one GPU serves (both models), instead of the measured model cost")
+    cp.add_argument("--gpu-result", type=Path, default=capacity_result_path(),
+                    help="a benchmarks/gpu_run.sh result whose served embed + tag rate plans the GPUs (default: the "
+                         "committed one, when there is one)")
     cp.add_argument("--cores-per-worker", type=float, default=1.0, help="CPU cores per worker pod (default 1)")
     cp.add_argument("--utilisation", type=float, default=0.7, help="target busy share of each resource")
     cp.add_argument("--json", action="store_true", help="print the plan as JSON")
