@@ -102,7 +102,7 @@ def checkpoint_source(role: str, path: Path, max_pixels: int = DEFAULT_MAX_PIXEL
     if cfg.model_type not in classes:
         raise ModelConfigError(f"{path}: model_type {cfg.model_type!r} is not one of {sorted(classes)}")
     model = classes[cfg.model_type].from_pretrained(str(path), local_files_only=True, torch_dtype=torch.float32,
-                                                    attn_implementation="eager").eval()
+                                                    attn_implementation="sdpa").eval()
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     eos = tok.eos_token_id if tok.eos_token_id is not None else cfg.text_config.eos_token_id
     special = {"pad": tok.pad_token_id if tok.pad_token_id is not None else eos, "eos": int(eos),

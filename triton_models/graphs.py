@@ -55,7 +55,9 @@ def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def build_random_model(preset: Preset, seed: int = 0) -> nn.Module:
-    """A random-weight model of the preset's architecture, in eval mode, eager attention."""
+    """A random-weight model of the preset's architecture, in eval mode. Its language model attends through
+    ``scaled_dot_product_attention`` (the graphs' own vision attention always does), which exports to ONNX
+    as the same matmuls and softmax eager attention does, and runs flash or memory-efficient kernels on a GPU."""
     torch.manual_seed(seed)
     if preset.arch == "qwen2_vl":
         cfg: Any = Qwen2VLConfig(**preset.config)
@@ -63,9 +65,8 @@ def build_random_model(preset: Preset, seed: int = 0) -> nn.Module:
     else:
         cfg = Qwen2_5_VLConfig(**preset.config)
         cls = Qwen2_5_VLForConditionalGeneration
-    cfg._attn_implementation = "eager"
-    cfg.text_config._attn_implementation = "eager"
-    cfg.vision_config._attn_implementation = "eager"
+    for c in (cfg, cfg.text_config, cfg.vision_config):
+        c._attn_implementation = "sdpa"
     model = cls(cfg).eval()
     return model
 
