@@ -196,7 +196,7 @@ def as_event(it: DebtagsItem, created_at: int | None = None) -> dict:
             "text": it.text, "images": [], "created_at": created_at if created_at is not None else now_ms()}
 
 
-def _read_index(path: Path) -> Iterator[str]:
+def read_index(path: Path) -> Iterator[str]:
     if path.suffix == ".lz4":
         proc = subprocess.run(["lz4cat", str(path)], check=True, capture_output=True, text=True)
         yield from proc.stdout.splitlines()
@@ -216,17 +216,19 @@ def fetch_lists(lists_dir: Path) -> None:
     apt_update(lists_dir, ["Acquire::Languages=en"], "*_Packages and *_Translation-en indexes")
 
 
-def find_indexes(lists_dir: Path, suite: str = "bookworm_main") -> tuple[Path, Path]:
-    def one(pattern: str) -> Path:
-        found = sorted(lists_dir.glob(pattern))
-        if not found:
-            raise EnrichError(f"no {pattern} in {lists_dir}: fetch the lists first (enrich data debtags --fetch)")
-        return found[0]
+def find_index(lists_dir: Path, pattern: str, command: str = "enrich data debtags") -> Path:
+    found = sorted(lists_dir.glob(pattern))
+    if not found:
+        raise EnrichError(f"no {pattern} in {lists_dir}: fetch the lists first ({command} --fetch)")
+    return found[0]
 
-    return (one(f"*_dists_{suite}_binary-*_Packages*"), one(f"*_dists_{suite}_i18n_Translation-en*"))
+
+def find_indexes(lists_dir: Path, suite: str = "bookworm_main") -> tuple[Path, Path]:
+    return (find_index(lists_dir, f"*_dists_{suite}_binary-*_Packages*"),
+            find_index(lists_dir, f"*_dists_{suite}_i18n_Translation-en*"))
 
 
 def build_from_lists(lists_dir: Path, out: Path) -> dict:
     packages, translations = find_indexes(lists_dir)
-    items = build(_read_index(packages), _read_index(translations))
+    items = build(read_index(packages), read_index(translations))
     return write_snapshot(items, out, source=f"{packages.name} + {translations.name}")

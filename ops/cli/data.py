@@ -1,4 +1,5 @@
-"""`enrich data debtags|appstream` (the dataset snapshots) and `enrich vocab load|prototypes|prior` (the tags)."""
+"""`enrich data debtags|debtags-zh|appstream` (the dataset snapshots) and `enrich vocab load|prototypes|prior`
+(the tags)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,20 @@ from ops.settings import ToolSettings
 
 
 def cmd_data(s: ToolSettings, a: argparse.Namespace) -> int:
-    from corpora import appstream, debtags
+    from corpora import appstream, debtags, debtags_zh
 
-    dataset = {"debtags": debtags, "appstream": appstream}[a.action]
+    dataset = {"debtags": debtags, "debtags-zh": debtags_zh, "appstream": appstream}[a.action]
+    what = {"debtags": "English descriptions", "debtags-zh": "the zh_CN description translations",
+            "appstream": "AppStream metadata and icons"}[a.action]
     lists = a.lists
     if a.fetch:
         lists = lists or s.state_dir / f"apt-lists-{a.action}"
-        say(f"apt-get update ({'English descriptions' if a.action == 'debtags' else 'AppStream metadata and icons'})"
-             f" into {lists}")
+        say(f"apt-get update ({what}) into {lists}")
         dataset.fetch_lists(lists)
     if lists is None:
-        needs = "*_Packages and *_Translation-en indexes" if a.action == "debtags" else \
-            "*_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz"
+        needs = {"debtags": "*_Packages and *_Translation-en indexes",
+                 "debtags-zh": "*_Packages and *_Translation-zh_CN indexes",
+                 "appstream": "*_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz"}[a.action]
         raise EnrichError(f"pass --fetch (runs apt-get update into a private lists dir) or --lists DIR (a dir "
                           f"with {needs})")
     manifest = dataset.build_from_lists(lists, a.out or dataset.SNAPSHOT_DIR)
@@ -73,12 +76,14 @@ def cmd_vocab(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    da = sub.add_parser("data", help="build a dataset snapshot: debtags (text, tags, relations) or appstream "
+    da = sub.add_parser("data", help="build a dataset snapshot: debtags (text, tags, relations), debtags-zh (the same "
+                                     "packages in Chinese, from Debian's zh_CN translations) or appstream "
                                      "(desktop applications with icons, joined with debtags)")
-    da.add_argument("action", choices=["debtags", "appstream"])
+    da.add_argument("action", choices=["debtags", "debtags-zh", "appstream"])
     da.add_argument("--fetch", action="store_true", help="apt-get update into a private lists dir first")
     da.add_argument("--lists", type=Path, help="apt lists dir holding the indexes (debtags: *_Packages and "
-                                               "*_Translation-en; appstream: the DEP-11 components and icons)")
+                                               "*_Translation-en; debtags-zh: *_Packages and *_Translation-zh_CN; "
+                                               "appstream: the DEP-11 components and icons)")
     da.add_argument("--out", type=Path, help="snapshot dir (default: the one shipped in corpora/data/)")
     da.set_defaults(fn=cmd_data)
     v = sub.add_parser("vocab", help="publish tags to tags.vocab, or build tag prototypes or the tag prior")
