@@ -28,6 +28,7 @@ from enrich.tagging.prior import TagPrior
 from enrich.tagging.vocabulary import TagVocabulary
 from enrich.vectors.cf_adapter import CfAdapter
 from enrich.vectors.semantic_ids import SemanticIdCodebook
+from streams.kafka_tools import KafkaToolError, check_topics
 from streams.vocab_feed import VocabularyFeed
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ def make_pipeline(settings: Settings, backend: InferenceBackend, vocab_embed_chu
 class Enrichment(Service):
     """Owns the pipeline; runs batches off the event loop and retries an unavailable backend forever.
 
-    Built, it holds the backend client and the loaded models; started, it feeds ``tags.vocab`` into the
+    Built, it holds nothing but its settings, so building the app loads nothing (``faust -A streams.app
+    --help`` works where no model was exported). Started, it checks the topics (the same check whichever
+    command started the worker), loads the backend client and the models, feeds ``tags.vocab`` into the
     vocabulary and waits (``VOCABULARY_WAIT_S`` at most) until the feed has read the topic to its end and
     embedded its tags, so the first batches see the whole vocabulary (a vocabulary too large for that goes on
     being embedded while items flow); stopped, it closes the feed, the decoders and the backend.
@@ -116,16 +119,44 @@ class Enrichment(Service):
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.backend = make_backend(settings)
-        self.pipeline = make_pipeline(settings, self.backend, settings.vocab_embed_chunk)
-        self.feed = VocabularyFeed(settings, self.pipeline.vocabulary)
+        self._models: tuple[InferenceBackend, Pipeline, VocabularyFeed] | None = None
         self.backend_ok = True
         self.warm = False  # set once the backend reported every model ready and a warm-up item ran through
         # Called with False when the backend becomes unavailable and True when it is back (the worker
         # pauses and resumes fetching its input partitions).
         self.on_backend_state: Callable[[bool], None] = lambda _up: None
 
+    @property
+    def loaded(self) -> bool:
+        return self._models is not None
+
+    def load(self) -> tuple[InferenceBackend, Pipeline, VocabularyFeed]:
+        """The backend client, the pipeline (models loaded) and the vocabulary feed, made on first use."""
+        if self._models is None:
+            backend = make_backend(self.settings)
+            pipeline = make_pipeline(self.settings, backend, self.settings.vocab_embed_chunk)
+            self._models = (backend, pipeline, VocabularyFeed(self.settings, pipeline.vocabulary))
+        return self._models
+
+    @property
+    def backend(self) -> InferenceBackend:
+        return self.load()[0]
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.load()[1]
+
+    @property
+    def feed(self) -> VocabularyFeed:
+        return self.load()[2]
+
     async def on_start(self) -> None:
+        try:
+            await asyncio.to_thread(check_topics, self.settings)
+        except KafkaToolError as exc:  # the fix is in the message: say it plainly, then stop the worker
+            log.error("%s", exc)
+            raise
+        await asyncio.to_thread(self.load)
         self.feed.start()
         if not await asyncio.to_thread(self.wait_vocabulary, self.VOCABULARY_WAIT_S):
             log.warning("tags.vocab not read and embedded after %.0fs; starting with %d tags, %d of them still to "
@@ -133,9 +164,11 @@ class Enrichment(Service):
                         self.pipeline.vocabulary.pending)
 
     async def on_stop(self) -> None:
-        self.feed.stop()
-        self.pipeline.close()
-        self.backend.close()
+        if self._models is not None:
+            backend, pipeline, feed = self._models
+            feed.stop()
+            pipeline.close()
+            backend.close()
 
     async def run(self, events: list[RawEvent]) -> list[Outcome]:
         """One outcome per event, in order. An unavailable backend is waited for; a request the model
@@ -196,6 +229,8 @@ class Enrichment(Service):
     def waiting_for(self) -> list[str]:
         """What readiness waits for, in words (empty: nothing), and what is still loading without holding
         items up."""
+        if not self.loaded:
+            return ["the topics checked and the models loaded"]
         waits = []
         if not self.backend_ok:
             waits.append("the model backend (unavailable; batches are retried and input is paused)")

@@ -32,9 +32,10 @@ def add_pages(app: faust.App, enrichment: Enrichment, paused_inputs: Callable[[]
         # Ready once every model is ready and a warm-up item went through; unready while the backend is down.
         body = {"ready": enrichment.ready, "warmed_up": enrichment.warm, "backend_ok": enrichment.backend_ok,
                 "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in paused_inputs()),
-                "vocab_tags": len(enrichment.pipeline.vocabulary),
-                "vocab_pending": enrichment.pipeline.vocabulary.pending,
-                "waiting_for": enrichment.waiting_for(),
-                "versions": enrichment.pipeline.versions.__dict__}
+                "waiting_for": enrichment.waiting_for()}
+        if enrichment.loaded:  # never load models from a probe
+            vocabulary = enrichment.pipeline.vocabulary
+            body |= {"vocab_tags": len(vocabulary), "vocab_pending": vocabulary.pending,
+                     "versions": enrichment.pipeline.versions.__dict__}
         return web.json(body, status=200 if enrichment.ready else 503)
 
