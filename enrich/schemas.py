@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from enrich.errors import InvalidItem
+from enrich.errors import InvalidItem, Stop
 
 SCHEMA_VERSION = 1
 TITLE_CHARS = 200  # of an item's title on items.enriched
@@ -172,6 +172,109 @@ def vector_bytes(v: np.ndarray) -> bytes:
 
 def vector_from_bytes(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<f4")
+
+
+# -- items.coded: the hand-off between the two stages ---------------------------
+
+# items.coded is a contract between the workers of a rolling update: versioned like the public topics.
+# 0 is the bare list the releases before it wrote (still read); a worker stops on a version it cannot read
+# rather than guess, so the partition waits for a worker that can.
+CODED_SCHEMA = 1
+READABLE_CODED = (0, 1)
+
+
+class CodedVersionError(Stop):
+    """An items.coded record of a version this worker cannot read (written by a newer release)."""
+
+
+def code_tuple_key(codebook: str, codes: list[int]) -> bytes:
+    """The key of a code tuple (items.coded, the collision digits); the codebook version keeps tuples of
+    different codebooks apart."""
+    return f"{codebook}:{'-'.join(map(str, codes))}".encode()
+
+
+@dataclass(frozen=True)
+class FinishedItem:
+    """An item's outputs with its full semantic ID (the code tuple and the collision digit)."""
+
+    item_id: str
+    created_at: int
+    enriched: bytes  # items.enriched
+    neighbor: bytes  # recall.neighbors
+    edges: list[bytes]  # recall.tags
+
+
+@dataclass(frozen=True)
+class CodedItem:
+    """``items.coded`` (internal, key: the code tuple): an enriched item whose semantic ID is still the bare
+    code tuple. Its records travel as the maps their writer made, so a field a newer release adds passes
+    through to the outputs unchanged."""
+
+    record: dict[str, Any]  # the items.enriched record
+    neighbor: dict[str, Any]  # the recall.neighbors record
+    edges: list[bytes]  # the recall.tags records, encoded
+
+    @classmethod
+    def of(cls, record: EnrichedItem, neighbor: NeighborRecord, edges: list[TagRecall]) -> CodedItem:
+        return cls(asdict(record), asdict(neighbor), [encode(e) for e in edges])
+
+    @property
+    def item_id(self) -> str:
+        return self.record["item_id"]
+
+    @property
+    def key(self) -> bytes:
+        return code_tuple_key(self.record["versions"]["codebook"], self.record["semantic_id"])
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"schema": CODED_SCHEMA, "record": self.record, "neighbor": self.neighbor,
+                              "edges": self.edges}, use_bin_type=True)
+
+    def finish(self, digit: int) -> FinishedItem:
+        """The outputs, the collision digit appended to the code tuple on both records."""
+        sid = [*self.record["semantic_id"], digit]
+        return FinishedItem(self.item_id, self.record["created_at"],
+                            msgpack.packb(self.record | {"semantic_id": sid}, use_bin_type=True),
+                            msgpack.packb(self.neighbor | {"semantic_id": sid}, use_bin_type=True), self.edges)
+
+
+def decode_coded(raw: bytes | None, key: bytes | None) -> CodedItem:
+    """An ``items.coded`` record (this version or the previous release's) published under ``key``:
+    ``InvalidItem`` when it is not one a worker wrote, or not under its own code tuple (the tuple's partition
+    owns its digits, and a record under another key, or none, would be numbered where it does not belong);
+    ``CodedVersionError`` when a newer release wrote it."""
+    def bad(why: str) -> InvalidItem:
+        return InvalidItem("bad_coded_record", why, stage="semantic_id")
+
+    try:
+        value = msgpack.unpackb(raw or b"", raw=False)
+    except (ValueError, TypeError) as exc:
+        raise bad(f"not msgpack: {type(exc).__name__}: {exc}") from None
+    if isinstance(value, dict) and "schema" in value:
+        version = value["schema"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise bad(f"schema {version!r} is not an integer")
+        if version not in READABLE_CODED:
+            raise CodedVersionError(f"items.coded record of schema {version}; this worker reads "
+                                    f"{READABLE_CODED}: a newer release wrote it. Finish the rolling update (the "
+                                    "newer workers take this partition); its offset stays uncommitted meanwhile")
+        value = [value.get("record"), value.get("neighbor"), value.get("edges")]
+    try:
+        record, neighbor, edges = value
+        if not (isinstance(record, dict) and isinstance(neighbor, dict) and isinstance(edges, list)
+                and isinstance(record["item_id"], str) and isinstance(record["created_at"], int)
+                and isinstance(record["semantic_id"], list) and all(isinstance(e, bytes) for e in edges)):
+            raise TypeError("unexpected shape")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise bad(f"not an items.coded record: {type(exc).__name__}: {exc}") from None
+    versions = record.get("versions")
+    if not (isinstance(versions, dict) and isinstance(versions.get("codebook"), str)
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in record["semantic_id"])):
+        raise bad("no codebook version or a non-integer code")
+    coded = CodedItem(record, neighbor, edges)
+    if key != coded.key:
+        raise bad(f"key {key!r:.80} is not the record's code tuple {coded.key!r}")
+    return coded
 
 
 # -- decoding with validation -------------------------------------------------

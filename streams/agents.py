@@ -1,8 +1,9 @@
-"""The worker's agents, one per stage of ``streams.topology.STAGES``, and the ``items.coded`` contract between them.
+"""The worker's agents, one per stage of ``streams.topology.STAGES``; they read, call, send and acknowledge.
 
 ``enrich_items`` reads ``items.new`` in micro-batches, enriches them through the ``Enrichment`` service
 and hands each item to ``items.coded`` (or ``items.dlq``); ``assign_semantic_ids`` numbers the collisions of
-each code tuple and publishes the outputs. An event is acked only after its outputs are acknowledged by
+each code tuple and publishes the outputs. The ``items.coded`` record, and the step that finishes a semantic
+ID with its digit, are ``enrich.schemas.CodedItem``. An event is acked only after its outputs are acknowledged by
 the broker, so a crash replays, never loses.
 """
 
@@ -12,88 +13,20 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import asdict
 from typing import Any
 
 import faust
-import msgpack
 
 from enrich import metrics
-from enrich.errors import InvalidItem, Stop
+from enrich.errors import InvalidItem
 from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
-from enrich.schemas import DeadLetter, encode, now_ms
+from enrich.schemas import CodedItem, CodedVersionError, DeadLetter, decode_coded, encode, now_ms
 from enrich.settings import Settings
-from enrich.vectors.semantic_ids import collision_key
 from streams.collision_digits import DigitStore
 from streams.services import Enrichment
 from streams.topology import STAGES
 
 log = logging.getLogger(__name__)
-
-
-# items.coded is a contract between the workers of a rolling update: versioned like the public topics.
-# 0 is the bare list the releases before it wrote (still read); a worker stops on a version it cannot read
-# rather than guess, so the partition waits for a worker that can.
-CODED_SCHEMA = 1
-READABLE_CODED = (0, 1)
-
-
-class CodedVersionError(Stop):
-    """An items.coded record of a version this worker cannot read (written by a newer release)."""
-
-
-def coded_payload(o: Enriched) -> bytes:
-    """An enriched item on its way to the collision-digit stage; its semantic ID is still the bare code tuple."""
-    return msgpack.packb({"schema": CODED_SCHEMA, "record": asdict(o.record), "neighbor": asdict(o.neighbor),
-                          "edges": [encode(e) for e in o.tag_edges]}, use_bin_type=True)
-
-
-def decode_coded(raw: bytes | None) -> tuple[dict[str, Any], dict[str, Any], list[bytes]]:
-    """An ``items.coded`` record (this version or the previous release's), ``InvalidItem`` when it is not
-    one a worker wrote, ``CodedVersionError`` when a newer release wrote it."""
-    try:
-        value = msgpack.unpackb(raw or b"", raw=False)
-    except (ValueError, TypeError) as exc:
-        raise InvalidItem("bad_coded_record", f"not msgpack: {type(exc).__name__}: {exc}",
-                          stage="semantic_id") from None
-    if isinstance(value, dict) and "schema" in value:
-        version = value["schema"]
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise InvalidItem("bad_coded_record", f"schema {version!r} is not an integer", stage="semantic_id")
-        if version not in READABLE_CODED:
-            raise CodedVersionError(f"items.coded record of schema {version}; this worker reads "
-                                    f"{READABLE_CODED}: a newer release wrote it. Finish the rolling update (the "
-                                    "newer workers take this partition); its offset stays uncommitted meanwhile")
-        value = [value.get("record"), value.get("neighbor"), value.get("edges")]
-    try:
-        record, neighbor, edges = value
-        if not (isinstance(record, dict) and isinstance(neighbor, dict) and isinstance(edges, list)
-                and isinstance(record["item_id"], str) and isinstance(record["created_at"], int)
-                and isinstance(record["semantic_id"], list) and all(isinstance(e, bytes) for e in edges)):
-            raise TypeError("unexpected shape")
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InvalidItem("bad_coded_record", f"not an items.coded record: {type(exc).__name__}: {exc}",
-                          stage="semantic_id") from None
-    return record, neighbor, edges
-
-
-def coded_key(record: dict[str, Any], key: bytes | None) -> bytes:
-    """The record's code-tuple key, which must be the one it was published under: the tuple's partition
-    owns its digits, and a record under another key (or none) would be numbered where it does not belong."""
-    versions = record.get("versions")
-    codebook = versions.get("codebook") if isinstance(versions, dict) else None
-    codes = record["semantic_id"]
-    if not isinstance(codebook, str) or not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
-        raise InvalidItem("bad_coded_record", "no codebook version or a non-integer code", stage="semantic_id")
-    expected = collision_key(codebook, codes)
-    if key != expected:
-        raise InvalidItem("bad_coded_record", f"key {key!r:.80} is not the record's code tuple {expected!r}",
-                          stage="semantic_id")
-    return expected
-
-
-def _repack(record: dict[str, Any], semantic_id: list[int]) -> bytes:
-    return msgpack.packb(record | {"semantic_id": semantic_id}, use_bin_type=True)
 
 
 async def delivered(futures: list[Any]) -> None:
@@ -132,8 +65,8 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
             futures = []
             for o in outcomes:
                 if isinstance(o, Enriched):
-                    key = collision_key(o.record.versions.codebook, o.record.semantic_id)
-                    futures.append(await topics["items.coded"].send(key=key, value=coded_payload(o)))
+                    coded = CodedItem.of(o.record, o.neighbor, o.tag_edges)
+                    futures.append(await topics["items.coded"].send(key=coded.key, value=coded.encode()))
                 else:
                     futures.append(await topics["items.dlq"].send(key=o.key, value=encode(o)))
                     metrics.DLQ.labels(o.reason, o.stage).inc()
@@ -180,8 +113,7 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
                     settings.topic(r.topic), r.partition, r.offset)), rejected.error, None,
                     settings.max_message_bytes))
             try:
-                record, neighbor, edges = decode_coded(e.message.value)
-                key = coded_key(record, e.message.key)
+                coded = decode_coded(e.message.value, e.message.key)
             except CodedVersionError as exc:
                 log.error("%s at %s[%d]@%d", exc, topic, partition, offset)
                 raise
@@ -189,15 +121,14 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
                 dead.append(dead_letter(RawEvent(e.message.key, e.message.value or b"", source), err, None,
                                         settings.max_message_bytes))
                 continue
-            digit, new_record = digits.assign(partition, key, record["item_id"])
+            digit, new_record = digits.assign(partition, coded.key, coded.item_id)
             if new_record is not None:
                 changed.append((partition, *new_record))
-            sid = [*record["semantic_id"], digit]
-            item_key = record["item_id"].encode()
-            outputs += [("items.enriched", item_key, _repack(record, sid)),
-                        ("recall.neighbors", item_key, _repack(neighbor, sid))]
-            outputs += [("recall.tags", item_key, edge) for edge in edges]
-            created.append(record["created_at"])
+            done = coded.finish(digit)
+            item_key = done.item_id.encode()
+            outputs += [("items.enriched", item_key, done.enriched), ("recall.neighbors", item_key, done.neighbor)]
+            outputs += [("recall.tags", item_key, edge) for edge in done.edges]
+            created.append(done.created_at)
         if digits.generation != generation:
             # Partitions were revoked while this batch was numbered: publish nothing and ack nothing;
             # the partitions' owner replays the batch against the digits as they are now.

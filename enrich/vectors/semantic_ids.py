@@ -151,11 +151,6 @@ class SemanticIdCodebook:
         return book
 
 
-def collision_key(version: str, codes: list[int]) -> bytes:
-    """The table key of a code tuple; the codebook version keeps tuples of different codebooks apart."""
-    return f"{version}:{'-'.join(map(str, codes))}".encode()
-
-
 def code_stats(codes: np.ndarray, k: int) -> dict[str, Any]:
     """Per-level utilisation (share of the K codes used) and perplexity (exp of the usage entropy;
     K when all codes are used equally), and the collision rate before the disambiguating digit:

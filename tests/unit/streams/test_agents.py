@@ -14,8 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from enrich.schemas import now_ms
-from streams.agents import decode_coded
+from enrich.schemas import decode_coded, now_ms
 from streams.app import create_app
 from streams.collision_digits import DigitStore
 from streams.topology import STAGES
@@ -104,7 +103,7 @@ def test_the_enrich_stage_hands_items_on_and_dead_letters_bad_ones(app):
               (b"b", item("b", "an image editor"))]
     acked = asyncio.run(_run(app.agents[STAGES[0].agent], values, sent, expect=3))
     coded = sent.records["items.coded"]
-    assert sorted(decode_coded(v)[0]["item_id"] for _, v, _ in coded) == ["a", "b"]
+    assert sorted(decode_coded(v, k).item_id for k, v, _ in coded) == ["a", "b"]
     (dead,) = sent.records["items.dlq"]
     assert dead[0] == b"bad" and msgpack.unpackb(dead[1])["reason"] == "not_msgpack"
     assert acked == {"before_delivery": [False] * 3, "after": [True] * 3}  # acked once the broker has the outputs
@@ -121,7 +120,8 @@ def test_the_digit_stage_publishes_every_output_of_a_coded_item(app):
     (enriched,) = sent.records["items.enriched"]
     record = msgpack.unpackb(enriched[1])
     assert enriched[0] == b"a" and record["item_id"] == "a"
-    assert record["semantic_id"][:-1] == decode_coded(coded)[0]["semantic_id"] and record["semantic_id"][-1] == 0
+    assert record["semantic_id"][:-1] == decode_coded(coded, key).record["semantic_id"]
+    assert record["semantic_id"][-1] == 0
     assert [k for k, _, _ in sent.records["recall.neighbors"]] == [b"a"]
     assert [p for _, _, p in sent.records["sid.digits"]] == [0]  # the digits' partition is the coded one's
     (dead,) = sent.records["items.dlq"]
@@ -148,7 +148,7 @@ def test_a_tombstone_or_an_empty_record_on_items_new_is_dead_lettered_and_the_it
     values = [(b"k", None), (None, item("a", "a text about audio players")), (b"e", b""),
               (b"b", item("b", "an image editor"))]
     asyncio.run(_run(app.agents[STAGES[0].agent], values, sent, expect=4))
-    assert sorted(decode_coded(v)[0]["item_id"] for _, v, _ in sent.records["items.coded"]) == ["a", "b"]
+    assert sorted(decode_coded(v, k).item_id for k, v, _ in sent.records["items.coded"]) == ["a", "b"]
     letters = {k: msgpack.unpackb(v) for k, v, _ in sent.records["items.dlq"]}
     assert set(letters) == {b"k", b"e"} and {d["reason"] for d in letters.values()} == {"not_msgpack"}
     assert "tombstone" in letters[b"k"]["detail"] and letters[b"k"]["original"] == b""
