@@ -26,8 +26,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from gpu_bench import count_flops, timed  # noqa: E402  (this folder: the lean GPU script's helpers)
 
 from enrich.media.images import build_vision_batch, patchify_frames  # noqa: E402
 from enrich.models.base import Embedder, Tagger  # noqa: E402
@@ -65,29 +65,6 @@ class TorchBackend:
 
     def close(self) -> None:
         self.graphs.clear()
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], device: str, repeats: int) -> float:
-    fn()  # warm-up (kernels, allocator, lazy init)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t0) / repeats
-
-
-def flops(fn: Callable[[], object]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
 
 
 def random_images(meta: ModelMeta, items: int, side: int, seed: int) -> list:
@@ -168,7 +145,8 @@ def main() -> None:
                                 mm_token_type_ids=mm, output_hidden_states=True)
                     return torch.nn.functional.normalize(out.hidden_states[-1][:, -1], dim=-1)
 
-            record("hf_embed", "embedder", timed(hf_embed, a.device, a.repeats), a.items, flops(hf_embed) / a.items)
+            record("hf_embed", "embedder", timed(hf_embed, a.device, a.repeats), a.items,
+                   count_flops(hf_embed, model) / a.items)
         else:
             labels = meta.label_token_ids
             # The same token rows the served tagger builds: its prompt, K "Tag: ... Relevance:" suffixes.
@@ -185,7 +163,7 @@ def main() -> None:
 
             n_pair_items = 1 if a.preset == "real" else 2
             per_pair = timed(lambda: [hf_pair(i, k) for i in range(n_pair_items) for k in range(a.tags)], a.device, 1)
-            record("hf_per_pair", "tagger", per_pair, n_pair_items, flops(lambda: hf_pair(0, 0)) * a.tags)
+            record("hf_per_pair", "tagger", per_pair, n_pair_items, count_flops(lambda: hf_pair(0, 0), model) * a.tags)
 
             vision = VisionGraph(model)
             text = TextGraph(model, "tagger", labels)
@@ -203,7 +181,8 @@ def main() -> None:
                     args = [x.to(dtype) if x.is_floating_point() else x for x in args]
                     return text(*args)
 
-            record("hf_packed", "tagger", timed(hf_packed, a.device, a.repeats), a.items, flops(hf_packed) / a.items)
+            record("hf_packed", "tagger", timed(hf_packed, a.device, a.repeats), a.items,
+                   count_flops(hf_packed, model) / a.items)
             packed = hf_packed()[0].float().cpu()
             pairs = torch.stack([hf_pair(0, k).float().cpu() for k in range(4)])
             results.append({"check": "packed row == per-pair forwards (first item, 4 tags)",
