@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from enrich.settings import Settings
+from streams.settings import Settings
 
 
 class ToolSettings(Settings):

@@ -15,8 +15,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from enrich.topics import TOPIC_NAMES
 from streams.kafka_tools import Record
+from streams.topology import TOPIC_NAMES
 
 VECTOR_FIELDS = frozenset({"embedding", "vector", "cf_embedding", "cf_vector", "prototype"})
 

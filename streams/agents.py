@@ -21,9 +21,9 @@ from enrich import metrics
 from enrich.errors import InvalidItem
 from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
 from enrich.schemas import CodedItem, CodedVersionError, DeadLetter, decode_coded, encode, now_ms
-from enrich.settings import Settings
 from streams.collision_digits import DigitStore
 from streams.services import Enrichment
+from streams.settings import Settings
 from streams.topology import STAGES
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from typing import Any
 import faust
 
 from enrich import metrics
-from enrich.settings import Settings
 from streams.agents import add_agents
 from streams.collision_digits import DigitStore
 from streams.services import Enrichment
+from streams.settings import Settings
 from streams.topology import STAGES, STREAM_TOPICS
 from streams.transport import EnrichApp
 from streams.web import add_pages

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import msgpack
 
 from enrich.errors import InvalidItem
-from enrich.settings import Settings
 from streams.kafka_tools import Record, read_to_end
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

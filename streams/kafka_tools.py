@@ -22,8 +22,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from enrich.errors import Stop
-from enrich.settings import Settings
-from enrich.topics import TOPIC_NAMES, topic_specs
+from streams.settings import Settings
+from streams.topology import TOPIC_NAMES, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class KafkaToolError(Stop):
 
 
 def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
-    """Create the service's topics as ``enrich.topics`` specifies them (idempotent: existing ones are
+    """Create the service's topics as ``streams.topology`` specifies them (idempotent: existing ones are
     left as they are; `enrich topics check` reports how they differ). Returns the names created."""
     admin, md = _cluster(settings, timeout_s)
     specs = topic_specs(settings)

@@ -22,13 +22,13 @@ from enrich.models.base import load_models
 from enrich.models.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
 from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, SourceRef, dead_letter
 from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, claimed_id, now_ms
-from enrich.settings import Settings
 from enrich.tagging.captions import CaptionHasher
 from enrich.tagging.prior import TagPrior
 from enrich.tagging.vocabulary import TagVocabulary
 from enrich.vectors.cf_adapter import CfAdapter
 from enrich.vectors.semantic_ids import SemanticIdCodebook
 from streams.kafka_tools import KafkaToolError, check_topics
+from streams.settings import Settings
 from streams.vocab_feed import VocabularyFeed
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from enrich import metrics
 from enrich.errors import InvalidItem
 from enrich.pipeline import RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, VocabEntry, decode_vocab, encode
-from enrich.settings import Settings
 from enrich.tagging.vocabulary import TagVocabulary
 from streams.kafka_tools import CatchUp, consumer, producer
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

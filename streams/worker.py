@@ -10,8 +10,8 @@ from __future__ import annotations
 import faust
 
 from enrich.logs import logging_config
-from enrich.settings import Settings
 from streams.app import create_app
+from streams.settings import Settings
 
 
 def run_worker(settings: Settings) -> None:

@@ -11,8 +11,8 @@ from ops.settings import ToolSettings
 
 
 def cmd_topics(s: ToolSettings, a: argparse.Namespace) -> int:
-    from enrich.topics import topic_specs
     from streams.kafka_tools import create_topics, topic_drift
+    from streams.topology import topic_specs
 
     if a.action == "create":
         created = create_topics(s)

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from enrich.schemas import decode
-from enrich.settings import Settings
 from ops.demo import settings_env
 from streams.kafka_tools import TopicReader
+from streams.settings import Settings
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

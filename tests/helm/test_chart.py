@@ -11,8 +11,8 @@ import kubernetes_validate as kv
 import pytest
 import yaml
 
-from enrich.settings import Settings
 from ops.cli import build_parser
+from streams.settings import Settings
 from streams.web import LIVE_PATH, METRICS_PATH, READY_PATH
 
 pytestmark = pytest.mark.helm

@@ -10,8 +10,8 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from enrich.topics import TOPIC_NAMES, topic_specs
 from streams.kafka_tools import KafkaToolError, create_topics, topic_drift
+from streams.topology import TOPIC_NAMES, topic_specs
 
 
 def prefixed(settings, name: str):

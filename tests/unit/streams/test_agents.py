@@ -88,8 +88,7 @@ async def _run(agent: Any, values: list[tuple[bytes, bytes]], sent: Sent, expect
 
 
 def test_the_topology_places_every_topic_and_the_app_runs_its_stages(app):
-    from enrich.topics import TOPIC_NAMES
-    from streams.topology import STREAM_TOPICS, VOCABULARY
+    from streams.topology import STREAM_TOPICS, TOPIC_NAMES, VOCABULARY
 
     assert set(STREAM_TOPICS) | {VOCABULARY} == set(TOPIC_NAMES)
     assert {s.agent for s in STAGES} <= set(app.agents)
