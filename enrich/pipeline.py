@@ -25,7 +25,7 @@ from enrich.media.decode import MediaBudget
 from enrich.media.sandbox import MediaDecoder, SandboxSpec
 from enrich.media.thumbnails import ThumbnailSpec, thumbnails
 from enrich.media.video import VideoSpec
-from enrich.models.base import Embedder, Tagger
+from enrich.models.protocol import EmbedderModel, TaggerModel
 from enrich.preprocess import PreparedItem, prepare
 from enrich.schemas import (
     MAX_MESSAGE_BYTES,
@@ -133,7 +133,7 @@ def internal_error(exc: Exception, stage_name: str) -> InvalidItem:
 
 
 class Pipeline:
-    def __init__(self, embedder: Embedder, tagger: Tagger, vocabulary: TagVocabulary, quantizer: Quantizer,
+    def __init__(self, embedder: EmbedderModel, tagger: TaggerModel, vocabulary: TagVocabulary, quantizer: Quantizer,
                  config: PipelineConfig = PipelineConfig(), cf_adapter: CfAdapter | None = None,
                  tag_prior: TagPrior | None = None) -> None:
         quantizer.check_embedder(embedder.version)

@@ -18,8 +18,8 @@ from enrich.media.decode import MediaBudget
 from enrich.media.sandbox import SandboxSpec
 from enrich.media.thumbnails import ThumbnailSpec
 from enrich.media.video import VideoSpec
-from enrich.models.base import load_models
 from enrich.models.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
+from enrich.models.loading import load_models
 from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, SourceRef, dead_letter
 from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, claimed_id, now_ms
 from enrich.tagging.captions import CaptionHasher

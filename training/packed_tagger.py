@@ -38,7 +38,7 @@ from corpora.appstream import keyword_labels
 from corpora.debtags import grade_of, tag_vocabulary
 from corpora.emoji import Emoji, load_emoji
 from enrich import artifacts
-from enrich.models.encoders import PackedRowTokens, _load_tokenizer, packed_inputs
+from enrich.models.encoders import PackedRowTokens, load_encoder_tokenizer, packed_inputs
 from enrich.preprocess import prepare_event
 from enrich.tagging.vocabulary import readable_tag
 from training.pairwise_tagger import _schedule, minilm_vectors, neighbour_candidates, zero_shot_candidates
@@ -95,7 +95,7 @@ class RowBuilder:
     def __init__(self, cfg: PackedConfig, vocab: list[str], cells: torch.Tensor, project) -> None:  # noqa: ANN001
         self.cfg = cfg
         self.vocab = vocab
-        self.tok = _load_tokenizer(minilm_dir())
+        self.tok = load_encoder_tokenizer(minilm_dir())
         self.tok.no_padding()
         self.tokens = PackedRowTokens(self.tok.token_to_id("[CLS]"), self.tok.token_to_id("[SEP]"),
                                       self.tok.token_to_id("[unused0]"))
@@ -279,7 +279,7 @@ def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Pat
     vocab, examples, apps, cells = build_examples(cfg.seed, emoji_dir)
     log.info("%d training rows, %d validation rows (%.0fs to build)", len(examples["train"]),
              len(examples["val"]), time.perf_counter() - t0)
-    tok = _load_tokenizer(minilm_dir())
+    tok = load_encoder_tokenizer(minilm_dir())
     model = PackedEncoderTagger(load_minilm(), tok.token_to_id("[unused0]"))
     if init is not None:
         blob = torch.load(init, map_location="cpu", weights_only=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enrich.models.base import Embedder, Tagger
+from enrich.models.protocol import EmbedderModel, TaggerModel
 from enrich.preprocess import PreparedItem
 from enrich.tagging.prior import FEATURES, OPEN_FEATURES, DecisionHead, PriorView, TagPrior, with_votes
 from enrich.tagging.vocabulary import VocabSnapshot
@@ -35,7 +35,7 @@ IMAGE_TEXT_CHARS = (0, 50, 100, 200, 300, 400, 600, 800, 1200)  # None beyond: t
 
 
 def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scores: Sequence, view: PriorView,
-                     head: DecisionHead, tagger: Tagger, with_text: Sequence[int],
+                     head: DecisionHead, tagger: TaggerModel, with_text: Sequence[int],
                      say: Callable[[str], None] = print, kinds: Sequence[str] | None = None) -> dict:
     """``tagger_image_text_chars``: the longest text beside which the tagger still reads the image, chosen on
     the validation items with text and images (each item graded by the tagger with its image up to the limit,
@@ -81,7 +81,7 @@ def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scor
 
 def fit_tag_prior(exemplar_tags: Sequence[Sequence[str]], exemplar_vectors: np.ndarray,
                   val: Sequence[PreparedItem], val_gold: Sequence[set[str]], val_vectors: np.ndarray,
-                  embedder: Embedder, tagger: Tagger, vocab: VocabSnapshot, candidate_tags: int,
+                  embedder: EmbedderModel, tagger: TaggerModel, vocab: VocabSnapshot, candidate_tags: int,
                   say: Callable[[str], None] = print, sources: dict | None = None,
                   val_kinds: Sequence[str] | None = None) -> TagPrior:
     """The prior over ``exemplar_*``, its head fitted on the validation items ``val`` (prepared as a worker
@@ -149,7 +149,7 @@ class OpenSet:
     vocab: VocabSnapshot
 
 
-def fit_open_head(prior: TagPrior, sets: Sequence[OpenSet], tagger: Tagger, candidate_tags: int,
+def fit_open_head(prior: TagPrior, sets: Sequence[OpenSet], tagger: TaggerModel, candidate_tags: int,
                   say: Callable[[str], None] = print) -> TagPrior:
     """``prior`` with its open-vocabulary head, fitted on the validation ``sets`` as a worker would grade them
     (each item's candidates: its vocabulary's top-M; the exported tagger's probabilities); thresholds for

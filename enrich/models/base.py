@@ -6,15 +6,14 @@ Prompts, token budgets and batching live here; the graphs only see tensors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from enrich.errors import ModelConfigError
 from enrich.media.images import PatchedImage, build_vision_batch
 from enrich.models.inference import InferenceBackend
 from enrich.models.meta import ModelMeta
+from enrich.models.protocol import TagScores, chunks, softmax_grades
 from enrich.models.sequences import PackedSequence, Prefix, build_text_batch
 from enrich.models.tokenizer import SpecialTokens, Tokenizer, load_tokenizer
 from enrich.preprocess import PreparedItem
@@ -23,10 +22,6 @@ GRADES = (0, 1, 2)
 # NoteLLM-2 mICL: the image part and the whole item are each compressed into the next token.
 VISUAL_PROMPT = '\nCompress this image into one word: "'
 ITEM_PROMPT = '\nCompress this item into one word: "'
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 class _TwoGraphModel:
@@ -115,7 +110,7 @@ class Embedder(_TwoGraphModel):
 
     def embed(self, items: Sequence[PreparedItem]) -> np.ndarray:
         out = np.zeros((len(items), self.meta.hidden_size), np.float32)
-        for sl in _chunks(len(items), self.max_batch):
+        for sl in chunks(len(items), self.max_batch):
             chunk = items[sl]
             patched = [it.patched(self.meta.vision) for it in chunk]
             embeds = self._image_embeds(patched)
@@ -127,18 +122,10 @@ class Embedder(_TwoGraphModel):
         """Text-only embeddings in the same space (used for the tag vocabulary)."""
         out = np.zeros((len(texts), self.meta.hidden_size), np.float32)
         width = self.meta.hidden_size
-        for sl in _chunks(len(texts), self.max_batch):
+        for sl in chunks(len(texts), self.max_batch):
             seqs = [PackedSequence(self._micl_prefix([], t)) for t in texts[sl]]
             out[sl] = self._run_text(seqs, [np.zeros((0, width), np.float32)] * len(seqs))
         return out
-
-
-@dataclass(frozen=True)
-class TagScores:
-    """Per candidate: probabilities of grades 0, 1, 2."""
-
-    tags: list[str]
-    probs: np.ndarray  # [M, 3]
 
 
 class Tagger(_TwoGraphModel):
@@ -155,7 +142,7 @@ class Tagger(_TwoGraphModel):
 
     def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
         results: list[TagScores] = []
-        for sl in _chunks(len(items), self.max_batch):
+        for sl in chunks(len(items), self.max_batch):
             chunk, cands = items[sl], candidates[sl]
             patched = [it.patched(self.meta.vision) for it in chunk]
             embeds = self._image_embeds(patched)
@@ -172,28 +159,3 @@ class Tagger(_TwoGraphModel):
                     continue
                 results.append(TagScores(list(tags), softmax_grades(by_row[i][: len(tags)])))
         return results
-
-
-def softmax_grades(logits: np.ndarray) -> np.ndarray:
-    """[M, 3] logits -> grade probabilities (float32)."""
-    if not len(logits):
-        return np.zeros((0, 3), np.float32)
-    lg = logits.astype(np.float64)
-    p = np.exp(lg - lg.max(axis=-1, keepdims=True))
-    return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def load_models(model_root: Path, backend: InferenceBackend, max_text_tokens: int,
-                max_batch: int, seq_bucket: int = 1) -> tuple[Embedder, Tagger]:
-    """The exported pair under ``model_root``; the meta file says which family drives them."""
-    from enrich.models.encoders import PACKED_TAGGER_ARCH, EncoderEmbedder, EncoderTagger, PackedEncoderTagger
-
-    classes = {"qwen_vl": (Embedder, Tagger), "encoder": (EncoderEmbedder, EncoderTagger)}
-    models = []
-    for i, role in enumerate(("embedder", "tagger")):
-        meta = ModelMeta.read(model_root / role / "meta.json")
-        if meta.family not in classes:
-            raise ModelConfigError(f"{model_root / role}: unknown model family {meta.family!r}")
-        cls = PackedEncoderTagger if meta.arch == PACKED_TAGGER_ARCH else classes[meta.family][i]
-        models.append(cls(meta, backend, max_text_tokens, max_batch, model_root / role / "tokenizer", seq_bucket))
-    return models[0], models[1]  # type: ignore[return-value]  # the encoder classes share the interface

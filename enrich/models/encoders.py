@@ -18,9 +18,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from enrich.media.images import square_pixels
-from enrich.models.base import TagScores, _chunks, softmax_grades
 from enrich.models.inference import InferenceBackend
 from enrich.models.meta import ModelMeta
+from enrich.models.protocol import TagScores, chunks, softmax_grades
 from enrich.models.sequences import PackedSequence, Prefix, build_text_batch
 from enrich.preprocess import PreparedItem
 from enrich.tagging.vocabulary import readable_tag
@@ -29,7 +29,7 @@ IMAGE_TOKEN = "[unused0]"  # never produced from text by the MiniLM tokenizer: m
 PACKED_TAGGER_ARCH = "minilm_packed_tagger"
 
 
-def _load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
+def load_encoder_tokenizer(tokenizer_dir: Path) -> Tokenizer:
     """The checkpoint's fast tokenizer, straight from ``tokenizer.json`` with the Rust library that
     transformers wraps: the same ids, without importing transformers (and torch) into the worker."""
     config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
@@ -49,7 +49,7 @@ class _EncoderModel:
         self.max_tokens = min(max_text_tokens, meta.max_tokens or max_text_tokens)
         self.max_batch = max_batch
         self.seq_bucket = max(1, seq_bucket)
-        self.tokenizer = _load_tokenizer(tokenizer_dir)
+        self.tokenizer = load_encoder_tokenizer(tokenizer_dir)
 
     @property
     def version(self) -> str:
@@ -113,7 +113,7 @@ class EncoderEmbedder(_EncoderModel):
 
     def embed(self, items: Sequence[PreparedItem]) -> np.ndarray:
         out = np.zeros((len(items), self.meta.hidden_size), np.float32)
-        for sl in _chunks(len(items), self.max_batch):
+        for sl in chunks(len(items), self.max_batch):
             chunk = items[sl]
             vecs, has = self.image_vectors(chunk)
             out[sl] = self._run_text([it.text for it in chunk], vecs, has)
@@ -121,7 +121,7 @@ class EncoderEmbedder(_EncoderModel):
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.meta.hidden_size), np.float32)
-        for sl in _chunks(len(texts), self.max_batch):
+        for sl in chunks(len(texts), self.max_batch):
             n = sl.stop - sl.start
             out[sl] = self._run_text(texts[sl], np.zeros((n, self.meta.hidden_size), np.float32),
                                      np.zeros(n, np.float32))
@@ -131,14 +131,16 @@ class EncoderEmbedder(_EncoderModel):
 class EncoderTagger(_EncoderModel):
     """Grades (item, tag) pairs with a text cross-encoder; images do not reach it."""
 
-    image_pixels = 0  # type: ignore[assignment]
+    @property
+    def image_pixels(self) -> int:
+        return 0
 
     def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
         pairs = [(i, t) for i, tags in enumerate(candidates) for t in tags]
         logits = np.zeros((len(pairs), 3), np.float32)
         # max_batch counts items elsewhere; a row here is one pair, so allow a batch's worth of candidates.
         rows = self.max_batch * max(1, max((len(c) for c in candidates), default=1))
-        for sl in _chunks(len(pairs), rows):
+        for sl in chunks(len(pairs), rows):
             chunk = pairs[sl]
             enc = self._encode([items[i].text for i, _ in chunk], [readable_tag(t) for _, t in chunk])
             logits[sl] = self.backend.infer(f"{self.meta.role}_text", enc)
@@ -207,7 +209,7 @@ class PackedEncoderTagger(_EncoderModel):
     def score(self, items: Sequence[PreparedItem], candidates: Sequence[Sequence[str]]) -> list[TagScores]:
         results: list[TagScores] = []
         text_budget = self.max_tokens
-        for sl in _chunks(len(items), self.max_batch):
+        for sl in chunks(len(items), self.max_batch):
             chunk, cands = items[sl], candidates[sl]
             rows = [i for i, t in enumerate(cands) if t]
             logits: dict[int, np.ndarray] = {}

@@ -6,8 +6,8 @@ import pytest
 
 from corpora import samples
 from enrich.errors import BackendUnavailable
-from enrich.models.base import load_models
 from enrich.models.inference import OnnxRuntimeBackend, TritonBackend
+from enrich.models.loading import load_models
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item
 from ops.local_broker import LocalBroker

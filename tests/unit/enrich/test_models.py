@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from corpora import samples
-from enrich.models.base import load_models
 from enrich.models.inference import OnnxRuntimeBackend
+from enrich.models.loading import load_models
 from enrich.models.sequences import Prefix
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item

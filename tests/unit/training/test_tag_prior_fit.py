@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from enrich.models.base import TagScores
+from enrich.models.protocol import TagScores
 from enrich.preprocess import PreparedItem
 from enrich.schemas import Item
 from enrich.tagging.prior import DecisionHead, PriorView

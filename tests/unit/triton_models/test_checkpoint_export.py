@@ -16,8 +16,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from corpora import samples
-from enrich.models.base import load_models
 from enrich.models.inference import OnnxRuntimeBackend
+from enrich.models.loading import load_models
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item
 from ops.demo import settings_env

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enrich.models.base import load_models
 from enrich.models.inference import OnnxRuntimeBackend
+from enrich.models.loading import load_models
 from enrich.preprocess import PreparedItem
 from triton_models.export import export_model
 from triton_models.repository import build_repository

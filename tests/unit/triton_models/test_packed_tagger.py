@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from enrich.models.base import load_models
-from enrich.models.encoders import IMAGE_TOKEN, PackedRowTokens, _load_tokenizer, packed_inputs
+from enrich.models.encoders import IMAGE_TOKEN, PackedRowTokens, load_encoder_tokenizer, packed_inputs
 from enrich.models.inference import OnnxRuntimeBackend
+from enrich.models.loading import load_models
 from enrich.models.sequences import PackedSequence, Prefix, build_text_batch
 from enrich.preprocess import PreparedItem
 from enrich.schemas import Item
@@ -92,7 +92,7 @@ def test_the_served_packed_tagger_equals_the_trained_model_and_sees_the_image(sm
     tags = ["works-with::audio", "game::strategy", "use::converting", "hardware::storage:cd"]
     served, served_plain = (s.probs for s in tagger.score([_item(text, [photo]), _item(text, [])], [tags, tags]))
     model, info = load_packed_tagger(DEFAULT_TAGGER)  # adapters not merged: another computation
-    tok = _load_tokenizer(minilm_dir())
+    tok = load_encoder_tokenizer(minilm_dir())
     tok.no_padding()
     rows = PackedRowTokens(tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"), tok.token_to_id(IMAGE_TOKEN))
     tag_ids = [tok.encode(readable_tag(t), add_special_tokens=False).ids for t in tags]

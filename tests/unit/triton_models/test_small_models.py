@@ -12,8 +12,8 @@ from emoji_package import write_emoji_package
 from PIL import Image
 
 from corpora.debtags import DebtagsItem, build
-from enrich.models.base import load_models
 from enrich.models.inference import OnnxRuntimeBackend
+from enrich.models.loading import load_models
 from enrich.preprocess import PreparedItem
 from enrich.schemas import Item
 from enrich.tagging.vocabulary import readable_tag
@@ -194,11 +194,11 @@ def test_small_production_repository_batches_every_graph_and_its_warmup_runs(sma
 def test_the_serving_tokenizer_gives_the_ids_of_the_hugging_face_one(small_model_settings):
     from transformers import AutoTokenizer
 
-    from enrich.models.encoders import _load_tokenizer
+    from enrich.models.encoders import load_encoder_tokenizer
 
     path = small_model_settings.models_path / "tagger" / "tokenizer"
     hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    mine = _load_tokenizer(path)
+    mine = load_encoder_tokenizer(path)
     first = ["A long description of a package. " * 30, "café naïve 中文 🎉", "x"]
     for second in (None, ["works with: audio", "use: editing", "a b c"]):
         want = hf(first, second, padding=True, truncation="only_first" if second else True, max_length=64,
