@@ -119,8 +119,8 @@ def main() -> None:
             export_model(role, tmp / role, preset=name, progress=lambda m: print(f"[export] {m}", flush=True))
         meta = ModelMeta.read(tmp / role / "meta.json") if a.served == "onnx" else None
         if meta is None:  # torch path: the same graphs, in this process, this dtype
-            from triton_models.export import _meta_for, preset_source
-            meta = _meta_for(preset_source(role, name, 0), role, f"{name}-torch")
+            from triton_models.export import meta_for, preset_source
+            meta = meta_for(preset_source(role, name, 0), role, f"{name}-torch")
         images = random_images(meta, a.items, side, seed=1)
         pixel_values = torch.from_numpy(np.concatenate([im.patches for im in images])).to(a.device, dtype)
         grid = torch.tensor([im.grid for im in images], device=a.device)

@@ -76,7 +76,7 @@ def _percentiles(latencies_ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def _items(n: int, tag: str, seed: int = 7) -> list[dict]:
+def stream_items(n: int, tag: str, seed: int = 7) -> list[dict]:
     """Sample items under ids unique to one run (the stream keeps collision digits per id)."""
     pool = samples.sample_items(min(n, 120), seed=seed)
     return [pool[k % len(pool)] | {"id": f"{tag}-{k:05d}"} for k in range(n)]
@@ -172,7 +172,7 @@ class StreamHarness:
         deadline = time.monotonic() + timeout_s
         round_ = 0
         while True:
-            batch = _items(4 * self.settings.partitions, f"{self.tag}-warm{round_}")
+            batch = stream_items(4 * self.settings.partitions, f"{self.tag}-warm{round_}")
             for item in batch:
                 self.send(item)
             self.flush()
@@ -197,7 +197,7 @@ def bench_stream(settings: ToolSettings, items: list[dict], batch_size: int, wai
     h = StreamHarness(s, workers, logs)
     try:
         h.warm_up()
-        timed = _items(len(items) if rate is None else int(rate * duration_s), f"{h.tag}-t")
+        timed = stream_items(len(items) if rate is None else int(rate * duration_s), f"{h.tag}-t")
         busy_before = h.stage_seconds()
         created: dict[str, int] = {}
         got: dict[str, int] = {}
@@ -272,7 +272,7 @@ def run_bench(settings: ToolSettings, cfg: BenchConfig, say: Say = print) -> dic
         return run
 
     try:
-        items = _items(cfg.items, "p")
+        items = stream_items(cfg.items, "p")
         say(table([]))
         for b in cfg.batch_sizes:
             record(bench_pipeline(settings, "in-process", items, b))

@@ -197,7 +197,7 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
     import os
     import platform
 
-    from ops.bench import StreamHarness, _items, private_stack
+    from ops.bench import StreamHarness, private_stack, stream_items
 
     s, stack, logs = private_stack(settings, "capacity", say)
     assert stack.triton is not None
@@ -213,7 +213,7 @@ def validate(settings: Any, items: int = 400, out: Path | None = None, say: Any 
                 before = [parse_metrics(m) for m in h.pages()]
                 server_before = _tree_cpu_s(stack.triton.pid)
                 others_before = _tree_cpu_s(stack.broker.pid) + _own_cpu_s()
-                batch = _items(items, f"{h.tag}-c")
+                batch = stream_items(items, f"{h.tag}-c")
                 t0 = time.perf_counter()
                 for item in batch:
                     h.send(item)

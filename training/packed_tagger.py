@@ -41,7 +41,7 @@ from enrich import artifacts
 from enrich.models.encoders import PackedRowTokens, load_encoder_tokenizer, packed_inputs
 from enrich.preprocess import prepare_event
 from enrich.tagging.vocabulary import readable_tag
-from training.pairwise_tagger import _schedule, minilm_vectors, neighbour_candidates, zero_shot_candidates
+from training.pairwise_tagger import lr_schedule, minilm_vectors, neighbour_candidates, zero_shot_candidates
 from triton_models.packed_tagger import (
     VISUAL_TOKENS,
     PackedEncoderTagger,
@@ -308,7 +308,7 @@ def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Pat
             log.info("time budget of %.1f min reached after %d steps", cfg.max_minutes, step)
             break
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _schedule(frac)
+            group["lr"] = cfg.lr * lr_schedule(frac)
         b = rows.batch(order[step * cfg.batch:(step + 1) * cfg.batch], rng)
         flat, gold = _forward(model, b)
         loss = F.cross_entropy(flat, gold)

@@ -56,7 +56,7 @@ class TrainConfig:
     seed: int = 0
 
 
-def _schedule(progress: float, warmup: float = 0.05) -> float:
+def lr_schedule(progress: float, warmup: float = 0.05) -> float:
     """Linear warm-up, then cosine decay to zero, over the fraction of the run done."""
     if progress < warmup:
         return progress / warmup
@@ -170,7 +170,7 @@ def train_tagger(items: Sequence[DebtagsItem], out: Path, cfg: TrainConfig = Tra
             log.info("time budget of %.1f min reached after %d steps", cfg.max_minutes, step)
             break
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _schedule(progress_frac)
+            group["lr"] = cfg.lr * lr_schedule(progress_frac)
         batch = train_pairs[step * cfg.batch:(step + 1) * cfg.batch]
         enc = _encode(tok, batch, cfg.max_tokens)
         logits = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])

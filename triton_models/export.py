@@ -65,7 +65,7 @@ class Source:
     hf_tokenizer: Any = None
 
 
-def _weights_digest(*modules: nn.Module) -> str:
+def weights_digest(*modules: nn.Module) -> str:
     h = hashlib.sha256()
     for module in modules:
         for name, t in sorted(module.state_dict().items()):
@@ -122,7 +122,7 @@ def checkpoint_source(role: str, path: Path, max_pixels: int = DEFAULT_MAX_PIXEL
     return Source(model, path.name, "hf", special, labels, min_pixels, max_pixels, hf_tokenizer=tok)
 
 
-def _meta_for(src: Source, role: str, version: str) -> ModelMeta:
+def meta_for(src: Source, role: str, version: str) -> ModelMeta:
     cfg = src.model.config
     vc = cfg.vision_config
     window = getattr(vc, "window_size", None)
@@ -177,7 +177,7 @@ def sample_inputs(meta: ModelMeta, sizes: list[tuple[int, int]], seed: int, voca
     return vision, vb.token_slices, seqs
 
 
-def _row_embeds(merged: np.ndarray, slices: list[np.ndarray], rows: int) -> list[np.ndarray]:
+def row_embeds(merged: np.ndarray, slices: list[np.ndarray], rows: int) -> list[np.ndarray]:
     """Image i's tokens for row i, nothing for the rows beyond the images."""
     width = merged.shape[-1]
     merged = merged.reshape(-1, width)
@@ -209,7 +209,7 @@ def _one_data_file(path: Path) -> None:
             (path.parent / name).unlink(missing_ok=True)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
+def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
             dynamic: dict[str, dict[int, str]]) -> None:
     import warnings
 
@@ -253,14 +253,14 @@ def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0, 
         else:
             gate = LateFusionGate.untrained(width)
     text_graph = TextGraph(model, role, src.label_token_ids or None, gate).eval()
-    version = f"{src.name}-{_weights_digest(*(m for m in (model, gate) if m is not None))}"
+    version = f"{src.name}-{weights_digest(*(m for m in (model, gate) if m is not None))}"
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"export dtype {dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
     float_type = EXPORT_DTYPES[dtype]
     if float_type != torch.float32:
         vision_graph.to(float_type), text_graph.to(float_type)
         version += f"-{dtype}"
-    meta = _meta_for(src, role, version)
+    meta = meta_for(src, role, version)
     meta = dataclasses.replace(meta, float_type=dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.hf_tokenizer is not None:
@@ -271,17 +271,17 @@ def export_model(role: str, out_dir: Path, preset: str = "tiny", seed: int = 0, 
     v_names = list(vision_inputs)
     t0 = time.perf_counter()
     progress("exporting vision graph")
-    _export(vision_graph, _torch_args(vision_inputs, v_names, float_type), out_dir / "vision.onnx",
+    export_graph(vision_graph, _torch_args(vision_inputs, v_names, float_type), out_dir / "vision.onnx",
             v_names, "image_embeds",
             {k: {0: "frames", 1: "slots"} for k in v_names} | {"image_embeds": {0: "frames", 1: "tokens"}})
     _one_data_file(out_dir / "vision.onnx")
     with torch.no_grad():
         merged = vision_graph(*_torch_args(vision_inputs, v_names, float_type)).float().numpy()
-    text_inputs = build_text_batch(seqs, meta.special["pad"]).as_inputs(_row_embeds(merged, slices, len(seqs)), width)
+    text_inputs = build_text_batch(seqs, meta.special["pad"]).as_inputs(row_embeds(merged, slices, len(seqs)), width)
     out_name = "label_logits" if role == "tagger" else "embeddings"
     out_axes = {0: "batch", 1: "readouts"} if role == "tagger" else {0: "batch"}
     progress(f"exported vision graph in {time.perf_counter() - t0:.1f}s; exporting text graph")
-    _export(text_graph, _torch_args(text_inputs, TEXT_INPUTS, float_type), out_dir / "text.onnx",
+    export_graph(text_graph, _torch_args(text_inputs, TEXT_INPUTS, float_type), out_dir / "text.onnx",
             TEXT_INPUTS, out_name,
             {"input_ids": {0: "batch", 1: "seq"}, "attn_segments": {0: "batch", 1: "seq"},
              "position_ids": {0: "batch", 2: "seq"}, "image_embeds": {0: "batch", 1: "image_tokens"},
@@ -325,7 +325,7 @@ def check_parity(out_dir: Path, vision_graph: nn.Module, text_graph: nn.Module, 
         with torch.no_grad():
             torch_v = vision_graph(*_torch_args(v_in, list(v_in), float_type)).float().numpy()
         t_in = build_text_batch(seqs, meta.special["pad"], bucket=8).as_inputs(
-            _row_embeds(torch_v, slices, len(seqs)), meta.hidden_size)
+            row_embeds(torch_v, slices, len(seqs)), meta.hidden_size)
         onnx_t = ts.run(None, _feed(t_in, float_type))[0].astype(np.float32)
         with torch.no_grad():
             torch_t = text_graph(*_torch_args(t_in, TEXT_INPUTS, float_type)).float().numpy()

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from enrich.models.meta import GRAPH_CONTRACT, ModelMeta
-from triton_models.export import ExportResult, ParityError, _export, _weights_digest
+from triton_models.export import ExportResult, ParityError, export_graph, weights_digest
 from triton_models.packed_tagger import (
     VISUAL_TOKENS,
     PackedTaggerVision,
@@ -138,12 +138,12 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
         name, arch, out_name = EMBEDDER_NAME, "minilm_effnet_fusion", "embeddings"
         progress("exporting the EfficientNet-Lite0 image graph")
         pixels = np.random.default_rng(0).uniform(-1, 1, (2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-        _export(vision, (torch.from_numpy(pixels),), out_dir / "vision.onnx", ["pixel_values"], "image_embeds",
+        export_graph(vision, (torch.from_numpy(pixels),), out_dir / "vision.onnx", ["pixel_values"], "image_embeds",
                 # fixed-size images, so unlike the Qwen vision graphs this one is batch-first: Triton may batch it
                 {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
         other = np.random.default_rng(1).uniform(-1, 1, (3, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
         diffs["vision"] = _check(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
-        digest = _weights_digest(vision, text)
+        digest = weights_digest(vision, text)
         axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                 "image_embeds": {0: "batch"}, "has_image": {0: "batch"}, out_name: {0: "batch"}}
     elif role == "tagger" and is_packed_artifact(artifact):
@@ -154,14 +154,14 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
         max_tokens = int(info.get("max_tokens", max_tokens))
         text = model.merge_lora().eval()
         name, arch, out_name = TAGGER_NAME, "minilm_cross_encoder", "label_logits"
-        digest = _weights_digest(text)
+        digest = weights_digest(text)
         axes = {k: {0: "batch", 1: "seq"} for k in ("input_ids", "attention_mask", "token_type_ids")}
         axes[out_name] = {0: "batch"}
     else:
         raise ValueError(f"unknown role {role!r}")
     progress(f"exporting the MiniLM {role} text graph")
     sample = _text_inputs(role, 3, 12, seed=2)
-    _export(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx", list(sample),
+    export_graph(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx", list(sample),
             out_name, axes)
     diffs["text"] = _check(out_dir / "text.onnx", text, [_text_inputs(role, 5, 23, seed=3),
                                                          _text_inputs(role, 1, 7, seed=4)], 1e-4)
@@ -209,7 +209,7 @@ def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str
     diffs: dict[str, float] = {}
     progress("exporting the packed tagger's visual-token graph")
     pixels = np.random.default_rng(0).uniform(-1, 1, (2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-    _export(vision, (torch.from_numpy(pixels),), out_dir / "vision.onnx", ["pixel_values"], "image_embeds",
+    export_graph(vision, (torch.from_numpy(pixels),), out_dir / "vision.onnx", ["pixel_values"], "image_embeds",
             {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
     other = np.random.default_rng(1).uniform(-1, 1, (3, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
     diffs["vision"] = _check(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
@@ -219,11 +219,11 @@ def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str
             "position_ids": {0: "batch", 2: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
             "image_embeds": {0: "batch", 1: "image_tokens"}, "readout_index": {0: "batch", 1: "readouts"},
             "label_logits": {0: "batch", 1: "readouts"}}
-    _export(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx",
+    export_graph(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx",
             list(PACKED_TEXT_INPUTS), "label_logits", axes)
     diffs["text"] = _check(out_dir / "text.onnx", text, [_packed_sample(tok, 5, seed=3),
                                                          _packed_sample(tok, 1, seed=4)], 1e-4)
-    digest = _weights_digest(vision, text)
+    digest = weights_digest(vision, text)
     meta = ModelMeta(name=PACKED_TAGGER_NAME, role="tagger", arch=PACKED_TAGGER_ARCH,
                      version=f"{PACKED_TAGGER_NAME}-{digest}", hidden_size=TEXT_WIDTH, tokenizer="hf",
                      special={"pad": int(tok.pad_token_id), "eos": int(tok.sep_token_id),

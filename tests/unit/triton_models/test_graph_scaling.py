@@ -129,7 +129,7 @@ def test_cost_and_memory_per_item_are_the_same_at_16_items_as_at_one(role):
 def test_the_graphs_run_in_half_precision_close_to_float32(role, dtype):
     """bf16 and fp16 against fp32 on the tiny presets: the largest difference stays under 5 % of the outputs'
     largest magnitude (bf16 keeps 8 bits of mantissa: about 0.4 % per rounding, over a few layers)."""
-    from triton_models.export import TEXT_INPUTS, _row_embeds, sample_inputs
+    from triton_models.export import TEXT_INPUTS, row_embeds, sample_inputs
     from triton_models.graphs import build_random_model as build
     from triton_models.presets import get_preset as preset_of
 
@@ -152,7 +152,7 @@ def test_the_graphs_run_in_half_precision_close_to_float32(role, dtype):
             merged = vision(*[torch.from_numpy(v).to(dt) if v.dtype == np.float32 else torch.from_numpy(v)
                               for v in v_in.values()])
             assert merged.dtype == dt
-            t_in = t_batch.as_inputs(_row_embeds(merged.float().numpy(), slices, len(seqs)), width)
+            t_in = t_batch.as_inputs(row_embeds(merged.float().numpy(), slices, len(seqs)), width)
             args = [torch.from_numpy(t_in[k]) for k in TEXT_INPUTS]
             out = text(*[a.to(dt) if a.is_floating_point() else a for a in args])
             assert out.dtype == dt
