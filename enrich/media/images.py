@@ -121,8 +121,8 @@ class VisionBatch:
 
     A row's slots hold the frame's patches in merge-unit order; with window attention the units are
     grouped window by window and every window padded to the same ``window_units`` slots, so the graph
-    turns rows into windows with a reshape. Rows are padded to the longest (a multiple of ``bucket``
-    merge units), and ``patch_mask`` says which slots are real.
+    turns rows into windows with a reshape. Rows are padded to the longest (whole windows), and
+    ``patch_mask`` says which slots are real.
     """
 
     pixel_values: np.ndarray  # [F, P, patch_dim] float32
@@ -155,10 +155,8 @@ def _frame_units(grid: tuple[int, int, int], spec: VisionSpec) -> np.ndarray:
     return padded.reshape(nwh, win, nww, win).transpose(0, 2, 1, 3).reshape(-1)
 
 
-def build_vision_batch(images: list[PatchedImage], spec: VisionSpec, bucket: int = 1) -> VisionBatch:
-    """Lay images out for one vision call: a row per frame, slots in (window) merge order, padding masked.
-    ``bucket``: rows padded to a multiple of that many merge units (or windows), so the model server's
-    batcher can merge calls."""
+def build_vision_batch(images: list[PatchedImage], spec: VisionSpec) -> VisionBatch:
+    """Lay images out for one vision call: a row per frame, slots in (window) merge order, padding masked."""
     unit = spec.merge_size**2
     per_window = window_units(spec) or 1
     frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (patches, positions, unit of each slot)
@@ -170,8 +168,7 @@ def build_vision_batch(images: list[PatchedImage], spec: VisionSpec, bucket: int
         for f in range(t):
             frames.append((img.patches[f * h * w:(f + 1) * h * w], positions, units))
             owner.append(k)
-    step = per_window * bucket
-    slots_u = -(-max(len(u) for _, _, u in frames) // step) * step
+    slots_u = -(-max(len(u) for _, _, u in frames) // per_window) * per_window
     n, p = len(frames), slots_u * unit
     pixels = np.zeros((n, p, spec.patch_dim), np.float32)
     pos = np.zeros((n, p, 2), np.int64)
