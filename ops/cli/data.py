@@ -13,11 +13,13 @@ from ops.settings import ToolSettings
 
 
 def cmd_data(s: ToolSettings, a: argparse.Namespace) -> int:
-    from corpora import appstream, debtags, debtags_zh
+    from corpora import appstream, appstream_zh, debtags, debtags_zh
 
-    dataset = {"debtags": debtags, "debtags-zh": debtags_zh, "appstream": appstream}[a.action]
+    dataset = {"debtags": debtags, "debtags-zh": debtags_zh, "appstream": appstream,
+               "appstream-zh": appstream_zh}[a.action]
     what = {"debtags": "English descriptions", "debtags-zh": "the zh_CN description translations",
-            "appstream": "AppStream metadata and icons"}[a.action]
+            "appstream": "AppStream metadata and icons",
+            "appstream-zh": "AppStream metadata and the gnome-menus package"}[a.action]
     lists = a.lists
     if a.fetch:
         lists = lists or s.state_dir / f"apt-lists-{a.action}"
@@ -26,7 +28,8 @@ def cmd_data(s: ToolSettings, a: argparse.Namespace) -> int:
     if lists is None:
         needs = {"debtags": "*_Packages and *_Translation-en indexes",
                  "debtags-zh": "*_Packages and *_Translation-zh_CN indexes",
-                 "appstream": "*_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz"}[a.action]
+                 "appstream": "*_dep11_Components-*.yml.gz and *_dep11_icons-64x64.tar.gz",
+                 "appstream-zh": "*_dep11_Components-*.yml.gz and gnome-menus_*.deb"}[a.action]
         raise EnrichError(f"pass --fetch (runs apt-get update into a private lists dir) or --lists DIR (a dir "
                           f"with {needs})")
     manifest = dataset.build_from_lists(lists, a.out or dataset.SNAPSHOT_DIR)
@@ -77,13 +80,16 @@ def cmd_vocab(s: ToolSettings, a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     da = sub.add_parser("data", help="build a dataset snapshot: debtags (text, tags, relations), debtags-zh (the same "
-                                     "packages in Chinese, from Debian's zh_CN translations) or appstream "
-                                     "(desktop applications with icons, joined with debtags)")
-    da.add_argument("action", choices=["debtags", "debtags-zh", "appstream"])
+                                     "packages in Chinese, from Debian's zh_CN translations), appstream "
+                                     "(desktop applications with icons, joined with debtags) or appstream-zh (the "
+                                     "same apps' zh_CN names, summaries and descriptions, and the menu categories' "
+                                     "zh_CN names)")
+    da.add_argument("action", choices=["debtags", "debtags-zh", "appstream", "appstream-zh"])
     da.add_argument("--fetch", action="store_true", help="apt-get update into a private lists dir first")
     da.add_argument("--lists", type=Path, help="apt lists dir holding the indexes (debtags: *_Packages and "
                                                "*_Translation-en; debtags-zh: *_Packages and *_Translation-zh_CN; "
-                                               "appstream: the DEP-11 components and icons)")
+                                               "appstream: the DEP-11 components and icons; appstream-zh: the DEP-11 "
+                                               "components and gnome-menus_*.deb)")
     da.add_argument("--out", type=Path, help="snapshot dir (default: the one shipped in corpora/data/)")
     da.set_defaults(fn=cmd_data)
     v = sub.add_parser("vocab", help="publish tags to tags.vocab, or build tag prototypes or the tag prior")
