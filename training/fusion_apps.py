@@ -40,15 +40,14 @@ from enrich import artifacts
 from triton_models.small_models import (
     EfficientNetLite0,
     FusionHead,
-    embed_texts,
     image_pixels,
     load_fusion_head,
-    load_minilm,
-    minilm_tokenizer,
     save_fusion_artifact,
+    tower_vectors,
 )
 
 FUSION_APPS_VERSION = "fusion-effnet-minilm-apps-v3"
+FUSION_APPS_VERSIONS = {"minilm": FUSION_APPS_VERSION, "use": "fusion-effnet-use-apps-v1"}
 GATE_OFFSETS = (0.0, -0.25, -0.5, -0.75, -1.0, -1.25, -1.5, -2.0, -3.0)
 KINDS = ("long_text_image", "short_text_image", "image_only")
 
@@ -56,7 +55,7 @@ KINDS = ("long_text_image", "short_text_image", "image_only")
 @dataclass
 class AppFeatures:
     splits: list[str]
-    text: dict[str, torch.Tensor]  # kind -> [N, 384] unit vectors of the text that kind carries
+    text: dict[str, torch.Tensor]  # kind -> [N, width] unit vectors of the text that kind carries
     icon: torch.Tensor  # [N, 1280] image features
     tags: list[frozenset[str]] | None = None  # the apps' debtags (empty when the package has none)
 
@@ -66,19 +65,18 @@ class AppFeatures:
 
 
 @torch.no_grad()
-def app_features(max_tokens: int = 256, max_text_chars: int = 8000) -> AppFeatures:
-    """MiniLM vectors of each kind's prepared text and the icons' image features, as serving makes them."""
+def app_features(max_tokens: int = 256, max_text_chars: int = 8000, tower: str = "minilm") -> AppFeatures:
+    """The text tower's vectors of each kind's prepared text and the icons' image features, as serving makes them."""
     from corpora import appstream
     from enrich.preprocess import prepare
     from enrich.schemas import decode_item
 
     items, icons = appstream.load_snapshot(), appstream.load_icons()
-    bert, tok = load_minilm(), minilm_tokenizer()
     text, images = {}, []
     for kind in KINDS:
         prepared = [prepare(decode_item(msgpack.packb(it.event(kind, icons[it.id]), use_bin_type=True)),
                             max_text_chars) for it in items]
-        text[kind] = embed_texts(bert, tok, [p.text for p in prepared], max_tokens=max_tokens)
+        text[kind] = tower_vectors(tower, [p.text for p in prepared], max_tokens=max_tokens)
         images = images or [p.images[0] for p in prepared]  # decoded by the serving decoder
     net = EfficientNetLite0.pretrained()
     feats = torch.cat([net.features(image_pixels(images[i:i + 64])) for i in range(0, len(images), 64)])
@@ -168,14 +166,15 @@ def calibrate_gate(head: FusionHead, f: AppFeatures, split: str = "val",
                   "text_alone": text_alone}
 
 
-def train_fusion_apps(out: Path, start: Path, epochs: int = 40, seed: int = 0) -> dict:
+def train_fusion_apps(out: Path, start: Path, epochs: int = 40, seed: int = 0, tower: str = "minilm") -> dict:
+    """``start``: the emoji-trained head of the same ``tower``."""
     t0 = time.perf_counter()
-    f = app_features()
+    f = app_features(tower=tower)
     before = load_fusion_head(start)[0]
     trained = train_gate(f, start, epochs=epochs, seed=seed)
     uncalibrated = evaluate(trained, f, "val")
     head, calibration = calibrate_gate(trained, f)
-    info = {"version": FUSION_APPS_VERSION, "started_from": start.name, "epochs": epochs,
+    info = {"version": FUSION_APPS_VERSIONS[tower], "text_tower": tower, "started_from": start.name, "epochs": epochs,
             "trained": "gate only, then its offset calibrated on validation", "calibration": calibration,
             "validation_uncalibrated": uncalibrated,
             "data": "appstream-bookworm-v1 train split, three kinds, modality dropout",

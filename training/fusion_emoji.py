@@ -31,15 +31,15 @@ from enrich.errors import EnrichError
 from triton_models.small_models import (
     EfficientNetLite0,
     FusionHead,
-    embed_texts,
     image_pixels,
-    load_minilm,
-    minilm_tokenizer,
     save_fusion_artifact,
+    tower_vectors,
+    tower_width,
 )
 
 log = logging.getLogger(__name__)
 FUSION_ARTIFACT_VERSION = "fusion-effnet-minilm-emoji-v1"
+FUSION_VERSIONS = {"minilm": FUSION_ARTIFACT_VERSION, "use": "fusion-effnet-use-emoji-v1"}
 
 
 @torch.no_grad()
@@ -74,7 +74,8 @@ def recall_at(vectors: np.ndarray, groups: list[str], k: int = 10) -> float:
 
 
 def train_fusion(package_dir: Path, out: Path, epochs: int = 30, batch: int = 128, lr: float = 2e-3,
-                 temperature: float = 0.05, seed: int = 0) -> dict:
+                 temperature: float = 0.05, seed: int = 0, tower: str = "minilm") -> dict:
+    """``tower``: the text tower whose space the images are projected into (``small_models.TEXT_TOWERS``)."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
@@ -83,15 +84,14 @@ def train_fusion(package_dir: Path, out: Path, epochs: int = 30, batch: int = 12
         raise EnrichError(f"{package_dir}: only {len(emoji)} emoji with images; is it the full package?")
     t0 = time.perf_counter()
     feats = image_features(emoji)
-    bert, tok = load_minilm(), minilm_tokenizer()
-    short = embed_texts(bert, tok, [e.short_name for e in emoji])
-    names = embed_texts(bert, tok, [e.name for e in emoji])
+    short = tower_vectors(tower, [e.short_name for e in emoji])
+    names = tower_vectors(tower, [e.name for e in emoji])
     train_idx = [i for i, e in enumerate(emoji) if not e.held_out]
     test_idx = [i for i, e in enumerate(emoji) if e.held_out]
     by_group: dict[str, list[int]] = {}
     for i in train_idx:
         by_group.setdefault(emoji[i].subcategory, []).append(i)
-    head = FusionHead()
+    head = FusionHead(tower_width(tower))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(seed)
     ones = torch.ones(batch)
@@ -116,7 +116,8 @@ def train_fusion(package_dir: Path, out: Path, epochs: int = 30, batch: int = 12
         gate = torch.sigmoid(head.gate.proj(torch.cat([v, t], dim=-1))).mean().item()
     groups = [emoji[i].subcategory for i in test_idx]
     info = {
-        "version": FUSION_ARTIFACT_VERSION, "data": "emoji-datasource-google 64px", "emoji": len(emoji),
+        "version": FUSION_VERSIONS[tower], "text_tower": tower, "data": "emoji-datasource-google 64px",
+        "emoji": len(emoji),
         "train": len(train_idx), "held_out": len(test_idx), "epochs": epochs,
         "recall_at_10_same_subcategory": {
             "text_only": round(recall_at(t.numpy(), groups), 4),

@@ -141,10 +141,10 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class FusionHead(nn.Module):
     """What is trained for the multimodal embedder: image projection into the text space + gate."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = TEXT_WIDTH) -> None:
         super().__init__()
-        self.projection = nn.Linear(IMAGE_FEATURES, TEXT_WIDTH)
-        self.gate = LateFusionGate(TEXT_WIDTH)
+        self.projection = nn.Linear(IMAGE_FEATURES, width)
+        self.gate = LateFusionGate(width)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection(features), dim=-1)
@@ -289,13 +289,14 @@ def save_fusion_artifact(head: FusionHead, path: Path, info: dict) -> None:
 
 
 def load_fusion_head(artifact: Path | None) -> tuple[FusionHead, dict]:
-    head = FusionHead()
+    """The trained head (its width is its text tower's), or a fresh MiniLM-width one when ``artifact`` is None."""
     if artifact is None:
-        return head.eval(), {}
+        return FusionHead().eval(), {}
     try:
         blob = torch.load(artifact, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelConfigError(f"{artifact} not found: train it with `enrich models train-fusion`") from None
+    head = FusionHead(int(blob["state"]["projection.weight"].shape[0]))
     head.load_state_dict({k: v.float() for k, v in blob["state"].items()})
     return head.eval(), dict(blob.get("info", {}))
 
@@ -323,3 +324,23 @@ def embed_texts(bert: nn.Module, tokenizer, texts: list[str], max_tokens: int = 
         hidden = bert(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         out.append(F.normalize(mean_pool(hidden, enc["attention_mask"]), dim=-1))
     return torch.cat(out) if out else torch.zeros(0, TEXT_WIDTH)
+
+
+TEXT_TOWERS = ("minilm", "use")  # all-MiniLM-L6-v2 (English); USE multilingual v3 (triton_models.multilingual)
+
+
+def tower_width(tower: str) -> int:
+    from triton_models.multilingual import USE_WIDTH
+
+    return {"minilm": TEXT_WIDTH, "use": USE_WIDTH}[tower]
+
+
+def tower_vectors(tower: str, texts: list[str], max_tokens: int = 128, progress: bool = False) -> torch.Tensor:
+    """Unit sentence vectors of ``texts`` from the named text tower, as its serving graph makes them."""
+    if tower == "use":
+        from triton_models.multilingual import use_vectors
+
+        return use_vectors(texts, max_tokens=max_tokens)
+    if tower != "minilm":
+        raise ValueError(f"unknown text tower {tower!r}: expected one of {TEXT_TOWERS}")
+    return embed_texts(load_minilm(), minilm_tokenizer(), texts, max_tokens=max_tokens, progress=progress)
