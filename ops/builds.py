@@ -30,31 +30,37 @@ from ops.stack import debtags_vocabulary, ensure_models
 from streams.services import in_process_models
 from training.cf_adapter import train_cf
 from training.tag_prior import OpenSet, fit_open_head, fit_tag_prior
-from triton_models.export_small import (
-    DEFAULT_CF,
-    DEFAULT_PROTOTYPES,
-    DEFAULT_TAG_PRIOR,
-    PAIRWISE_TAG_PRIOR,
-    ship_cf_adapter,
-    ship_tag_prior,
-)
+from triton_models.export_small import SmallPreset, ship_cf_adapter, ship_tag_prior, small_preset
 
 
-def with_small_models(s: ToolSettings, say: Callable[[str], None]) -> ToolSettings:
-    """``s`` on the small preset, with its models exported into the state dir."""
-    s = s.updated(model_preset="small")
+def with_small_models(s: ToolSettings, say: Callable[[str], None]) -> tuple[ToolSettings, SmallPreset]:
+    """``s`` on its small preset (the English one for a random-weight preset), with its models exported into
+    the state dir."""
+    preset = small_preset(s.model_preset)
+    s = s.updated(model_preset=preset.name)
     s.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(s, progress=say)
-    return s
+    return s, preset
+
+
+def training_texts(preset: SmallPreset, split: str) -> list[debtags.DebtagsItem]:
+    """The debtags items of ``split`` a preset's artifacts are fitted on: English, and for a multilingual
+    preset the same packages in Chinese too (zh_CN, the one translation trained on)."""
+    items = [it for it in debtags.load_snapshot() if it.split == split]
+    if preset.tower == "use":
+        from corpora import debtags_zh
+
+        items += [it for it in debtags_zh.load_snapshot() if it.split == split]
+    return items
 
 
 def build_prototypes(s: ToolSettings, out: Path | None, say: Callable[[str], None] = print) -> TagPrototypes:
     """Tag prototypes from the debtags train split (never the evaluated items), in the exported embedder's space."""
-    s = with_small_models(s, say)
-    train = [it for it in debtags.load_snapshot() if it.split == "train"]
+    s, preset = with_small_models(s, say)
+    train = training_texts(preset, "train")
     vectors, embedder = embed_debtags(s, train, say)
     protos = TagPrototypes.compute([it.tags for it in train], vectors, embedder)
-    target = out or DEFAULT_PROTOTYPES
+    target = out or preset.prototypes
     protos.save(target)
     say(f"{protos.version}: {protos.info} in the space of {embedder} -> {target}")
     return protos
@@ -63,16 +69,16 @@ def build_prototypes(s: ToolSettings, out: Path | None, say: Callable[[str], Non
 def build_cf_adapter(s: ToolSettings, dataset: Path | None, epochs: int, out: Path | None,
                      say: Callable[[str], None] = print) -> Path:
     """The CF adapter on the debtags co-use pairs, over the exported embedder's vectors."""
-    s = with_small_models(s, say)
+    s, preset = with_small_models(s, say)
     items = debtags.load_snapshot(dataset or debtags.SNAPSHOT_DIR)
     vectors, embedder = embed_debtags(s, items, say)
     adapter = train_cf(items, vectors, embedder, epochs=epochs)
-    target = out or DEFAULT_CF
+    target = out or preset.cf
     adapter.save(target)
     artifacts.write_record(target, adapter.info | {"version": adapter.version})
     say(json.dumps(adapter.info, indent=2))
     say(f"{adapter.version} -> {target}")
-    if target == DEFAULT_CF:  # the state dir's export gets it now, not at its next export
+    if target == preset.cf:  # the state dir's export gets it now, not at its next export
         embedder_dir = s.models_path / "embedder"
         ship_cf_adapter(ModelMeta.read(embedder_dir / "meta.json").version, embedder_dir, say)
     return target
@@ -83,10 +89,9 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
     """`enrich vocab prior`: the prior for the exported small models, written to ``out`` or the shipped artifact
     of ``s.small_tagger`` (and then shipped into the state dir's export)."""
     emoji = load_emoji(emoji_dir) if emoji_dir is not None else []  # a wrong directory fails before any work
-    s = with_small_models(s, say)
-    items = debtags.load_snapshot()
-    train = [it for it in items if it.split == "train"]
-    val = [it for it in items if it.split == "val"]  # never the evaluated (test) items
+    s, preset = with_small_models(s, say)
+    train = training_texts(preset, "train")
+    val = training_texts(preset, "val")  # never the evaluated (test) items
     train_vecs, _ = embed_debtags(s, train, say)
     val_vecs, _ = embed_debtags(s, val, say)
     apps, icons = appstream.load_snapshot(), appstream.load_icons()
@@ -135,7 +140,7 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
             sets.append(OpenSet("emoji_val_subcategories", em_items, [{e.subcategory} for e in val_emoji],
                                 embed(em_items), new_tags(sorted({e.subcategory for e in emoji if e.split != "test"}))))
         prior = fit_open_head(prior, sets, tagger, s.candidate_tags, say)
-    shipped = DEFAULT_TAG_PRIOR if s.small_tagger == "packed" else PAIRWISE_TAG_PRIOR
+    shipped = preset.tag_priors[0 if s.small_tagger == "packed" else 1]
     target = out or shipped
     prior.save(target)
     artifacts.write_record(target, {"version": prior.version} | prior.info)

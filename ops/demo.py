@@ -116,6 +116,13 @@ def run_demo(settings: ToolSettings, n_items: int = 30, out: callable = print, w
         t_done = time.perf_counter()
         reader.close()
         report(got, content, out)
+        if content.chinese:
+            from triton_models.export_small import small_preset
+
+            out(f"\nthe {settings.model_preset} preset reads {small_preset(settings.model_preset).languages}"
+                + ("" if small_preset(settings.model_preset).tower == "use" else
+                   ": the Chinese items' tags and neighbours are guesses (ENRICH_MODEL_PRESET=multilingual reads "
+                   "Chinese)"))
         page = _serve_page(settings, out)
         enriched = got.by_topic["items.enriched"]
         span = (max(r["enriched_at"] for r in enriched) - min(i["created_at"] for i in items)) / 1000
@@ -140,16 +147,23 @@ class DemoContent:
     vocab: list[VocabEntry]
     items: list[dict]
     gold: dict[str, list[str]] = field(default_factory=dict)  # item id -> known tags
+    chinese: set[str] = field(default_factory=set)  # items whose text is Chinese
     twins: dict[str, str] = field(default_factory=dict)  # item with an image -> the same item without it
 
 
+CHINESE_ITEMS = 3
+
+
 def demo_content(settings: ToolSettings, n_items: int) -> DemoContent:
-    """What the demo publishes. Small preset: held-out AppStream apps (real listings and their icons, with
+    """What the demo publishes. Small presets: held-out AppStream apps (real listings and their icons, with
     debtags as gold), two thirds as the listing with its icon, each beside its twin without the icon so the
-    report can say what the image changed, a third as the icon alone. Tiny preset: generated samples."""
-    if settings.model_preset != "small":
+    report can say what the image changed, a third as the icon alone; then a few held-out apps' Chinese
+    listings (which only the multilingual preset reads). Tiny preset: generated samples."""
+    from ops.stack import is_small
+
+    if not is_small(settings):
         return DemoContent(samples.vocab_entries(), samples.sample_items(n_items))
-    from corpora import appstream
+    from corpora import appstream, appstream_zh
     from ops.evaluate_kinds import app_event
 
     test = [it for it in appstream.load_snapshot() if it.split == "test" and it.tags]
@@ -166,6 +180,12 @@ def demo_content(settings: ToolSettings, n_items: int) -> DemoContent:
             content.twins[item["id"]] = twin["id"]
         content.items.append(item)
         content.gold[item["id"]] = it.tags
+    chinese = [it for it in appstream_zh.load_snapshot() if it.split == "test" and it.text and it.tags]
+    for it in chinese[:CHINESE_ITEMS]:
+        item = app_event(it, "long_text_image", icons[it.id]) | {"id": f"{it.id}#zh_CN"}
+        content.items.append(item)
+        content.gold[item["id"]] = it.tags
+        content.chinese.add(item["id"])
     return content
 
 
@@ -205,6 +225,8 @@ def report(got: Collected, content: DemoContent, out: callable) -> None:
                 cf_near = _nearest(cf_vecs, k, ids)
         sid = "-".join(str(c) for c in r["semantic_id"])
         out(f"{item_id:<24} {r['kind']:<10} {titles[item_id][:40]:<40} sid {sid:<9} tags: {tags}")
+        if item_id in content.chinese:
+            out(f"{'':<35} text in Chinese (zh_CN): {titles[item_id][:60]}")
         if item_id in content.gold:
             out(f"{'':<35} gold (debtags): {', '.join(content.gold[item_id])}")
         if item_id in content.twins:

@@ -20,7 +20,6 @@ One run, on a private local stack (broker + Triton + a worker subprocess):
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,60 +33,15 @@ from enrich.errors import EnrichError
 from enrich.schemas import decode, encode, vector_from_bytes
 from enrich.tagging.vocabulary import readable_tag
 from enrich.vectors.cf_adapter import CfAdapter
-from ops import evaluate_kinds
+from ops import evaluate_kinds, evaluate_languages
 from ops.demo import on_free_ports, start_worker
 from ops.process import stop_pid
+from ops.quality import K, prf, recall_ndcg, top_tags
 from ops.recall import RecallIndexes
 from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, publish
 from streams.services import in_process_models
-
-K = 10
-
-
-def prf(predicted: Sequence[set[str]], gold: Sequence[set[str]]) -> dict[str, float]:
-    """Micro-averaged precision, recall and F1 over items."""
-    tp = sum(len(p & g) for p, g in zip(predicted, gold, strict=True))
-    n_pred, n_gold = sum(len(p) for p in predicted), sum(len(g) for g in gold)
-    p = tp / n_pred if n_pred else 0.0
-    r = tp / n_gold if n_gold else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4)}
-
-
-def paired_difference(a: Callable[[np.ndarray], float], b: Callable[[np.ndarray], float], n: int,
-                      rounds: int = 1000, seed: int = 0) -> dict[str, float | list[float]]:
-    """``a - b`` of two statistics over the same ``n`` items (each a function of the item indices it is
-    computed over) and its 95 % paired bootstrap interval: both resampled with the same items, so the
-    interval says how far the difference moves with the draw of items, not how far each score does."""
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(rounds):
-        idx = rng.integers(0, n, n)
-        diffs.append(a(idx) - b(idx))
-    whole = np.arange(n)
-    lo, hi = np.percentile(diffs, [2.5, 97.5]) if n else (0.0, 0.0)
-    return {"difference": round(a(whole) - b(whole), 4), "interval_95": [round(float(lo), 4), round(float(hi), 4)]}
-
-
-def recalls_at(found: Sequence[Sequence[str]], gold: Sequence[set[str]], k: int = K) -> list[float]:
-    """Each query's recall@k: its gold items among its first ``k`` found, over as many as it could hold."""
-    return [sum(1.0 for x in f[:k] if x in g) / min(k, len(g)) for f, g in zip(found, gold, strict=True)]
-
-
-def recall_ndcg(found: Sequence[Sequence[str]], gold: Sequence[set[str]], k: int = K) -> dict[str, float]:
-    recalls, ndcgs = recalls_at(found, gold, k), []
-    for f, g in zip(found, gold, strict=True):
-        hits = [1.0 if x in g else 0.0 for x in f[:k]]
-        dcg = sum(h / math.log2(i + 2) for i, h in enumerate(hits))
-        ideal = sum(1 / math.log2(i + 2) for i in range(min(k, len(g))))
-        ndcgs.append(dcg / ideal)
-    return {f"recall@{k}": round(float(np.mean(recalls)), 4), f"ndcg@{k}": round(float(np.mean(ndcgs)), 4)}
-
-
-def top_tags(sims: np.ndarray, vocab: list[str], n: int) -> list[list[str]]:
-    order = np.argsort(-sims, axis=1)[:, :n]
-    return [[vocab[j] for j in row] for row in order]
 
 
 def _grade(settings: ToolSettings, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -152,7 +106,9 @@ def embed_debtags(settings: ToolSettings, items: Sequence[DebtagsItem],
     import hashlib
 
     with in_process_models(settings) as (embedder, _):
-        ids = [it.id for it in items]
+        # an item is its text, not only its id: a package in Chinese has its English twin's id
+        ids = [f"{it.id}#{hashlib.sha256(f'{it.title}{chr(10)}{it.text}'.encode()).hexdigest()[:12]}"
+               for it in items]
         cached = settings.state_dir / "vectors" / f"{embedder.version}-{debtags.SNAPSHOT_VERSION}"
         whole = cached / "all.npz"  # the whole snapshot, when some run embedded it: any subset is a slice
         cache = cached / f"{hashlib.sha256(chr(10).join(ids).encode()).hexdigest()[:12]}.npy"
@@ -177,11 +133,14 @@ def embed_debtags(settings: ToolSettings, items: Sequence[DebtagsItem],
 
 
 def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: Path | None = None,
-             say: Callable[[str], None] = print, catalogue_limit: int = 0, kinds: bool = True) -> dict:
+             say: Callable[[str], None] = print, catalogue_limit: int = 0, kinds: bool = True,
+             languages: bool = True) -> dict:
+    """The report of the settings' small preset (the English one for a random-weight preset)."""
     from enrich.vectors.semantic_ids import SemanticIdCodebook
+    from triton_models.export_small import small_preset
 
     t_start = time.perf_counter()
-    settings = settings.updated(model_preset="small")
+    settings = settings.updated(model_preset=small_preset(settings.model_preset).name)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(settings, progress=say)
     ensure_codebook(settings, progress=say)
@@ -242,6 +201,12 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
             publish(settings, "items.new", [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
                                             for e in app_events])
             _wait(reader, RecallIndexes(), {e["id"] for e in app_events}, records, 1200, worker)
+        pairs = evaluate_languages.held_out_pairs(test) if languages else []
+        if pairs:  # the same packages in Chinese, after the timed run too
+            zh_events = [evaluate_languages.chinese_event(zh) for _, zh in pairs]
+            publish(settings, "items.new", [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
+                                            for e in zh_events])
+            _wait(reader, RecallIndexes(), {e["id"] for e in zh_events}, records, 600, worker)
         reader.close()
     finally:
         if worker is not None:
@@ -259,7 +224,8 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
     knn = neighbour_candidates(vecs, cat_vecs, [it.tags for it in catalogue], top_n, k=K)
     prior = _votes_alone(settings, vecs, vocab)
     report = {
-        "dataset": debtags.SNAPSHOT_VERSION, "test_items": len(test), "catalogue_items": len(catalogue),
+        "preset": settings.model_preset, "dataset": debtags.SNAPSHOT_VERSION, "test_items": len(test),
+        "catalogue_items": len(catalogue),
         "tags": len(vocab), "versions": records[test[0].id]["versions"],
         "candidate_tags": settings.candidate_tags, "baseline_top_n": top_n,
         "tagging": {
@@ -283,6 +249,9 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
     }
     if prior:
         report["tagging"]["neighbour_votes_alone"] = prf(prior[1], gold)
+    if pairs:
+        report["per_language"] = evaluate_languages.languages_report(records, pairs, catalogue, cat_vecs,
+                                                                     {it.id for it in items})
     if kinds:
         report["per_kind"] = evaluate_kinds.kinds_report(records, app_catalogue, cat_vecs,
                                                          [it.tags for it in catalogue], cand_vecs, vocab)
@@ -366,4 +335,6 @@ def format_report(r: dict) -> str:
                  f"= {th['items_per_s']} items/s")
     if "per_kind" in r:
         lines.append(evaluate_kinds.format_kinds(r["per_kind"]))
+    if "per_language" in r:
+        lines.append(evaluate_languages.format_languages(r["per_language"]))
     return "\n".join(lines)

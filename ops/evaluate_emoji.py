@@ -25,6 +25,7 @@ import msgpack
 import numpy as np
 
 from corpora.emoji import Emoji, load_emoji
+from ops.quality import prf
 from ops.settings import ToolSettings
 
 VOCABULARIES = ("subcategory", "category")
@@ -79,7 +80,6 @@ def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str
 def _scores(vocabulary: str, tags: list[str], test: list[Emoji], train: list[Emoji], results: list,
             vectors: np.ndarray, names: np.ndarray) -> dict:
     from enrich.pipeline import Enriched
-    from ops.evaluate import prf
 
     rejected = [r for r in results if not isinstance(r, Enriched)]
     if rejected:

@@ -27,6 +27,7 @@ import numpy as np
 
 from corpora import appstream
 from enrich.preprocess import prepare_event
+from ops.quality import K, paired_difference, prf, recall_ndcg, recalls_at, top_tags
 from ops.settings import ToolSettings
 
 KINDS = ("long_text", "long_text_image", "short_text", "short_text_image", "image_only")
@@ -107,7 +108,6 @@ def image_share(v: np.ndarray, t: np.ndarray) -> float:
 
 
 def _prf(pred: list[set[str]], gold: list[set[str]]) -> dict[str, float]:
-    from ops.evaluate import prf
 
     return prf(pred, gold) | {"items_without_strong_tag": sum(1 for p in pred if not p)}
 
@@ -116,7 +116,6 @@ def kinds_report(records: dict[str, dict], cat: AppCatalogue, debtags_vecs: np.n
                  proto_vecs: np.ndarray, vocab: list[str]) -> dict:
     """Per kind: the stream's tags and neighbours beside the baselines (``records``: items.enriched by id)."""
     from enrich.schemas import vector_from_bytes
-    from ops.evaluate import K, recall_ndcg, recalls_at, top_tags
     from training.pairwise_tagger import neighbour_candidates
 
     index = {it.id: n for n, it in enumerate(cat.apps)}
@@ -158,7 +157,6 @@ def _targets(kinds: dict, popular: dict, per_item: dict) -> dict:
     """Issue 20's bar: with the image, at least the better of the text alone and the icon alone. Each beside
     the paired bootstrap interval of its difference to the bar (over the same apps), so that a difference of
     a tag or two reads as what it is."""
-    from ops.evaluate import paired_difference
     from training.tag_prior import micro_f1
 
     gold = per_item["gold"]

@@ -26,20 +26,27 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
+def is_small(settings: ToolSettings) -> bool:
+    """Whether the preset is one of real small models (``small``, ``multilingual``), not random weights."""
+    from triton_models.export_small import SMALL_PRESETS
+
+    return settings.model_preset in SMALL_PRESETS
+
+
 def expected_model_name(settings: ToolSettings, role: str) -> str:
-    from triton_models.export_small import SMALL_PRESET, model_name
+    from triton_models.export_small import model_name
 
     preset = settings.model_preset
-    return model_name(role, settings.small_tagger) if preset == SMALL_PRESET else preset
+    return model_name(role, settings.small_tagger, preset) if is_small(settings) else preset
 
 
 def expected_source(settings: ToolSettings, role: str) -> str:
     """The digest of the shipped artifact a small export is made from ("" for the random-weight presets)."""
-    from triton_models.export_small import SMALL_PRESET, artifact_digest, default_artifact
+    from triton_models.export_small import artifact_digest, default_artifact
 
-    if settings.model_preset != SMALL_PRESET:
+    if not is_small(settings):
         return ""
-    return artifact_digest(default_artifact(role, settings.small_tagger))
+    return artifact_digest(default_artifact(role, settings.small_tagger, settings.model_preset))
 
 
 def ensure_models(settings: ToolSettings, progress: Progress = log.info) -> None:
@@ -63,17 +70,18 @@ def ensure_models(settings: ToolSettings, progress: Progress = log.info) -> None
             except ModelConfigError as exc:
                 progress(f"{exc}; exporting again")
         progress(f"exporting the {preset} {role} to {out}")
-        if preset == "small":
+        if is_small(settings):
             from triton_models.export_small import default_artifact, export_small
 
-            export_small(role, out, default_artifact(role, settings.small_tagger), progress=progress)
+            export_small(role, out, default_artifact(role, settings.small_tagger, preset), progress=progress,
+                         preset=preset)
         else:
             from triton_models.export import export_model
 
             export_model(role, out, preset=preset, progress=progress)
         if role == "embedder" and settings.codebook_path.exists():
             settings.codebook_path.unlink()
-    if preset == "small":
+    if is_small(settings):
         from triton_models.export_small import ship_tag_prior
 
         ship_tag_prior(settings.models_path, progress)
@@ -95,10 +103,11 @@ def debtags_vocabulary(settings: ToolSettings) -> list[VocabEntry]:
     from corpora import debtags
     from enrich.models.meta import ModelMeta
     from enrich.tagging.prototypes import TagPrototypes
-    from triton_models.export_small import DEFAULT_PROTOTYPES
+    from triton_models.export_small import small_preset
 
     tags = debtags.tag_vocabulary(debtags.load_snapshot())
-    prototypes = TagPrototypes.load(DEFAULT_PROTOTYPES) if DEFAULT_PROTOTYPES.exists() else None
+    shipped = small_preset(settings.model_preset).prototypes
+    prototypes = TagPrototypes.load(shipped) if shipped.exists() else None
     embedder = ModelMeta.read(settings.models_path / "embedder" / "meta.json").version
     if prototypes is not None and prototypes.embedder != embedder:
         log.warning("tag prototypes were made by %s, the embedder is %s: the workers will embed tag names",
@@ -118,7 +127,7 @@ def sample_embeddings(settings: ToolSettings, n_items: int = 240) -> np.ndarray:
     from streams.services import in_process_models
 
     with in_process_models(settings) as (embedder, _):
-        if settings.model_preset == "small":
+        if is_small(settings):
             vecs = [embedder.embed_texts(debtags_sample_texts())]
         else:
             items = [prepare(decode_item(msgpack.packb(i)), settings.max_text_chars)

@@ -58,9 +58,11 @@ class Settings(BaseSettings):
     triton_timeout_s: float = 30.0
     state_dir: Path = Field(Path(".enrich"), description="local models, codebook and logs")
     model_dir: Path | None = Field(None, description="exported models (default: <state_dir>/models)")
-    model_preset: str = Field("small", pattern="^(small|tiny)$",
+    model_preset: str = Field("small", pattern="^(small|multilingual|tiny)$",
                               description="what the local stack exports: 'small' (real MiniLM/EfficientNet weights, "
-                                          "trained tagger and fusion gate) or 'tiny' (random Qwen-VL, tests)")
+                                          "trained tagger and fusion gate; reads English), 'multilingual' (the "
+                                          "same with USE multilingual v3 as the text tower; reads Chinese, English "
+                                          "and 14 more languages) or 'tiny' (random Qwen-VL, tests)")
     small_tagger: str = Field("packed", pattern="^(packed|pairwise)$",
                               description="the small preset's tagger: 'packed' (sees the image, all candidates "
                                           "of an item in one pass) or 'pairwise' (text only, one row per tag)")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,16 +91,23 @@ def label_grade(tag: str, gold: list[str]) -> int:
 
 
 class RowBuilder:
-    """Training batches made the way the worker makes them."""
+    """Training batches made the way the worker makes them.
 
-    def __init__(self, cfg: PackedConfig, vocab: list[str], cells: torch.Tensor, project) -> None:  # noqa: ANN001
+    ``project`` turns image cells into an image's visual tokens; the MiniLM tagger's rows are the default, the
+    multilingual tagger passes its own tokenizer (``tokenizer_dir``), row tokens, visual tokens per image and
+    width."""
+
+    def __init__(self, cfg: PackedConfig, vocab: list[str], cells: torch.Tensor, project,  # noqa: ANN001
+                 tokenizer_dir: Path | None = None, tokens: PackedRowTokens | None = None,
+                 visual_tokens: int = VISUAL_TOKENS, width: int = 384) -> None:
         self.cfg = cfg
         self.vocab = vocab
-        self.tok = load_encoder_tokenizer(minilm_dir())
+        self.tok = load_encoder_tokenizer(tokenizer_dir or minilm_dir())
         self.tok.no_padding()
-        self.tokens = PackedRowTokens(self.tok.token_to_id("[CLS]"), self.tok.token_to_id("[SEP]"),
-                                      self.tok.token_to_id("[unused0]"))
-        self.pad = self.tok.token_to_id("[PAD]")
+        self.tokens = tokens or PackedRowTokens(self.tok.token_to_id("[CLS]"), self.tok.token_to_id("[SEP]"),
+                                                self.tok.token_to_id("[unused0]"))
+        self.pad = self.tokens.sep if tokens else self.tok.token_to_id("[PAD]")
+        self.visual_tokens, self.width = visual_tokens, width
         self._tag_ids: dict[str, list[int]] = {}
         self.cells = cells
         self.project = project
@@ -132,15 +140,15 @@ class RowBuilder:
                 visual.append(projected[k])
                 k += 1
             else:
-                visual.append(torch.zeros((0, projected.shape[-1] if projected is not None else 384)))
-            rows.append(self.tokens.row(VISUAL_TOKENS if ex.cells >= 0 else 0, enc.ids[: self.cfg.max_text_tokens],
+                visual.append(torch.zeros((0, self.width)))
+            rows.append(self.tokens.row(self.visual_tokens if ex.cells >= 0 else 0, enc.ids[: self.cfg.max_text_tokens],
                                         [self.tag_ids(t) for t in tags]))
             grades.append([label_grade(t, ex.tags) for t in tags])
         # The host inputs come from the serving code; the visual tokens stay tensors so gradients reach
         # the projection.
-        host = packed_inputs(rows, [np.zeros((len(v), 384), np.float32) for v in visual], self.pad)
+        host = packed_inputs(rows, [np.zeros((len(v), self.width), np.float32) for v in visual], self.pad)
         t = max(1, max(len(v) for v in visual))
-        image = torch.zeros((len(rows), t, 384))
+        image = torch.zeros((len(rows), t, self.width))
         for r, v in enumerate(visual):
             if len(v):
                 image[r, : len(v)] = v
@@ -167,8 +175,11 @@ def pooled_image_cells(events: list[dict]) -> torch.Tensor:
     return torch.cat([pooled_cells(net, image_pixels(images[i:i + 64])) for i in range(0, len(images), 64)])
 
 
-def build_examples(seed: int, emoji_dir: Path | None = None,
+def build_examples(seed: int, emoji_dir: Path | None = None, translated: Sequence[debtags.DebtagsItem] = (),
+                   translated_apps: Sequence[appstream.AppItem] = (),
                    ) -> tuple[list[str], dict[str, list[Example]], list[appstream.AppItem], torch.Tensor]:
+    """``translated``, ``translated_apps``: the same packages and apps in another language (``kind`` "zh_CN:..."),
+    graded against the same labels and candidates as their English twins, with the same icons."""
     # A wrong package directory fails here, not after minutes of embedding.
     emoji = [e for e in load_emoji(emoji_dir) if e.split != "test"] if emoji_dir is not None else []
     items = debtags.load_snapshot()
@@ -186,6 +197,10 @@ def build_examples(seed: int, emoji_dir: Path | None = None,
     for it in both:
         text = prepare_event(debtags.as_event(it), 8000).text
         examples[it.split].append(Example(text, list(it.tags), cands[it.id]))
+    for it in translated:
+        if it.id in cands:
+            text = prepare_event(debtags.as_event(it), 8000).text
+            examples[it.split].append(Example(text, list(it.tags), cands[it.id], kind="translated"))
     apps = [a for a in appstream.load_snapshot() if a.split in ("train", "val") and (a.tags or keyword_labels(a))]
     icons = appstream.load_icons()
     cells = pooled_image_cells([a.event("image_only", icons[a.id]) for a in apps])
@@ -199,6 +214,17 @@ def build_examples(seed: int, emoji_dir: Path | None = None,
             unillustrated = a.event(kind, b"") | {"kind": "article", "images": []}
             text = "" if kind == "image_only" else prepare_event(unillustrated, 8000).text
             examples[a.split].append(Example(text, gold, negatives, k, kind))
+    row_of = {a.id: k for k, a in enumerate(apps)}
+    for a in translated_apps:
+        if a.id not in row_of:
+            continue
+        english = apps[row_of[a.id]]
+        gold = list(english.tags) + keyword_labels(english)  # the English labels: the vocabulary is English
+        for kind in KINDS[:2]:
+            unillustrated = a.event(kind, b"") | {"kind": "article", "images": []}
+            examples[a.split].append(Example(prepare_event(unillustrated, 8000).text, gold,
+                                             cands.get(a.id, []) + keyword_negatives[a.id], row_of[a.id],
+                                             f"translated_{kind}"))
     if emoji:
         start = len(cells)
         cells = torch.cat([cells, pooled_image_cells([e.event(e.name) for e in emoji])])
@@ -270,30 +296,17 @@ def validate(model: PackedEncoderTagger, rows: RowBuilder, val: list[Example], s
             "val_grade2_f1_among_candidates": f1}
 
 
-def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Path | None = None,
-                        progress: bool = True, emoji_dir: Path | None = None) -> dict:
+def fit(model: torch.nn.Module, rows: RowBuilder, train: list[Example], cfg: PackedConfig, desc: str,
+        progress: bool = True) -> list[float]:
+    """Train ``model``'s trainable parameters on ``train`` rows for ``cfg.epochs`` or ``cfg.max_minutes``."""
     from tqdm import tqdm
 
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    vocab, examples, apps, cells = build_examples(cfg.seed, emoji_dir)
-    log.info("%d training rows, %d validation rows (%.0fs to build)", len(examples["train"]),
-             len(examples["val"]), time.perf_counter() - t0)
-    tok = load_encoder_tokenizer(minilm_dir())
-    model = PackedEncoderTagger(load_minilm(), tok.token_to_id("[unused0]"))
-    if init is not None:
-        blob = torch.load(init, map_location="cpu", weights_only=True)
-        own = model.trained_state()
-        start = {k: v.float() for k, v in blob["state"].items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(start, strict=False)
-        log.info("started %d of %d trained tensors from %s", len(start), len(own), init.name)
-    rows = RowBuilder(cfg, vocab, cells, model.visual)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     rng = random.Random(cfg.seed)
     order: list[Example] = []
     for _ in range(cfg.epochs):
-        epoch = list(examples["train"])
+        epoch = list(train)
         rng.shuffle(epoch)
         order += epoch
     steps_total = len(order) // cfg.batch
@@ -301,7 +314,7 @@ def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Pat
     started = time.perf_counter()
     model.train()
     losses: list[float] = []
-    bar = tqdm(range(steps_total), desc="training packed tagger", unit="step", disable=not progress)
+    bar = tqdm(range(steps_total), desc=desc, unit="step", disable=not progress)
     for step in bar:
         frac = max(step / steps_total, (time.perf_counter() - started) / budget_s)
         if frac >= 1:
@@ -318,6 +331,26 @@ def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Pat
         opt.zero_grad()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    return losses
+
+
+def train_packed_tagger(out: Path, cfg: PackedConfig = PackedConfig(), init: Path | None = None,
+                        progress: bool = True, emoji_dir: Path | None = None) -> dict:
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    vocab, examples, apps, cells = build_examples(cfg.seed, emoji_dir)
+    log.info("%d training rows, %d validation rows (%.0fs to build)", len(examples["train"]),
+             len(examples["val"]), time.perf_counter() - t0)
+    tok = load_encoder_tokenizer(minilm_dir())
+    model = PackedEncoderTagger(load_minilm(), tok.token_to_id("[unused0]"))
+    if init is not None:
+        blob = torch.load(init, map_location="cpu", weights_only=True)
+        own = model.trained_state()
+        start = {k: v.float() for k, v in blob["state"].items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(start, strict=False)
+        log.info("started %d of %d trained tensors from %s", len(start), len(own), init.name)
+    rows = RowBuilder(cfg, vocab, cells, model.visual)
+    losses = fit(model, rows, examples["train"], cfg, "training packed tagger", progress)
     info = {"version": PACKED_TAGGER_VERSION, "datasets": [debtags.SNAPSHOT_DIR.name, appstream.SNAPSHOT_DIR.name]
             + (["emoji-datasource-google"] if emoji_dir else []),
             "base": "all-MiniLM-L6-v2 + EfficientNet-Lite0", "init": init.name if init else None,

@@ -24,12 +24,14 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from enrich.errors import ModelConfigError
 from enrich.models.meta import GRAPH_CONTRACT, ModelMeta
 from triton_models.export import ExportResult, ParityError, export_graph, weights_digest
 from triton_models.packed_tagger import (
@@ -68,6 +70,52 @@ CF_ARTIFACT_VERSION = "cf-adapter-debtags-v1"
 DEFAULT_CF = ARTIFACTS / f"{CF_ARTIFACT_VERSION}.npz"
 EMBEDDER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on (and truncates to) 256 word pieces
 
+MULTILINGUAL_PRESET = "multilingual"
+USE_EMBEDDER_NAME = "use-effnet-fusion"
+USE_TAGGER_NAME = "use-effnet-tagger"
+USE_EMOJI_FUSION = ARTIFACTS / "fusion-effnet-use-emoji-v1.pt"
+USE_FUSION = ARTIFACTS / "fusion-effnet-use-apps-v1.pt"
+USE_TAGGER = ARTIFACTS / "tagger-use-debtags-zh-v1.pt"
+
+
+@dataclass(frozen=True)
+class SmallPreset:
+    """A preset of real small models: a text tower, EfficientNet-Lite0, and the artifacts trained for them."""
+
+    name: str
+    tower: str  # "minilm" | "use" (``small_models.TEXT_TOWERS``)
+    languages: str  # what it reads, for the docs and the CLI
+    embedder_name: str
+    fusion: Path  # the embedder's image projection and gate
+    taggers: dict[str, tuple[str, Path]]  # ENRICH_SMALL_TAGGER -> (model name, artifact)
+    prototypes: Path
+    tag_priors: tuple[Path, ...]
+    cf: Path
+
+    def tagger(self, small_tagger: str) -> tuple[str, Path]:
+        if small_tagger not in self.taggers:
+            raise ModelConfigError(f"the {self.name} preset has no {small_tagger!r} tagger (it has "
+                                   f"{', '.join(self.taggers)}): set ENRICH_SMALL_TAGGER=packed")
+        return self.taggers[small_tagger]
+
+
+SMALL_PRESETS = {
+    SMALL_PRESET: SmallPreset(
+        SMALL_PRESET, "minilm", "English", EMBEDDER_NAME, DEFAULT_FUSION,
+        {"packed": (PACKED_TAGGER_NAME, DEFAULT_TAGGER), "pairwise": (TAGGER_NAME, PAIRWISE_TAGGER)},
+        DEFAULT_PROTOTYPES, (DEFAULT_TAG_PRIOR, PAIRWISE_TAG_PRIOR), DEFAULT_CF),
+    MULTILINGUAL_PRESET: SmallPreset(
+        MULTILINGUAL_PRESET, "use", "the 16 languages of USE multilingual v3, Chinese (Simplified and Traditional) "
+        "and English among them", USE_EMBEDDER_NAME, USE_FUSION, {"packed": (USE_TAGGER_NAME, USE_TAGGER)},
+        ARTIFACTS / "tag-prototypes-use-v1.npz", (ARTIFACTS / "tag-prior-use-v1.npz",),
+        ARTIFACTS / "cf-adapter-use-v1.npz"),
+}
+
+
+def small_preset(name: str) -> SmallPreset:
+    """The named small preset; a random-weight preset's tools (eval, builds) use the English small one."""
+    return SMALL_PRESETS.get(name, SMALL_PRESETS[SMALL_PRESET])
+
 
 def _text_inputs(role: str, rows: int, seq: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -85,7 +133,7 @@ def _text_inputs(role: str, rows: int, seq: int, seed: int) -> dict[str, np.ndar
     return {"input_ids": ids, "attention_mask": mask, "image_embeds": v, "has_image": has}
 
 
-def _check(path: Path, module: nn.Module, cases: list[dict[str, np.ndarray]], tol: float) -> float:
+def check_parity(path: Path, module: nn.Module, cases: list[dict[str, np.ndarray]], tol: float) -> float:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -102,17 +150,14 @@ def _check(path: Path, module: nn.Module, cases: list[dict[str, np.ndarray]], to
     return worst
 
 
-SMALL_TAGGERS = {"packed": DEFAULT_TAGGER, "pairwise": PAIRWISE_TAGGER}
+def default_artifact(role: str, small_tagger: str = "packed", preset: str = SMALL_PRESET) -> Path:
+    p = SMALL_PRESETS[preset]
+    return p.fusion if role == "embedder" else p.tagger(small_tagger)[1]
 
 
-def default_artifact(role: str, small_tagger: str = "packed") -> Path:
-    return DEFAULT_FUSION if role == "embedder" else SMALL_TAGGERS[small_tagger]
-
-
-def model_name(role: str, small_tagger: str = "packed") -> str:
-    if role == "embedder":
-        return EMBEDDER_NAME
-    return PACKED_TAGGER_NAME if small_tagger == "packed" else TAGGER_NAME
+def model_name(role: str, small_tagger: str = "packed", preset: str = SMALL_PRESET) -> str:
+    p = SMALL_PRESETS[preset]
+    return p.embedder_name if role == "embedder" else p.tagger(small_tagger)[0]
 
 
 def artifact_digest(path: Path) -> str:
@@ -122,12 +167,16 @@ def artifact_digest(path: Path) -> str:
 
 
 def export_small(role: str, out_dir: Path, artifact: Path | None = None,
-                 progress: Callable[[str], None] = log.info) -> ExportResult:
-    """Export the small ``role`` from the package weights and its trained artifact."""
+                 progress: Callable[[str], None] = log.info, preset: str = SMALL_PRESET) -> ExportResult:
+    """Export the small ``role`` of ``preset`` from the package weights and its trained artifact."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    artifact = artifact if artifact is not None else default_artifact(role)
+    artifact = artifact if artifact is not None else default_artifact(role, preset=preset)
     for stale in ("vision.onnx", "text.onnx"):
         (out_dir / stale).unlink(missing_ok=True)
+    if SMALL_PRESETS[preset].tower == "use":
+        from triton_models.export_multilingual import export_use
+
+        return export_use(role, out_dir, artifact, progress)
     minilm_tokenizer().save_pretrained(str(out_dir / "tokenizer"))
     diffs: dict[str, float] = {}
     max_tokens = EMBEDDER_MAX_TOKENS
@@ -142,7 +191,7 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
                 # fixed-size images, so unlike the Qwen vision graphs this one is batch-first: Triton may batch it
                 {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
         other = np.random.default_rng(1).uniform(-1, 1, (3, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-        diffs["vision"] = _check(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
+        diffs["vision"] = check_parity(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
         digest = weights_digest(vision, text)
         axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                 "image_embeds": {0: "batch"}, "has_image": {0: "batch"}, out_name: {0: "batch"}}
@@ -163,7 +212,7 @@ def export_small(role: str, out_dir: Path, artifact: Path | None = None,
     sample = _text_inputs(role, 3, 12, seed=2)
     export_graph(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx", list(sample),
             out_name, axes)
-    diffs["text"] = _check(out_dir / "text.onnx", text, [_text_inputs(role, 5, 23, seed=3),
+    diffs["text"] = check_parity(out_dir / "text.onnx", text, [_text_inputs(role, 5, 23, seed=3),
                                                          _text_inputs(role, 1, 7, seed=4)], 1e-4)
     tok = minilm_tokenizer()
     meta = ModelMeta(name=name, role=role, arch=arch, version=f"{name}-{digest}", hidden_size=TEXT_WIDTH,
@@ -212,7 +261,7 @@ def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str
     export_graph(vision, (torch.from_numpy(pixels),), out_dir / "vision.onnx", ["pixel_values"], "image_embeds",
             {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
     other = np.random.default_rng(1).uniform(-1, 1, (3, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-    diffs["vision"] = _check(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
+    diffs["vision"] = check_parity(out_dir / "vision.onnx", vision, [{"pixel_values": other}], 1e-4)
     progress("exporting the packed tagger's MiniLM text graph")
     sample = _packed_sample(tok, 3, seed=2)
     axes = {"input_ids": {0: "batch", 1: "seq"}, "attn_segments": {0: "batch", 1: "seq"},
@@ -221,7 +270,7 @@ def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str
             "label_logits": {0: "batch", 1: "readouts"}}
     export_graph(text, tuple(torch.from_numpy(v) for v in sample.values()), out_dir / "text.onnx",
             list(PACKED_TEXT_INPUTS), "label_logits", axes)
-    diffs["text"] = _check(out_dir / "text.onnx", text, [_packed_sample(tok, 5, seed=3),
+    diffs["text"] = check_parity(out_dir / "text.onnx", text, [_packed_sample(tok, 5, seed=3),
                                                          _packed_sample(tok, 1, seed=4)], 1e-4)
     digest = weights_digest(vision, text)
     meta = ModelMeta(name=PACKED_TAGGER_NAME, role="tagger", arch=PACKED_TAGGER_ARCH,
@@ -237,7 +286,7 @@ def _export_packed_tagger(artifact: Path, out_dir: Path, progress: Callable[[str
 
 
 def shipped_tag_priors() -> list[Path]:
-    return [p for p in (DEFAULT_TAG_PRIOR, PAIRWISE_TAG_PRIOR) if p.exists()]
+    return [p for preset in SMALL_PRESETS.values() for p in preset.tag_priors if p.exists()]
 
 
 def ship_tag_prior(models_path: Path, progress: Callable[[str], None]) -> None:
@@ -271,11 +320,13 @@ def ship_cf_adapter(embedder_version: str, out_dir: Path, progress: Callable[[st
 
     target = out_dir / CF_ADAPTER_FILE
     target.unlink(missing_ok=True)
-    if not DEFAULT_CF.exists():
-        return
-    adapter = CfAdapter.load(DEFAULT_CF)
-    if adapter.embedder != embedder_version:
-        progress(f"not shipping {adapter.version}: trained on {adapter.embedder}, this is {embedder_version}")
-        return
-    shutil.copyfile(DEFAULT_CF, target)
-    progress(f"CF adapter {adapter.version} -> {target}")
+    others = []
+    for path in [p.cf for p in SMALL_PRESETS.values() if p.cf.exists()]:
+        adapter = CfAdapter.load(path)
+        if adapter.embedder == embedder_version:
+            shutil.copyfile(path, target)
+            progress(f"CF adapter {adapter.version} -> {target}")
+            return
+        others.append(f"{adapter.version} (trained on {adapter.embedder})")
+    if others:
+        progress(f"not shipping {', '.join(others)}: this embedder is {embedder_version}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enrich.errors import ModelConfigError
+from enrich.models.encoders import USE_PACKED_TAGGER_ARCH as USE_TAGGER_ARCH
 
 USE_WIDTH = 512
 USE_MAX_TOKENS = 256  # no position table limits the row; this bounds the cost of one long description
@@ -150,7 +152,6 @@ class UseFusionText(nn.Module):
         return self.head.fuse(F.normalize(image_embeds, dim=-1), self.tower(input_ids, attention_mask), has_image)
 
 
-USE_TAGGER_ARCH = "use_packed_tagger"
 IMAGE_SLOT = 128_000  # a row of the table no text produces (the SentencePiece model has 128,000 pieces)
 
 
@@ -222,6 +223,24 @@ class UseTaggerVision(nn.Module):
         from triton_models.packed_tagger import pooled_cells
 
         return self.head.project(pooled_cells(self.net, pixel_values))
+
+
+def save_use_tagger(head: UseTaggerHead, path: Path, info: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": USE_TAGGER_ARCH, "state": {k: v.half() for k, v in head.state_dict().items()},
+                "info": info}, path)
+
+
+def load_use_tagger(path: Path) -> tuple[UsePackedTagger, dict[str, Any]]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelConfigError(f"{path} not found: train it with `enrich models train-tagger --multilingual`") from None
+    if blob.get("kind") != USE_TAGGER_ARCH:
+        raise ModelConfigError(f"{path} is not a multilingual tagger artifact")
+    head = UseTaggerHead()
+    head.load_state_dict({k: v.float() for k, v in blob["state"].items()})
+    return UsePackedTagger(UseTextTower.pretrained(), head).eval(), dict(blob.get("info", {}))
 
 
 def use_tokenizer(max_tokens: int = USE_MAX_TOKENS):  # noqa: ANN201 - a tokenizers.Tokenizer

@@ -27,6 +27,8 @@ from enrich.tagging.vocabulary import readable_tag
 
 IMAGE_TOKEN = "[unused0]"  # never produced from text by the MiniLM tokenizer: marks visual-token slots
 PACKED_TAGGER_ARCH = "minilm_packed_tagger"
+USE_PACKED_TAGGER_ARCH = "use_packed_tagger"  # the multilingual tagger: the same rows, a USE tower under them
+PACKED_TAGGER_ARCHS = (PACKED_TAGGER_ARCH, USE_PACKED_TAGGER_ARCH)
 
 
 def load_encoder_tokenizer(tokenizer_dir: Path) -> Tokenizer:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from enrich.errors import ModelConfigError
 from enrich.models.base import Embedder, Tagger
-from enrich.models.encoders import PACKED_TAGGER_ARCH, EncoderEmbedder, EncoderTagger, PackedEncoderTagger
+from enrich.models.encoders import PACKED_TAGGER_ARCHS, EncoderEmbedder, EncoderTagger, PackedEncoderTagger
 from enrich.models.inference import InferenceBackend
 from enrich.models.meta import ModelMeta
 from enrich.models.protocol import EmbedderModel, TaggerModel
@@ -23,7 +23,7 @@ def load_models(model_root: Path, backend: InferenceBackend, max_text_tokens: in
     e, t = metas["embedder"], metas["tagger"]
     embedder: EmbedderModel = (Embedder if e.family == "qwen_vl" else EncoderEmbedder)(
         e, *args, model_root / "embedder" / "tokenizer", seq_bucket)
-    tagger_cls = PackedEncoderTagger if t.arch == PACKED_TAGGER_ARCH else Tagger if t.family == "qwen_vl" \
+    tagger_cls = PackedEncoderTagger if t.arch in PACKED_TAGGER_ARCHS else Tagger if t.family == "qwen_vl" \
         else EncoderTagger
     tagger: TaggerModel = tagger_cls(t, *args, model_root / "tagger" / "tokenizer", seq_bucket)
     return embedder, tagger

@@ -47,7 +47,7 @@ def cmd_eval(s: ToolSettings, a: argparse.Namespace) -> int:
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         return 0
     run_eval(s, limit=a.limit, top_n=a.top, out_json=a.out, say=say, catalogue_limit=a.catalogue_limit,
-             kinds=not a.no_kinds)
+             kinds=not a.no_kinds, languages=not a.no_languages)
     return 0
 
 
@@ -108,6 +108,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(fn=cmd_bench)
     ev = sub.add_parser("eval", help="tagging and neighbour quality of the small presets on the debtags test split")
     ev.add_argument("--limit", type=int, default=0, help="only the first N test items (0: all), and apps")
+    ev.add_argument("--no-languages", action="store_true",
+                    help="skip the per-language run (the held-out packages in Chinese beside English)")
     ev.add_argument("--no-kinds", action="store_true",
                     help="skip the per-kind run (AppStream test apps as listing, name + summary and icon alone, "
                          "each with and without the icon)")

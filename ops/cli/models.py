@@ -33,7 +33,10 @@ def cmd_export(s: ToolSettings, a: argparse.Namespace) -> int:
                                              gate_path=a.fusion_gate if role == "embedder" else None, progress=say,
                                              dtype=a.dtype))
         return 0
-    if (a.preset or "small") != "small":
+    from triton_models.export_small import SMALL_PRESET, SMALL_PRESETS, default_artifact, export_small, ship_tag_prior
+
+    preset = a.preset or (s.model_preset if s.model_preset in SMALL_PRESETS else SMALL_PRESET)
+    if preset not in SMALL_PRESETS:
         from triton_models.export import export_model
 
         for role in a.roles or ("embedder", "tagger"):
@@ -44,11 +47,10 @@ def cmd_export(s: ToolSettings, a: argparse.Namespace) -> int:
     if a.dtype != "float32":
         raise EnrichError("the small presets are exported in float32 only (they serve on CPUs); --dtype float16 is for "
                           "the Qwen-VL presets and checkpoints")
-    from triton_models.export_small import default_artifact, export_small, ship_tag_prior
-
-    artifacts = {"embedder": a.fusion_gate, "tagger": a.tagger_artifact or default_artifact("tagger", s.small_tagger)}
+    artifacts = {"embedder": a.fusion_gate or default_artifact("embedder", s.small_tagger, preset),
+                 "tagger": a.tagger_artifact or default_artifact("tagger", s.small_tagger, preset)}
     for role in a.roles or ("embedder", "tagger"):
-        _print_export(role, export_small(role, out / role, artifacts[role], progress=say))
+        _print_export(role, export_small(role, out / role, artifacts[role], progress=say, preset=preset))
     if all((out / role / "meta.json").exists() for role in ("embedder", "tagger")):
         ship_tag_prior(out, say)  # the prior fits one embedder + tagger pair: ship or withdraw it
     return 0
@@ -71,9 +73,18 @@ def cmd_bundle(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_train_tagger(s: ToolSettings, a: argparse.Namespace) -> int:
-    from triton_models.export_small import DEFAULT_TAGGER, PAIRWISE_TAGGER
+    from triton_models.export_small import DEFAULT_TAGGER, PAIRWISE_TAGGER, USE_TAGGER
 
-    if a.pairwise:
+    if a.multilingual:
+        from training.packed_tagger import PackedConfig
+        from training.use_tagger import train_use_tagger
+
+        if a.pairwise or a.dataset or a.steps or a.tagger_artifact:
+            raise EnrichError("--multilingual trains the multilingual preset's tagger from scratch on the shipped "
+                              "snapshots: leave out --pairwise, --dataset, --steps and --tagger-artifact")
+        info = train_use_tagger(a.out or USE_TAGGER, PackedConfig(lr=2e-3, max_minutes=a.minutes, epochs=a.epochs),
+                                emoji_dir=a.emoji)
+    elif a.pairwise:
         from corpora.debtags import SNAPSHOT_DIR, load_snapshot
         from training.pairwise_tagger import TrainConfig, train_tagger
 
@@ -93,8 +104,9 @@ def cmd_train_tagger(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_train_fusion(s: ToolSettings, a: argparse.Namespace) -> int:
-    from triton_models.export_small import DEFAULT_FUSION, EMOJI_FUSION
+    from triton_models.export_small import DEFAULT_FUSION, EMOJI_FUSION, USE_EMOJI_FUSION, USE_FUSION
 
+    emoji_head, apps_head = (USE_EMOJI_FUSION, USE_FUSION) if a.tower == "use" else (EMOJI_FUSION, DEFAULT_FUSION)
     if a.apps == bool(a.emoji):
         raise EnrichError("train-fusion needs one of --emoji DIR (the projection and gate on emoji: the unpacked npm "
                           "package emoji-datasource-google, `npm pack emoji-datasource-google && tar xzf "
@@ -102,12 +114,12 @@ def cmd_train_fusion(s: ToolSettings, a: argparse.Namespace) -> int:
     if a.apps:
         from training.fusion_apps import train_fusion_apps
 
-        info = train_fusion_apps(a.out or DEFAULT_FUSION, a.fusion_gate or EMOJI_FUSION)
+        info = train_fusion_apps(a.out or apps_head, a.fusion_gate or emoji_head, tower=a.tower)
         say(json.dumps({k: info[k] for k in ("version", "validation_before", "validation", "calibration")}, indent=2))
     else:
         from training.fusion_emoji import train_fusion
 
-        say(json.dumps(train_fusion(a.emoji, a.out or EMOJI_FUSION), indent=2))
+        say(json.dumps(train_fusion(a.emoji, a.out or emoji_head, tower=a.tower), indent=2))
     return 0
 
 
@@ -178,9 +190,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     actions = m.add_subparsers(dest="action", required=True)
     ex = actions.add_parser("export", help="export the small presets, random-weight Qwen-VL presets or checkpoints to "
                                            "ONNX (+ parity check)")
-    ex.add_argument("--preset", help="small (default: real MiniLM + EfficientNet-Lite0 weights, trained tagger and "
-                                     "fusion gate), or random-weight Qwen-VL presets: tiny, qwen2-vl-7b / "
-                                     "qwen2.5-vl-3b (real size, benchmarks)")
+    ex.add_argument("--preset", help="small (real MiniLM + EfficientNet-Lite0 weights, trained tagger and fusion "
+                                     "gate; English), multilingual (USE multilingual v3 instead of MiniLM; Chinese, "
+                                     "English and 14 more languages), or random-weight Qwen-VL presets: tiny, "
+                                     "qwen2-vl-7b / qwen2.5-vl-3b (real size, benchmarks); default: "
+                                     "ENRICH_MODEL_PRESET when it is small or multilingual, else small")
     ex.add_argument("--role", dest="roles", action="append", choices=["embedder", "tagger"],
                     help="export only this model (repeatable; default: both, or those with a checkpoint)")
     ex.add_argument("--embedder-checkpoint", type=Path, help="Hugging Face checkpoint dir of the embedder (Qwen2-VL)")
@@ -203,6 +217,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bu.add_argument("--out", type=Path, required=True, help="a new, empty directory per bundle version")
     bu.set_defaults(fn=cmd_bundle)
     tt = actions.add_parser("train-tagger", help="train the packed visual tagger (or --pairwise, the text baseline)")
+    tt.add_argument("--multilingual", action="store_true",
+                    help="the multilingual preset's tagger (USE tower, trained on the English and zh_CN snapshots)")
     tt.add_argument("--pairwise", action="store_true",
                     help="the text cross-encoder (one row per item and tag, the measured baseline) instead of the "
                          "packed visual tagger (which starts from it: --tagger-artifact)")
@@ -222,6 +238,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tf.add_argument("--apps", action="store_true", help="retrain and calibrate the gate of the emoji-trained head "
                                                         "(--fusion-gate) on the AppStream snapshot's three kinds")
     tf.add_argument("--fusion-gate", type=Path, help="--apps: the head to start from (default: the emoji one)")
+    tf.add_argument("--tower", choices=["minilm", "use"], default="minilm",
+                    help="the text tower: minilm (the small preset) or use (the multilingual preset)")
     tf.add_argument("--out", type=Path, help="artifact file to write (default: the shipped one)")
     tf.set_defaults(fn=cmd_train_fusion)
     tc = actions.add_parser("train-cf", help="train the CF adapter on the debtags co-use pairs")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ops.evaluate import paired_difference, recalls_at
 from ops.evaluate_kinds import KINDS, _targets
+from ops.quality import paired_difference, recalls_at
 
 
 def test_a_difference_every_item_shares_has_an_interval_on_its_side_of_zero():
