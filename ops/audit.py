@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from enrich.schemas import claimed_id, decode
 from ops.settings import ToolSettings
 from streams.kafka_tools import Record, read_to_end
+from streams.topology import ITEMS_DLQ, ITEMS_ENRICHED, ITEMS_NEW
 
 # The fields a replay must reproduce exactly; enriched_at is a wall-clock stamp and may differ.
 EFFECT_FIELDS = ("tags", "embedding", "semantic_id", "kind", "created_at")
@@ -98,9 +99,9 @@ def audit(inputs: list[Record], enriched: list[Record], dlq: list[Record], input
 
 
 def run_audit(settings: ToolSettings, timeout_s: float = 120.0) -> AuditReport:
-    records = read_to_end(settings, ["items.new", "items.enriched", "items.dlq"], timeout_s)
+    records = read_to_end(settings, [ITEMS_NEW, ITEMS_ENRICHED, ITEMS_DLQ], timeout_s)
     by_topic: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_topic[r.topic].append(r)
-    return audit(by_topic["items.new"], by_topic["items.enriched"], by_topic["items.dlq"],
-                 settings.topic("items.new"))
+    return audit(by_topic[ITEMS_NEW], by_topic[ITEMS_ENRICHED], by_topic[ITEMS_DLQ],
+                 settings.topic(ITEMS_NEW))

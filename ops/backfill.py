@@ -29,6 +29,7 @@ from enrich.errors import EnrichError
 from ops.settings import ToolSettings
 from streams import kafka_tools
 from streams.kafka_tools import CatchUp, Deliveries, KafkaToolError
+from streams.topology import ITEMS_NEW
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class BackfillResult:
     seconds: float
 
 
-def backfill(settings: ToolSettings, to_prefix: str, source: str = "items.new", rate: float = 0.0, batch: int = 500,
+def backfill(settings: ToolSettings, to_prefix: str, source: str = ITEMS_NEW, rate: float = 0.0, batch: int = 500,
              max_items: int = 0, progress: bool = True) -> BackfillResult:
     """Copy ``source`` (under the settings' prefix) into ``<to_prefix><source>``."""
     from tqdm import tqdm

@@ -41,6 +41,7 @@ from ops.settings import ToolSettings
 from ops.stack import LocalStack, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, create_topics, producer, publish
 from streams.services import make_pipeline
+from streams.topology import ITEMS_ENRICHED, ITEMS_NEW, TAGS_VOCAB
 
 Say = Callable[[str], None]
 
@@ -115,16 +116,16 @@ class StreamHarness:
         self.settings = settings.updated(**{"topic_prefix": f"{tag}.", "group_id": f"g-{tag}"})
         self.tag = tag
         create_topics(self.settings)
-        publish(self.settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in samples.vocab_entries()])
+        publish(self.settings, TAGS_VOCAB, [(v.tag.encode(), encode(v)) for v in samples.vocab_entries()])
         self.ports = [free_port() for _ in range(workers)]
         self.procs = [start_worker(self.settings.updated(web_port=port), logs / f"{tag}-w{n}.log")
                       for n, port in enumerate(self.ports)]
-        self.reader = TopicReader(self.settings, ["items.enriched"])
+        self.reader = TopicReader(self.settings, [ITEMS_ENRICHED])
         self._producer = producer(self.settings)
 
     def send(self, item: dict) -> None:
         item = item | {"created_at": now_ms()}
-        self._producer.produce(self.settings.topic("items.new"), key=item["id"].encode(),
+        self._producer.produce(self.settings.topic(ITEMS_NEW), key=item["id"].encode(),
                                value=msgpack.packb(item, use_bin_type=True))
         self._producer.poll(0)
 

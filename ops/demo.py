@@ -25,8 +25,9 @@ from ops.process import free_port, stop_pid
 from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, publish
+from streams.topology import ITEMS_DLQ, ITEMS_ENRICHED, ITEMS_NEW, RECALL_NEIGHBORS, RECALL_TAGS, TAGS_VOCAB
 
-OUTPUTS = ("items.enriched", "recall.tags", "recall.neighbors", "items.dlq")
+OUTPUTS = (ITEMS_ENRICHED, RECALL_TAGS, RECALL_NEIGHBORS, ITEMS_DLQ)
 
 
 def settings_env(settings: ToolSettings) -> dict[str, str]:
@@ -97,22 +98,22 @@ def run_demo(settings: ToolSettings, n_items: int = 30, out: callable = print, w
     try:
         content = demo_content(settings, n_items)
         items = content.items
-        publish(settings, "tags.vocab", [(v.tag.encode(), encode(v)) for v in content.vocab])
+        publish(settings, TAGS_VOCAB, [(v.tag.encode(), encode(v)) for v in content.vocab])
         out(f"published {len(content.vocab)} tags to tags.vocab")
         worker_log = settings.state_dir / "logs" / "worker.log"
         worker = start_worker(settings, worker_log)
         out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{settings.web_port}/metrics)")
         bad = samples.malformed_events()
         t_pub = time.perf_counter()
-        publish(settings, "items.new", [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items] +
+        publish(settings, ITEMS_NEW, [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items] +
                 [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(bad)])
         alone = sum(1 for i in items if i["images"] and not i["title"] and not i["text"])
         out(f"published {len(items)} items ({sum(1 for i in items if i['images'])} with images, {alone} of them "
             f"an image alone; {len(content.twins)} twins without the image) and {len(bad)} malformed events "
             "to items.new")
         reader = TopicReader(settings, OUTPUTS)
-        got = collect(reader, {"items.enriched": len(items), "recall.neighbors": len(items),
-                               "items.dlq": len(bad)}, 180, lambda: worker.poll() is None)
+        got = collect(reader, {ITEMS_ENRICHED: len(items), RECALL_NEIGHBORS: len(items),
+                               ITEMS_DLQ: len(bad)}, 180, lambda: worker.poll() is None)
         t_done = time.perf_counter()
         reader.close()
         report(got, content, out)
@@ -124,10 +125,10 @@ def run_demo(settings: ToolSettings, n_items: int = 30, out: callable = print, w
                    ": the Chinese items' tags and neighbours are guesses (ENRICH_MODEL_PRESET=multilingual reads "
                    "Chinese)"))
         page = _serve_page(settings, out)
-        enriched = got.by_topic["items.enriched"]
+        enriched = got.by_topic[ITEMS_ENRICHED]
         span = (max(r["enriched_at"] for r in enriched) - min(i["created_at"] for i in items)) / 1000
-        out(f"\n{len(enriched)} items enriched, {got.count('recall.tags')} tag edges, "
-            f"{got.count('items.dlq')} dead letters; all outputs read back {t_done - t_pub:.2f}s after publishing "
+        out(f"\n{len(enriched)} items enriched, {got.count(RECALL_TAGS)} tag edges, "
+            f"{got.count(ITEMS_DLQ)} dead letters; all outputs read back {t_done - t_pub:.2f}s after publishing "
             f"({len(items) / max(span, 1e-9):.1f} items/s from first publish to last enrichment)")
         if wait:
             input("\nthe stack and the inspector page stay up: press Enter to stop ")
@@ -207,14 +208,14 @@ def _nearest(vecs: np.ndarray, k: int, ids: list[str], n: int = 3) -> str:
 def report(got: Collected, content: DemoContent, out: callable) -> None:
     titles = {i["id"]: i["title"] or "(an image alone)" for i in content.items}
     twin_ids = set(content.twins.values())
-    all_vecs = {n["item_id"]: vector_from_bytes(n["vector"]) for n in got.by_topic["recall.neighbors"]}
-    neighbors = [n for n in got.by_topic["recall.neighbors"] if n["item_id"] not in twin_ids]
+    all_vecs = {n["item_id"]: vector_from_bytes(n["vector"]) for n in got.by_topic[RECALL_NEIGHBORS]}
+    neighbors = [n for n in got.by_topic[RECALL_NEIGHBORS] if n["item_id"] not in twin_ids]
     ids = [n["item_id"] for n in neighbors]
     vecs = np.stack([vector_from_bytes(n["vector"]) for n in neighbors])
     cf_vecs = (np.stack([vector_from_bytes(n["cf_vector"]) for n in neighbors])
                if neighbors and all(n.get("cf_vector") for n in neighbors) else None)
     out("\n== enriched items (tags: grade/prob; semantic id; nearest neighbours among earlier items) ==")
-    by_id = {r["item_id"]: r for r in got.by_topic["items.enriched"]}
+    by_id = {r["item_id"]: r for r in got.by_topic[ITEMS_ENRICHED]}
     for k, item_id in enumerate(ids):
         r = by_id[item_id]
         tags = ", ".join(f"{t['tag']} {t['grade']}/{t['prob']:.2f}" for t in r["tags"][:4]) or "(none >= grade 1)"
@@ -239,10 +240,10 @@ def report(got: Collected, content: DemoContent, out: callable) -> None:
         if r.get("caption"):
             out(f"{'':<35} caption: {r['caption'][:90]} -> {len(r['caption_features'])} feature ids")
     out("\n== dead letters ==")
-    for d in got.by_topic["items.dlq"]:
+    for d in got.by_topic[ITEMS_DLQ]:
         out(f"{d['source_topic']}[{d['source_partition']}]@{d['source_offset']:<4} {d['stage']:<10} "
             f"{d['reason']:<18} {d['detail'][:70]}")
-    versions = got.by_topic["items.enriched"][0]["versions"]
+    versions = got.by_topic[ITEMS_ENRICHED][0]["versions"]
     out(f"\nmodel versions: embedder {versions['embedder']}, tagger {versions['tagger']}, "
         f"codebook {versions['codebook']}, CF adapter {versions.get('cf_adapter') or 'none'}, "
         f"tag prior {versions.get('tag_prior') or 'none'}, captions {versions.get('captions') or 'off'}")

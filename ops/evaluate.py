@@ -42,6 +42,7 @@ from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, publish
 from streams.services import in_process_models
+from streams.topology import ITEMS_ENRICHED, ITEMS_NEW, RECALL_NEIGHBORS, RECALL_TAGS, TAGS_VOCAB
 
 
 def _grade(settings: ToolSettings, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -182,29 +183,29 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
         cand_vecs = np.stack([vector_from_bytes(e.prototype) if e.prototype else tag_vecs[vocab.index(e.tag)]
                               for e in entries])
         assert [e.tag for e in entries] == vocab
-        publish(settings, "tags.vocab", [(e.tag.encode(), encode(e)) for e in entries])
+        publish(settings, TAGS_VOCAB, [(e.tag.encode(), encode(e)) for e in entries])
         worker = start_worker(settings, settings.state_dir / "logs" / "eval-worker.log")
-        reader = TopicReader(settings, ("items.enriched", "recall.tags", "recall.neighbors"))
+        reader = TopicReader(settings, (ITEMS_ENRICHED, RECALL_TAGS, RECALL_NEIGHBORS))
         # A warm-up item, so model loading and the consumer-group join are not billed to throughput.
         warm = debtags.as_event(catalogue[0])
         warm["id"] = "warmup"
-        publish(settings, "items.new", [(b"warmup", msgpack.packb(warm, use_bin_type=True))])
+        publish(settings, ITEMS_NEW, [(b"warmup", msgpack.packb(warm, use_bin_type=True))])
         _wait(reader, indexes, {"warmup"}, {}, 300, worker)
         events = [debtags.as_event(it) for it in test]
         t_pub = time.perf_counter()
-        publish(settings, "items.new", [(e["id"].encode(), msgpack.packb(e, use_bin_type=True)) for e in events])
+        publish(settings, ITEMS_NEW, [(e["id"].encode(), msgpack.packb(e, use_bin_type=True)) for e in events])
         records: dict[str, dict] = {}
         _wait(reader, indexes, {it.id for it in test}, records, 600, worker)
         stream_s = time.perf_counter() - t_pub
         if kinds:  # after the timed run: the per-kind items are not billed to throughput
             app_events = evaluate_kinds.held_out_events(apps)
-            publish(settings, "items.new", [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
+            publish(settings, ITEMS_NEW, [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
                                             for e in app_events])
             _wait(reader, RecallIndexes(), {e["id"] for e in app_events}, records, 1200, worker)
         pairs = evaluate_languages.held_out_pairs(test) if languages else []
         if pairs:  # the same packages in Chinese, after the timed run too
             zh_events = [evaluate_languages.chinese_event(zh) for _, zh in pairs]
-            publish(settings, "items.new", [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
+            publish(settings, ITEMS_NEW, [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
                                             for e in zh_events])
             _wait(reader, RecallIndexes(), {e["id"] for e in zh_events}, records, 600, worker)
         reader.close()
@@ -273,13 +274,13 @@ def _wait(reader: TopicReader, indexes: RecallIndexes, want: set[str], records: 
         if worker.poll() is not None:  # type: ignore[attr-defined]
             raise EnrichError("the worker exited early; see its log")
         for rec in reader.poll(0.5):
-            if rec.topic == "items.enriched":
+            if rec.topic == ITEMS_ENRICHED:
                 value = decode(rec.value)
                 records[value["item_id"]] = value
                 pending_rec.discard(value["item_id"])
             else:
                 indexes.apply(rec)
-                if rec.topic == "recall.neighbors":
+                if rec.topic == RECALL_NEIGHBORS:
                     pending_nb.discard(decode(rec.value)["item_id"])
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from corpora.emoji import Emoji, load_emoji
 from ops.quality import prf
 from ops.settings import ToolSettings
+from streams.topology import ITEMS_NEW
 
 VOCABULARIES = ("subcategory", "category")
 
@@ -58,7 +59,7 @@ def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str
         names = {v: embedder.embed_texts([readable_tag(t) for t in sorted({label(e, v) for e in emoji})])
                  for v in VOCABULARIES}
     out: dict = {"held_out_emoji": len(test), "vocabularies": {}}
-    raw = [RawEvent(None, msgpack.packb(ev, use_bin_type=True), SourceRef("items.new", 0, n))
+    raw = [RawEvent(None, msgpack.packb(ev, use_bin_type=True), SourceRef(ITEMS_NEW, 0, n))
            for n, ev in enumerate(events)]
     pipeline = make_pipeline(local, make_backend(local))
     try:

@@ -30,10 +30,11 @@ from ops.inspector import PAGE, ItemStore, item_view, tag_view
 from ops.recall_index import NeighborIndex, TagIndex
 from ops.settings import ToolSettings
 from streams.kafka_tools import Record, TopicReader, read_to_end
+from streams.topology import ITEMS_ENRICHED, RECALL_NEIGHBORS, RECALL_TAGS
 
 log = logging.getLogger(__name__)
-FEEDS = ("recall.tags", "recall.neighbors")
-PAGE_FEEDS = (*FEEDS, "items.enriched")  # the page also shows what the items are
+FEEDS = (RECALL_TAGS, RECALL_NEIGHBORS)
+PAGE_FEEDS = (*FEEDS, ITEMS_ENRICHED)  # the page also shows what the items are
 
 
 class RecallIndexes:
@@ -47,14 +48,14 @@ class RecallIndexes:
 
     def apply(self, rec: Record) -> None:
         value = decode(rec.value)
-        if rec.topic == "recall.tags":
+        if rec.topic == RECALL_TAGS:
             self.tags.apply_edge(value)
-        elif rec.topic == "recall.neighbors":
+        elif rec.topic == RECALL_NEIGHBORS:
             self.neighbors.apply(value)
             self.cf_neighbors.apply(value)
             self.tags.apply_enrichment(value["item_id"], int(value.get("enriched_at", 0)))
             self.items.apply_neighbor(value)
-        elif rec.topic == "items.enriched":
+        elif rec.topic == ITEMS_ENRICHED:
             self.items.apply_enriched(value)
         self.applied += 1
 

@@ -24,7 +24,7 @@ from enrich.schemas import CodedItem, CodedVersionError, DeadLetter, decode_code
 from streams.collision_digits import DigitStore
 from streams.services import Enrichment
 from streams.settings import Settings
-from streams.topology import STAGES
+from streams.topology import ITEMS_CODED, ITEMS_DLQ, ITEMS_ENRICHED, RECALL_NEIGHBORS, RECALL_TAGS, SID_DIGITS, STAGES
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
             for o in outcomes:
                 if isinstance(o, Enriched):
                     coded = CodedItem.of(o.record, o.neighbor, o.tag_edges)
-                    futures.append(await topics["items.coded"].send(key=coded.key, value=coded.encode()))
+                    futures.append(await topics[ITEMS_CODED].send(key=coded.key, value=coded.encode()))
                 else:
-                    futures.append(await topics["items.dlq"].send(key=o.key, value=encode(o)))
+                    futures.append(await topics[ITEMS_DLQ].send(key=o.key, value=encode(o)))
                     metrics.DLQ.labels(o.reason, o.stage).inc()
             await delivered(futures)
             metrics.STAGE_SECONDS.labels("handoff").observe(time.perf_counter() - t0)
@@ -126,8 +126,8 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
                 changed.append((partition, *new_record))
             done = coded.finish(digit)
             item_key = done.item_id.encode()
-            outputs += [("items.enriched", item_key, done.enriched), ("recall.neighbors", item_key, done.neighbor)]
-            outputs += [("recall.tags", item_key, edge) for edge in done.edges]
+            outputs += [(ITEMS_ENRICHED, item_key, done.enriched), (RECALL_NEIGHBORS, item_key, done.neighbor)]
+            outputs += [(RECALL_TAGS, item_key, edge) for edge in done.edges]
             created.append(done.created_at)
         if digits.generation != generation:
             # Partitions were revoked while this batch was numbered: publish nothing and ack nothing;
@@ -137,11 +137,11 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment, topic
         futures = [await topics[t].send(key=k, value=v) for t, k, v in outputs]
         metrics.OUTPUT_BYTES.inc(sum(len(k) + len(v) for _, k, v in outputs))
         for d in dead:
-            futures.append(await topics["items.dlq"].send(key=d.key, value=encode(d)))
+            futures.append(await topics[ITEMS_DLQ].send(key=d.key, value=encode(d)))
             metrics.DLQ.labels(d.reason, d.stage).inc()
         # The digits go to the sid.digits partition numbered like the items.coded partition that owns them.
         for partition, key, value in changed:
-            futures.append(await topics["sid.digits"].send(key=key, value=value, partition=partition))
+            futures.append(await topics[SID_DIGITS].send(key=key, value=value, partition=partition))
         await delivered(futures)
         metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
         done = now_ms()

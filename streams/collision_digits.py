@@ -35,10 +35,11 @@ import msgpack
 from enrich.errors import InvalidItem
 from streams.kafka_tools import Record, read_to_end
 from streams.settings import Settings
+from streams.topology import SID_DIGITS
 
 log = logging.getLogger(__name__)
 
-TOPIC = "sid.digits"
+TOPIC = SID_DIGITS
 _SEP = b"\x00"  # item ids are printable (enrich.schemas), so never hold it; tuple keys are ASCII
 BAD_RECORD = "bad_digit_record"
 

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from enrich.errors import Stop
 from streams.settings import Settings
-from streams.topology import TOPIC_NAMES, topic_specs
+from streams.topology import ITEMS_CODED, ITEMS_DLQ, SID_DIGITS, TOPIC_NAMES, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,10 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     missing = [settings.topic(t) for t in TOPIC_NAMES if settings.topic(t) not in md.topics]
     if missing:
         raise KafkaToolError(f"topics missing: {', '.join(missing)}; run `enrich topics create`")
-    coded, digits = (len(md.topics[settings.topic(t)].partitions) for t in ("items.coded", "sid.digits"))
+    coded, digits = (len(md.topics[settings.topic(t)].partitions) for t in (ITEMS_CODED, SID_DIGITS))
     if coded != digits:
-        raise KafkaToolError(f"{settings.topic('sid.digits')} has {digits} partitions but "
-                             f"{settings.topic('items.coded')} has {coded}; they must match (each items.coded "
+        raise KafkaToolError(f"{settings.topic(SID_DIGITS)} has {digits} partitions but "
+                             f"{settings.topic(ITEMS_CODED)} has {coded}; they must match (each items.coded "
                              "partition keeps its collision digits in the sid.digits partition of the same number)")
     for line in topic_drift(settings, timeout_s, (admin, md)):
         log.warning("topic drift: %s (see `enrich topics check`)", line)
@@ -125,7 +125,7 @@ def check_message_limit(settings: Settings, admin: AdminClient | None = None, ti
     from confluent_kafka.admin import ConfigResource, ResourceType
 
     admin = admin or admin_client(settings)
-    topic = settings.topic("items.dlq")
+    topic = settings.topic(ITEMS_DLQ)
     try:
         futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)], request_timeout=timeout_s)
         configs = next(iter(futures.values())).result(timeout=timeout_s)

@@ -24,6 +24,16 @@ from dataclasses import dataclass
 
 from streams.settings import Settings
 
+# Every topic's name (without the deployment's prefix): the code names topics by these.
+ITEMS_NEW = "items.new"
+ITEMS_CODED = "items.coded"
+ITEMS_ENRICHED = "items.enriched"
+ITEMS_DLQ = "items.dlq"
+RECALL_TAGS = "recall.tags"
+RECALL_NEIGHBORS = "recall.neighbors"
+TAGS_VOCAB = "tags.vocab"  # read whole by every worker, outside the consumer group
+SID_DIGITS = "sid.digits"
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -33,11 +43,11 @@ class Stage:
 
 
 STAGES = (
-    Stage("enrich_items", reads="items.new", writes=("items.coded", "items.dlq")),
-    Stage("assign_semantic_ids", reads="items.coded",
-          writes=("items.enriched", "recall.neighbors", "recall.tags", "items.dlq", "sid.digits")),
+    Stage("enrich_items", reads=ITEMS_NEW, writes=(ITEMS_CODED, ITEMS_DLQ)),
+    Stage("assign_semantic_ids", reads=ITEMS_CODED,
+          writes=(ITEMS_ENRICHED, RECALL_NEIGHBORS, RECALL_TAGS, ITEMS_DLQ, SID_DIGITS)),
 )
-VOCABULARY = "tags.vocab"  # read whole by every worker, outside the consumer group
+
 STREAM_TOPICS = tuple(dict.fromkeys(t for s in STAGES for t in (s.reads, *s.writes)))
 
 
@@ -64,14 +74,14 @@ class TopicSpec:
 
 # name, what it holds, compacted, one partition
 _TOPICS = (
-    ("items.new", "input: new items, keyed by item id", False, False),
-    ("items.enriched", "output: the full enrichment of each item", True, False),
-    ("recall.tags", "output: (tag, item) edges for the tag index, keyed by item id", False, False),
-    ("recall.neighbors", "output: vectors and semantic IDs for the neighbour index", True, False),
-    ("items.dlq", "dead letters: inputs that could not be enriched, with the reason", False, False),
-    ("tags.vocab", "control: the open tag vocabulary, keyed by tag (every worker reads all of it)", True, True),
-    ("items.coded", "internal: enriched items keyed by code tuple, on their way to the digit stage", False, False),
-    ("sid.digits", "internal: changelog of the collision digits, one partition per items.coded partition",
+    (ITEMS_NEW, "input: new items, keyed by item id", False, False),
+    (ITEMS_ENRICHED, "output: the full enrichment of each item", True, False),
+    (RECALL_TAGS, "output: (tag, item) edges for the tag index, keyed by item id", False, False),
+    (RECALL_NEIGHBORS, "output: vectors and semantic IDs for the neighbour index", True, False),
+    (ITEMS_DLQ, "dead letters: inputs that could not be enriched, with the reason", False, False),
+    (TAGS_VOCAB, "control: the open tag vocabulary, keyed by tag (every worker reads all of it)", True, True),
+    (ITEMS_CODED, "internal: enriched items keyed by code tuple, on their way to the digit stage", False, False),
+    (SID_DIGITS, "internal: changelog of the collision digits, one partition per items.coded partition",
      True, False),
 )
 TOPIC_NAMES = tuple(name for name, *_ in _TOPICS)

@@ -26,6 +26,7 @@ from enrich.schemas import DeadLetter, VocabEntry, decode_vocab, encode
 from enrich.tagging.vocabulary import TagVocabulary
 from streams.kafka_tools import CatchUp, consumer, producer
 from streams.settings import Settings
+from streams.topology import ITEMS_DLQ, TAGS_VOCAB
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class VocabularyFeed:
     def _to_dlq(self, letter: DeadLetter) -> None:
         if self._dlq is None:
             self._dlq = producer(self._settings)
-        self._dlq.produce(self._settings.topic("items.dlq"), value=encode(letter), key=letter.key,
+        self._dlq.produce(self._settings.topic(ITEMS_DLQ), value=encode(letter), key=letter.key,
                           on_delivery=_log_refused)
 
     def _embed_some(self) -> None:
@@ -117,7 +118,7 @@ class VocabularyFeed:
                 self._stop.wait(2.0)
 
     def _consume(self) -> None:
-        topic = self._settings.topic("tags.vocab")
+        topic = self._settings.topic(TAGS_VOCAB)
         c = consumer(self._settings, "unused-vocab-reader", enable_partition_eof=True)
         try:
             md = c.list_topics(topic, timeout=10)

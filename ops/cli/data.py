@@ -10,6 +10,7 @@ from pathlib import Path
 from enrich.errors import EnrichError
 from ops.cli.console import say
 from ops.settings import ToolSettings
+from streams.topology import TAGS_VOCAB
 
 
 def cmd_data(s: ToolSettings, a: argparse.Namespace) -> int:
@@ -73,8 +74,8 @@ def cmd_vocab(s: ToolSettings, a: argparse.Namespace) -> int:
             decode_vocab(encode(e))
         except InvalidItem as err:
             raise EnrichError(f"tag {e.tag[:80]!r}: {err}; workers would skip it") from None
-    n = publish(s, "tags.vocab", [(e.tag.encode(), encode(e)) for e in entries])
-    say(f"published {n} tags to {s.topic('tags.vocab')}")
+    n = publish(s, TAGS_VOCAB, [(e.tag.encode(), encode(e)) for e in entries])
+    say(f"published {n} tags to {s.topic(TAGS_VOCAB)}")
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from enrich.errors import EnrichError
 from ops.cli.console import say
 from ops.settings import ToolSettings
+from streams.topology import ITEMS_NEW
 
 
 def cmd_topics(s: ToolSettings, a: argparse.Namespace) -> int:
@@ -44,8 +45,8 @@ def cmd_publish(s: ToolSettings, a: argparse.Namespace) -> int:
         records += [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(samples.malformed_events())]
     if a.fuzz:
         records += [(f"fuzz-{n}".encode(), raw) for n, (_, raw) in enumerate(samples.fuzz_events(a.fuzz, a.seed))]
-    n = publish(s, "items.new", records)
-    say(f"published {n} events to {s.topic('items.new')}")
+    n = publish(s, ITEMS_NEW, records)
+    say(f"published {n} events to {s.topic(ITEMS_NEW)}")
     return 0
 
 
@@ -123,7 +124,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tl.set_defaults(fn=cmd_tail)
     bf = sub.add_parser("backfill", help="replay an input topic into a shadow deployment (rate-limited, resumable)")
     bf.add_argument("--to-prefix", required=True, help="topic prefix of the shadow deployment, e.g. 'shadow-v2.'")
-    bf.add_argument("--source", default="items.new", help="topic to replay (under ENRICH_TOPIC_PREFIX)")
+    bf.add_argument("--source", default=ITEMS_NEW, help="topic to replay (under ENRICH_TOPIC_PREFIX)")
     bf.add_argument("--rate", type=float, default=0.0, help="items per second at most (0: unlimited)")
     bf.add_argument("--batch", type=int, default=500, help="records per acknowledged, committed step")
     bf.add_argument("--max-items", type=int, default=0, help="stop after this many (0: to the end); rerun resumes")

@@ -10,7 +10,10 @@ anywhere in its code, functions included):
 - ``triton_models`` (export, graphs, repository) imports no ``streams``, ``training``, ``corpora`` or ``ops``;
 - ``training`` and ``corpora`` are offline: nothing in ``enrich``, ``streams`` or ``triton_models`` imports
   them; ``corpora`` imports no ``training``;
-- ``ops`` (the CLI and the tools) may import anything, and nothing imports ``ops``.
+- ``ops`` (the CLI and the tools) may import anything, and nothing imports ``ops``;
+- ``benchmarks`` (measurement scripts) may import anything, and nothing imports them.
+
+And each topic is named in one place: no module but ``streams/topology.py`` spells a topic's name.
 """
 
 from __future__ import annotations
@@ -81,6 +84,28 @@ def test_nothing_but_the_tools_imports_the_tools():
     users = {m for pkg in PACKAGES if pkg != "ops" for m in modules_of(pkg)
              if offenders(imported_names(_path(m)), ("ops",))}
     assert users == set()
+
+
+def test_nothing_imports_the_benchmarks():
+    users = {m for pkg in PACKAGES for m in modules_of(pkg) if offenders(imported_names(_path(m)), ("benchmarks",))}
+    assert users == set()
+    scripts = {p.stem: imported_names(p) for p in (ROOT / "benchmarks").glob("*.py")}
+    assert "ops.evaluate" in scripts["tagger_packed_vs_pairwise"]  # the check reads the scripts' imports
+
+
+def test_each_topic_is_named_in_one_place():
+    from streams.topology import TOPIC_NAMES
+
+    spelled = {}
+    for pkg in PACKAGES:
+        for m in modules_of(pkg):
+            if m == "streams.topology":
+                continue
+            tree = ast.parse(_path(m).read_text())
+            found = sorted({n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in TOPIC_NAMES})
+            if found:
+                spelled[m] = found
+    assert spelled == {}
 
 
 def test_the_serving_pipeline_loads_no_training_stack_no_broker_client_and_no_worker():

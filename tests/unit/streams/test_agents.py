@@ -88,9 +88,9 @@ async def _run(agent: Any, values: list[tuple[bytes, bytes]], sent: Sent, expect
 
 
 def test_the_topology_places_every_topic_and_the_app_runs_its_stages(app):
-    from streams.topology import STREAM_TOPICS, TOPIC_NAMES, VOCABULARY
+    from streams.topology import STREAM_TOPICS, TAGS_VOCAB, TOPIC_NAMES
 
-    assert set(STREAM_TOPICS) | {VOCABULARY} == set(TOPIC_NAMES)
+    assert set(STREAM_TOPICS) | {TAGS_VOCAB} == set(TOPIC_NAMES)
     assert {s.agent for s in STAGES} <= set(app.agents)
     assert {app.agents[s.agent].channel.get_topic_name() for s in STAGES} == \
         {app.stream_topics[s.reads].get_topic_name() for s in STAGES}
