@@ -81,7 +81,7 @@ Outcome = Enriched | DeadLetter
 class PipelineConfig:
     candidate_tags: int = 8
     min_grade: int = 1
-    max_text_chars: int = 8_000
+    model_text_chars: int = 8_000
     limits: Limits = Limits()
     video: VideoSpec = VideoSpec()
     captions: CaptionHasher | None = CaptionHasher()
@@ -197,7 +197,7 @@ class Pipeline:
                 item = decode_item(ev.value, self.config.limits)
             item_id, step = item.id, "preprocess"
             with stage("preprocess", timings):
-                return prepare(item, self.config.max_text_chars, self.decoder)
+                return prepare(item, self.config.model_text_chars, self.decoder)
         except InvalidItem as err:
             outcomes[i] = self._dead(ev, err, item_id)
         except (Retry, RetryAlone, Stop):

@@ -48,18 +48,18 @@ class PreparedItem:
 INLINE_DECODER = MediaDecoder(sandbox=SandboxSpec(isolated=False))
 
 
-def prepare(item: Item, max_text_chars: int, decoder: MediaDecoder = INLINE_DECODER) -> PreparedItem:
+def prepare(item: Item, model_text_chars: int, decoder: MediaDecoder = INLINE_DECODER) -> PreparedItem:
     title, body = normalise_text(item.title), normalise_text(item.text)
     text = f"{title}\n{body}" if title and body else title or body
     images = decoder.decode(item.images, item.video)
     if not text and not images:
         raise InvalidItem("empty_content", "no text left after normalisation and no images", stage="preprocess")
-    return PreparedItem(item=item, text=text[:max_text_chars], images=images)
+    return PreparedItem(item=item, text=text[:model_text_chars], images=images)
 
 
-def prepare_event(event: dict, max_text_chars: int, decoder: MediaDecoder = INLINE_DECODER) -> PreparedItem:
+def prepare_event(event: dict, model_text_chars: int, decoder: MediaDecoder = INLINE_DECODER) -> PreparedItem:
     """An ``items.new`` record given as a dict, through the worker's own decoding: what offline tools embed
     and grade, so they see exactly what serving sees."""
     import msgpack
 
-    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), max_text_chars, decoder)
+    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), model_text_chars, decoder)

@@ -102,9 +102,9 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
         def embed(prepared: list) -> np.ndarray:
             return np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
 
-        icon_items = [prepare_event(a.event("image_only", icons[a.id]), s.max_text_chars) for a in app_train]
-        val_items = ([prepare_event(debtags.as_event(it), s.max_text_chars) for it in val]
-                     + [prepare_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in app_val])
+        icon_items = [prepare_event(a.event("image_only", icons[a.id]), s.model_text_chars) for a in app_train]
+        val_items = ([prepare_event(debtags.as_event(it), s.model_text_chars) for it in val]
+                     + [prepare_event(a.event(kind, icons[a.id]), s.model_text_chars) for a, kind in app_val])
         say(f"embedding {len(icon_items)} train apps' icons and {len(app_val)} validation app items")
 
         def new_tags(tags: list[str]) -> VocabSnapshot:
@@ -130,13 +130,13 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
         # carries): the apps with their AppStream keywords, in all three kinds, and (given the package) the
         # validation emoji as image-only items with their subcategories.
         keyword_val = [(a, kind) for a in apps if a.split == "val" and keyword_labels(a) for kind in appstream.KINDS]
-        kw_items = [prepare_event(a.event(kind, icons[a.id]), s.max_text_chars) for a, kind in keyword_val]
+        kw_items = [prepare_event(a.event(kind, icons[a.id]), s.model_text_chars) for a, kind in keyword_val]
         sets = [OpenSet("appstream_val_keywords", kw_items, [set(keyword_labels(a)) for a, _ in keyword_val],
                         embed(kw_items), new_tags(sorted({kw for a in apps if a.split != "test"
                                                           for kw in keyword_labels(a)})))]
         if emoji:
             val_emoji = [e for e in emoji if e.split == "val"]
-            em_items = [prepare_event(e.event(e.name), s.max_text_chars) for e in val_emoji]
+            em_items = [prepare_event(e.event(e.name), s.model_text_chars) for e in val_emoji]
             sets.append(OpenSet("emoji_val_subcategories", em_items, [{e.subcategory} for e in val_emoji],
                                 embed(em_items), new_tags(sorted({e.subcategory for e in emoji if e.split != "test"}))))
         prior = fit_open_head(prior, sets, tagger, s.candidate_tags, say)

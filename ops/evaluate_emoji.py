@@ -54,7 +54,7 @@ def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str
     ensure_models(local, progress=say)
     ensure_codebook(local, progress=say)
     with in_process_models(local) as (embedder, _):
-        prepared = [prepare_event(ev, local.max_text_chars) for ev in events]
+        prepared = [prepare_event(ev, local.model_text_chars) for ev in events]
         vectors = np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
         names = {v: embedder.embed_texts([readable_tag(t) for t in sorted({label(e, v) for e in emoji})])
                  for v in VOCABULARIES}

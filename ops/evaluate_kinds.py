@@ -76,7 +76,7 @@ def embed_catalogue(settings: ToolSettings, apps: list[appstream.AppItem],
         t0 = time.perf_counter()
         vectors, icon_vecs = {}, []
         for kind in KINDS:
-            prepared = [prepare_event(app_event(it, kind, icons[it.id]), settings.max_text_chars)
+            prepared = [prepare_event(app_event(it, kind, icons[it.id]), settings.model_text_chars)
                         for it in apps]
             vectors[kind] = np.concatenate([embedder.embed(prepared[i:i + 64]) for i in range(0, len(prepared), 64)])
             if kind == "image_only":

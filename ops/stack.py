@@ -130,7 +130,7 @@ def sample_embeddings(settings: ToolSettings, n_items: int = 240) -> np.ndarray:
         if is_small(settings):
             vecs = [embedder.embed_texts(debtags_sample_texts())]
         else:
-            items = [prepare(decode_item(msgpack.packb(i)), settings.max_text_chars)
+            items = [prepare(decode_item(msgpack.packb(i)), settings.model_text_chars)
                      for i in samples.sample_items(n_items, seed=7)]
             vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
     return np.concatenate(vecs)

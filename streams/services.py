@@ -81,7 +81,7 @@ def make_pipeline(settings: Settings, backend: InferenceBackend, vocab_embed_chu
     # No decoded image keeps more pixels than the models can use.
     work_pixels = min(settings.image_work_pixels, max(embedder.image_pixels, tagger.image_pixels, 1024))
     config = PipelineConfig(candidate_tags=settings.candidate_tags, min_grade=settings.min_grade,
-                            max_text_chars=settings.max_text_chars,
+                            model_text_chars=settings.model_text_chars,
                             limits=limits(settings),
                             video=VideoSpec(frames=settings.video_frames, strategy=settings.video_strategy,
                                             max_seconds=settings.video_decode_s),

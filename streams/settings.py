@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     tag_prior: str = Field("", description="neighbour-vote tag prior artifact: a path, 'off', or empty for "
                                            "<model_dir>/tagger/tag_prior.npz when the export shipped one")
     max_text_tokens: int = Field(256, ge=8)
-    max_text_chars: int = Field(8000, ge=1)
+    model_text_chars: int = Field(8000, ge=1, description="characters of an item's text the models read (the rest is "
+                                  "cut off; text over 100,000 characters is refused as field_too_large)")
     max_images: int = Field(8, ge=0)
     max_image_bytes: int = Field(512 * 1024, ge=1, description="per image; keep items under the topic max message size")
     max_video_bytes: int = Field(900 * 1024, ge=1, description="per video (beyond: DLQ video_too_large)")

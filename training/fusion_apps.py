@@ -65,7 +65,7 @@ class AppFeatures:
 
 
 @torch.no_grad()
-def app_features(max_tokens: int = 256, max_text_chars: int = 8000, tower: str = "minilm") -> AppFeatures:
+def app_features(max_tokens: int = 256, model_text_chars: int = 8000, tower: str = "minilm") -> AppFeatures:
     """The text tower's vectors of each kind's prepared text and the icons' image features, as serving makes them."""
     from corpora import appstream
     from enrich.preprocess import prepare
@@ -75,7 +75,7 @@ def app_features(max_tokens: int = 256, max_text_chars: int = 8000, tower: str =
     text, images = {}, []
     for kind in KINDS:
         prepared = [prepare(decode_item(msgpack.packb(it.event(kind, icons[it.id]), use_bin_type=True)),
-                            max_text_chars) for it in items]
+                            model_text_chars) for it in items]
         text[kind] = tower_vectors(tower, [p.text for p in prepared], max_tokens=max_tokens)
         images = images or [p.images[0] for p in prepared]  # decoded by the serving decoder
     net = EfficientNetLite0.pretrained()
