@@ -39,8 +39,13 @@ log = logging.getLogger(__name__)
 USE_TAGGER_VERSION = "tagger-use-debtags-zh-v1"
 
 
+# the tower's pooling projection and DAN: tuned with the head when ``tune_tower`` (the n-gram layers and the
+# embedding table stay the package's)
+TUNED_TOWER = ("pool.", "d0.", "d1.", "p1.", "d2.", "d3.", "p3.")
+
+
 def train_use_tagger(out: Path, cfg: PackedConfig = PackedConfig(lr=2e-3), emoji_dir: Path | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, tune_tower: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     zh = [it for it in debtags_zh.load_snapshot() if it.split in ("train", "val")]
@@ -49,8 +54,8 @@ def train_use_tagger(out: Path, cfg: PackedConfig = PackedConfig(lr=2e-3), emoji
     log.info("%d training rows, %d validation rows (%.0fs to build)", len(examples["train"]),
              len(examples["val"]), time.perf_counter() - t0)
     model = UsePackedTagger(UseTextTower.pretrained(), UseTaggerHead())
-    for p in model.tower.parameters():
-        p.requires_grad_(False)
+    for name, p in model.tower.named_parameters():
+        p.requires_grad_(tune_tower and name.startswith(TUNED_TOWER))
     with tempfile.TemporaryDirectory() as tmp:
         save_use_tokenizer(Path(tmp))
         rows = RowBuilder(cfg, vocab, cells, model.head.project, tokenizer_dir=Path(tmp),
@@ -59,12 +64,13 @@ def train_use_tagger(out: Path, cfg: PackedConfig = PackedConfig(lr=2e-3), emoji
         info = {"version": USE_TAGGER_VERSION,
                 "datasets": [debtags.SNAPSHOT_DIR.name, debtags_zh.SNAPSHOT_DIR.name, appstream.SNAPSHOT_DIR.name,
                              appstream_zh.SNAPSHOT_DIR.name] + (["emoji-datasource-google"] if emoji_dir else []),
-                "base": "USE multilingual v3 (frozen) + EfficientNet-Lite0", "steps": len(losses),
+                "base": "USE multilingual v3 + EfficientNet-Lite0", "steps": len(losses),
                 "rows_seen": len(losses) * cfg.batch, "train_rows": len(examples["train"]),
                 "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-                "max_tokens": cfg.max_text_tokens, "visual_tokens": 1, "config": cfg.__dict__}
+                "max_tokens": cfg.max_text_tokens, "visual_tokens": 1, "config": cfg.__dict__,
+                "tuned_tower": list(TUNED_TOWER) if tune_tower else []}
         info |= validate(model, rows, examples["val"], cfg.seed + 1)
     info["train_seconds"] = round(time.perf_counter() - t0, 1)
-    save_use_tagger(model.head, out, info)
+    save_use_tagger(model, out, info)
     artifacts.write_record(out, info)
     return info

@@ -225,10 +225,12 @@ class UseTaggerVision(nn.Module):
         return self.head.project(pooled_cells(self.net, pixel_values))
 
 
-def save_use_tagger(head: UseTaggerHead, path: Path, info: dict) -> None:
+def save_use_tagger(model: UsePackedTagger, path: Path, info: dict) -> None:
+    """The head, and the tower's parameters that were tuned (the rest is the package's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": USE_TAGGER_ARCH, "state": {k: v.half() for k, v in head.state_dict().items()},
-                "info": info}, path)
+    tuned = {k: v.detach().half() for k, v in model.tower.named_parameters() if v.requires_grad}
+    torch.save({"kind": USE_TAGGER_ARCH, "state": {k: v.half() for k, v in model.head.state_dict().items()},
+                "tower": tuned, "info": info}, path)
 
 
 def load_use_tagger(path: Path) -> tuple[UsePackedTagger, dict[str, Any]]:
@@ -240,7 +242,13 @@ def load_use_tagger(path: Path) -> tuple[UsePackedTagger, dict[str, Any]]:
         raise ModelConfigError(f"{path} is not a multilingual tagger artifact")
     head = UseTaggerHead()
     head.load_state_dict({k: v.float() for k, v in blob["state"].items()})
-    return UsePackedTagger(UseTextTower.pretrained(), head).eval(), dict(blob.get("info", {}))
+    tower = UseTextTower.pretrained()
+    tuned = {k: v.float() for k, v in blob.get("tower", {}).items()}
+    unknown = set(tuned) - {k for k, _ in tower.named_parameters()}
+    if unknown:
+        raise ModelConfigError(f"{path}: tuned tower parameters {sorted(unknown)[:3]} are not the tower's")
+    tower.load_state_dict(tuned, strict=False)
+    return UsePackedTagger(tower, head).eval(), dict(blob.get("info", {}))
 
 
 def use_tokenizer(max_tokens: int = USE_MAX_TOKENS):  # noqa: ANN201 - a tokenizers.Tokenizer
