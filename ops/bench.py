@@ -31,6 +31,7 @@ import msgpack
 import numpy as np
 
 from corpora import samples
+from enrich.assembly import make_pipeline
 from enrich.errors import EnrichError
 from enrich.models.inference import OnnxRuntimeBackend, TritonBackend
 from enrich.pipeline import RawEvent, SourceRef
@@ -40,7 +41,6 @@ from ops.process import free_port, stop_pid
 from ops.settings import ToolSettings
 from ops.stack import LocalStack, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, create_topics, producer, publish
-from streams.services import make_pipeline
 from streams.topology import ITEMS_ENRICHED, ITEMS_NEW, TAGS_VOCAB
 
 Say = Callable[[str], None]

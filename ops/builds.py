@@ -18,6 +18,7 @@ from corpora import appstream, debtags
 from corpora.appstream import keyword_labels
 from corpora.emoji import load_emoji
 from enrich import artifacts
+from enrich.assembly import in_process_models
 from enrich.models.meta import ModelMeta
 from enrich.preprocess import prepare_event
 from enrich.schemas import VocabEntry
@@ -27,7 +28,6 @@ from enrich.tagging.vocabulary import TagVocabulary, VocabSnapshot
 from ops.evaluate import embed_debtags
 from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_models
-from streams.services import in_process_models
 from training.cf_adapter import train_cf
 from training.tag_prior import OpenSet, fit_open_head, fit_tag_prior
 from triton_models.export_small import SmallPreset, ship_cf_adapter, ship_tag_prior, small_preset
@@ -72,8 +72,8 @@ def build_cf_adapter(s: ToolSettings, dataset: Path | None, epochs: int, out: Pa
     s, preset = with_small_models(s, say)
     items = debtags.load_snapshot(dataset or debtags.SNAPSHOT_DIR)
     vectors, embedder = embed_debtags(s, items, say)
-    adapter = train_cf(items, vectors, embedder, epochs=epochs)
     target = out or preset.cf
+    adapter = train_cf(items, vectors, embedder, epochs=epochs, version=target.stem)
     adapter.save(target)
     artifacts.write_record(target, adapter.info | {"version": adapter.version})
     say(json.dumps(adapter.info, indent=2))

@@ -29,6 +29,7 @@ import numpy as np
 
 from corpora import debtags
 from corpora.debtags import DebtagsItem
+from enrich.assembly import in_process_models
 from enrich.errors import EnrichError
 from enrich.schemas import decode, encode, vector_from_bytes
 from enrich.tagging.vocabulary import readable_tag
@@ -41,7 +42,6 @@ from ops.recall import RecallIndexes
 from ops.settings import ToolSettings
 from ops.stack import debtags_vocabulary, ensure_codebook, ensure_models, start_stack
 from streams.kafka_tools import TopicReader, publish
-from streams.services import in_process_models
 from streams.topology import ITEMS_ENRICHED, ITEMS_NEW, RECALL_NEIGHBORS, RECALL_TAGS, TAGS_VOCAB
 
 

@@ -38,12 +38,12 @@ def label(e: Emoji, vocabulary: str) -> str:
 
 def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str], None] = print,
                    limit: int = 0) -> dict:
+    from enrich.assembly import in_process_models, make_backend, make_pipeline
     from enrich.pipeline import RawEvent, SourceRef
     from enrich.preprocess import prepare_event
     from enrich.schemas import VocabEntry
     from enrich.tagging.vocabulary import readable_tag
     from ops.stack import ensure_codebook, ensure_models
-    from streams.services import in_process_models, make_backend, make_pipeline
 
     emoji = load_emoji(package_dir)
     test = [e for e in emoji if e.split == "test"][: limit or None]

@@ -62,7 +62,7 @@ def select_apps(limit: int = 0, catalogue_limit: int = 0) -> list[appstream.AppI
 def embed_catalogue(settings: ToolSettings, apps: list[appstream.AppItem],
                     say: Callable[[str], None] = print) -> AppCatalogue:
     """``apps`` in every kind, embedded in-process with the exported embedder; cached per embedder version."""
-    from streams.services import in_process_models
+    from enrich.assembly import in_process_models
 
     icons = appstream.load_icons()
     with in_process_models(settings) as (embedder, _):

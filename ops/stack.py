@@ -122,9 +122,9 @@ def sample_embeddings(settings: ToolSettings, n_items: int = 240) -> np.ndarray:
     import msgpack
 
     from corpora import samples
+    from enrich.assembly import in_process_models
     from enrich.preprocess import prepare
     from enrich.schemas import decode_item
-    from streams.services import in_process_models
 
     with in_process_models(settings) as (embedder, _):
         if is_small(settings):

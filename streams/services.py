@@ -6,27 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from mode import Service
 
 from enrich import metrics
+from enrich.assembly import make_backend, make_pipeline
 from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError, ModelRejected
-from enrich.media.decode import MediaBudget
-from enrich.media.sandbox import SandboxSpec
-from enrich.media.thumbnails import ThumbnailSpec
-from enrich.media.video import VideoSpec
-from enrich.models.inference import InferenceBackend, OnnxRuntimeBackend, TritonBackend
-from enrich.models.loading import load_models
-from enrich.pipeline import Outcome, Pipeline, PipelineConfig, RawEvent, SourceRef, dead_letter
-from enrich.schemas import SCHEMA_VERSION, DeadLetter, Limits, claimed_id, now_ms
-from enrich.tagging.captions import CaptionHasher
-from enrich.tagging.prior import TagPrior
-from enrich.tagging.vocabulary import TagVocabulary
-from enrich.vectors.cf_adapter import CfAdapter
-from enrich.vectors.semantic_ids import SemanticIdCodebook
+from enrich.models.inference import InferenceBackend
+from enrich.pipeline import Outcome, Pipeline, RawEvent, SourceRef, dead_letter
+from enrich.schemas import SCHEMA_VERSION, DeadLetter, claimed_id, now_ms
 from streams.kafka_tools import KafkaToolError, check_topics
 from streams.settings import Settings
 from streams.vocab_feed import VocabularyFeed
@@ -34,12 +24,6 @@ from streams.vocab_feed import VocabularyFeed
 log = logging.getLogger(__name__)
 
 MODEL_REJECTED = "model_rejected"
-
-
-def make_backend(settings: Settings) -> InferenceBackend:
-    if settings.backend == "onnxruntime":
-        return OnnxRuntimeBackend(settings.models_path)
-    return TritonBackend(settings.triton_url, settings.triton_timeout_s)
 
 
 def warm_up_event() -> bytes:
@@ -54,53 +38,6 @@ def warm_up_event() -> bytes:
     return msgpack.packb({"schema": SCHEMA_VERSION, "id": "warm-up", "kind": "image_post", "title": "warm-up",
                           "text": "a blue picture to warm the models up", "images": [buf.getvalue()],
                           "created_at": now_ms()}, use_bin_type=True)
-
-
-def limits(settings: Settings) -> Limits:
-    return Limits(max_images=settings.max_images, max_image_bytes=settings.max_image_bytes,
-                  max_video_bytes=settings.max_video_bytes)
-
-
-@contextmanager
-def in_process_models(settings: Settings) -> Iterator[tuple[Any, Any]]:
-    """The exported (embedder, tagger) on an in-process ONNX Runtime backend, closed afterwards: what the
-    offline tools (evaluation, prior and codebook builders) embed and grade with, the workers' graphs."""
-    backend = OnnxRuntimeBackend(settings.models_path)
-    try:
-        yield load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
-                          settings.seq_bucket)
-    finally:
-        backend.close()
-
-
-def make_pipeline(settings: Settings, backend: InferenceBackend, vocab_embed_chunk: int | None = None) -> Pipeline:
-    """The pipeline of ``settings``. ``vocab_embed_chunk``: new tags one batch embeds before it is graded (the
-    worker's, whose vocabulary feed embeds the rest); None, for the tools: every pending tag first."""
-    embedder, tagger = load_models(settings.models_path, backend, settings.max_text_tokens, settings.model_batch,
-                                   settings.seq_bucket)
-    # No decoded image keeps more pixels than the models can use.
-    work_pixels = min(settings.image_work_pixels, max(embedder.image_pixels, tagger.image_pixels, 1024))
-    config = PipelineConfig(candidate_tags=settings.candidate_tags, min_grade=settings.min_grade,
-                            model_text_chars=settings.model_text_chars,
-                            limits=limits(settings),
-                            video=VideoSpec(frames=settings.video_frames, strategy=settings.video_strategy,
-                                            max_seconds=settings.video_decode_s),
-                            captions=CaptionHasher(settings.caption_buckets) if settings.caption_buckets else None,
-                            media=MediaBudget(max_image_pixels=settings.max_image_pixels,
-                                              max_item_pixels=settings.max_item_pixels, work_pixels=work_pixels),
-                            sandbox=SandboxSpec(workers=settings.decode_workers, timeout_s=settings.decode_timeout_s,
-                                                memory_mb=settings.decode_memory_mb,
-                                                isolated=settings.decode_isolation),
-                            max_batch_pixels=settings.max_batch_pixels,
-                            max_message_bytes=settings.max_message_bytes,
-                            thumbnails=ThumbnailSpec(settings.thumbnail_px, settings.thumbnail_bytes,
-                                                     settings.thumbnail_count),
-                            vocab_embed_chunk=vocab_embed_chunk)
-    cf_path, prior_path = settings.cf_adapter_file(), settings.tag_prior_file()
-    return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version, embedder.meta.hidden_size),
-                    SemanticIdCodebook.load(settings.codebook_path), config,
-                    cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None,
-                    tag_prior=TagPrior.load(prior_path) if prior_path is not None else None)
 
 
 class Enrichment(Service):

@@ -35,6 +35,19 @@ def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettin
 
 
 @pytest.fixture(scope="session")
+def multilingual_model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettings:
+    """ToolSettings whose state dir holds the exported multilingual preset and a codebook fitted on it."""
+    from ops.stack import ensure_codebook, ensure_models
+
+    state = tmp_path_factory.mktemp("multilingual")
+    s = ToolSettings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0,
+                     model_preset="multilingual")
+    ensure_models(s, progress=lambda _m: None)
+    ensure_codebook(s, progress=lambda _m: None)
+    return s
+
+
+@pytest.fixture(scope="session")
 def local_stack(model_settings: ToolSettings) -> Iterator[ToolSettings]:
     """The real Tansu broker and real Triton on free ports; yields settings pointing at them."""
     from ops.demo import on_free_ports

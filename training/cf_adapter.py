@@ -46,7 +46,8 @@ def _overlap_at(a: np.ndarray, b: np.ndarray, rows: list[int], k: int) -> float:
 
 def train_cf(items: Sequence[DebtagsItem], vectors: np.ndarray, embedder: str, epochs: int = 5, batch: int = 256,
              lr: float = 1e-3, temperature: float = 0.05, hard: int = 8, reg: float = 1e-3, seed: int = 0,
-             k: int = 10, progress: bool = True) -> CfAdapter:
+             k: int = 10, progress: bool = True, version: str = CF_ARTIFACT_VERSION) -> CfAdapter:
+    """``version``: the artifact's name, which its weights' digest follows."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def train_cf(items: Sequence[DebtagsItem], vectors: np.ndarray, embedder: str, e
 
     test = queries["test"]
     info = {
-        "version": CF_ARTIFACT_VERSION, "embedder": embedder, "train_pairs": int(len(pairs)),
+        "version": version, "embedder": embedder, "train_pairs": int(len(pairs)),
         "held_out_queries": len(test), "validation_queries": len(queries["val"]),
         "epochs": epochs, "lr": lr, "temperature": temperature, "hard_negatives": hard, "reg": reg,
         f"recall@{k}": {"content": recall("test", vectors), "cf_tuned": recall("test", cf_vecs)},
@@ -111,4 +112,4 @@ def train_cf(items: Sequence[DebtagsItem], vectors: np.ndarray, embedder: str, e
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     digest = hashlib.sha256(weight.astype(np.float16).tobytes()).hexdigest()[:12]
-    return CfAdapter(weight, f"{CF_ARTIFACT_VERSION}-{digest}", info)
+    return CfAdapter(weight, f"{version}-{digest}", info)

@@ -10,9 +10,9 @@ import msgpack
 import pytest
 
 from corpora import samples
+from enrich.assembly import make_backend, make_pipeline
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from ops.demo import settings_env
-from streams.services import make_backend, make_pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgpack
 
 from corpora import samples
+from enrich.assembly import make_backend, make_pipeline
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import TagGrade
 from enrich.tagging.captions import CaptionHasher, describe
-from streams.services import make_backend, make_pipeline
 
 
 def test_the_description_reads_the_tags_strong_first_with_kind_and_media():

@@ -8,12 +8,12 @@ import pytest
 
 from corpora import samples
 from corpora.debtags import DebtagsItem
+from enrich.assembly import make_backend, make_pipeline
 from enrich.errors import ModelConfigError
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import vector_from_bytes
 from enrich.vectors.cf_adapter import CfAdapter
 from ops.recall_index import NeighborIndex
-from streams.services import make_backend, make_pipeline
 from training.cf_adapter import train_cf
 
 

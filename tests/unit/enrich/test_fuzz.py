@@ -7,10 +7,10 @@ import msgpack
 import pytest
 
 from corpora import samples
+from enrich.assembly import make_pipeline
 from enrich.models.inference import OnnxRuntimeBackend
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.schemas import DeadLetter
-from streams.services import make_pipeline
 
 
 @pytest.mark.slow

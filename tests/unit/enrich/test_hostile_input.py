@@ -19,6 +19,7 @@ from PIL import Image
 
 from corpora import samples
 from enrich import metrics
+from enrich.assembly import make_pipeline
 from enrich.errors import InvalidItem
 from enrich.media.decode import MediaBudget, decode_image
 from enrich.media.images import square_pixels
@@ -27,7 +28,6 @@ from enrich.media.video import VideoSpec, keyframes
 from enrich.models.inference import OnnxRuntimeBackend
 from enrich.pipeline import Enriched, RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, VocabEntry, encode, vector_bytes
-from streams.services import make_pipeline
 from streams.vocab_feed import VocabularyFeed
 
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from corpora import samples
+from enrich.assembly import make_backend, make_pipeline
 from enrich.errors import BackendUnavailable
 from enrich.pipeline import DeadLetter, Enriched, RawEvent, SourceRef
 from enrich.schemas import VocabEntry, vector_from_bytes
-from streams.services import make_backend, make_pipeline
 
 
 @pytest.fixture(scope="module")

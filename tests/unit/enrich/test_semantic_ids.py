@@ -152,9 +152,9 @@ def test_embeddings_load_from_npy_and_parquet(tmp_path):
 
 
 def test_a_codebook_is_bound_to_the_embedder_it_was_fitted_on(model_settings, tmp_path):
+    from enrich.assembly import make_pipeline
     from enrich.models.inference import OnnxRuntimeBackend
     from ops.stack import ensure_codebook, exported_embedder
-    from streams.services import make_pipeline
 
     book = SemanticIdCodebook.load(model_settings.codebook_path)
     assert book.embedder == exported_embedder(model_settings)  # stamped when it was fitted

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from corpora import samples
+from enrich.assembly import make_backend, make_pipeline
 from enrich.errors import ModelConfigError
 from enrich.pipeline import Enriched, RawEvent, SourceRef
 from enrich.tagging.prior import DecisionHead, TagPrior, decide, with_votes
 from enrich.tagging.vocabulary import VocabSnapshot
-from streams.services import make_backend, make_pipeline
 
 
 def _unit(rows) -> np.ndarray:

@@ -95,8 +95,8 @@ def test_video_field_is_validated_at_decode() -> None:
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_video_items_are_enriched_as_multi_image_items_and_bad_ones_dead_lettered(preset, request) -> None:
+    from enrich.assembly import make_pipeline
     from enrich.models.inference import OnnxRuntimeBackend
-    from streams.services import make_pipeline
 
     settings = request.getfixturevalue("model_settings" if preset == "tiny" else "small_model_settings")
     pipeline = make_pipeline(settings, OnnxRuntimeBackend(settings.models_path))

@@ -124,10 +124,10 @@ def test_a_vocabulary_the_prior_never_saw_gets_strong_tags_from_the_taggers_own_
     """AppStream's main categories as the vocabulary: no exemplar of the shipped prior carries one, so
     the prior cannot vote for them; the tagger's grade 2 has to carry them."""
     from corpora import appstream
+    from enrich.assembly import make_backend, make_pipeline
     from enrich.schemas import VocabEntry
     from enrich.tagging.prior import TagPrior
     from ops.evaluate_kinds import app_event
-    from streams.services import make_backend, make_pipeline
 
     pipeline = make_pipeline(small_model_settings, make_backend(small_model_settings))
     prior = TagPrior.load(small_model_settings.tag_prior_file())
