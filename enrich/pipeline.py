@@ -9,7 +9,6 @@ retry it (nothing is half-published).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -244,10 +243,9 @@ class Pipeline:
             if self.tag_prior is not None:
                 candidates, view = with_votes(self.tag_prior, vocab, vectors, self.config.candidate_tags, candidates)
         with stage("tag", timings):
-            read = items
-            if self.tag_prior is not None and self.tag_prior.tagger_image_text_chars is not None:
-                read = [p if not p.images or self.tag_prior.tagger_sees_image(p.text) else
-                        dataclasses.replace(p, images=[], _patched={}) for p in items]
+            prior = self.tag_prior
+            read = items if prior is None else [p if not p.images or prior.tagger_sees_image(p.text)
+                                                else p.without_images() for p in items]
             scores = self.tagger.score(read, candidates)
             graded = []
             for i, sc in enumerate(scores):

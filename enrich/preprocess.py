@@ -32,11 +32,15 @@ class PreparedItem:
     item: Item
     text: str
     images: list[Image.Image]
-    _patched: dict[VisionSpec, list[PatchedImage]] = field(default_factory=dict)
+    _patched: dict[VisionSpec, list[PatchedImage]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def pixels(self) -> int:
         return sum(img.width * img.height for img in self.images)
+
+    def without_images(self) -> PreparedItem:
+        """The same item as a model that must not see its images receives it."""
+        return PreparedItem(self.item, self.text, [])
 
     def patched(self, spec: VisionSpec) -> list[PatchedImage]:
         if spec not in self._patched:

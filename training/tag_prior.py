@@ -11,7 +11,6 @@ never read.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +43,7 @@ def image_text_chars(val: Sequence[PreparedItem], gold: Sequence[set[str]], scor
     instance a long listing or a name and summary), against the tagger not reading it. The image must not
     make any kind's tags worse, and on validation is the only place that can be checked before serving."""
     both = [i for i in with_text if val[i].images]
-    bare = [dataclasses.replace(val[i], images=[], _patched={}) for i in both]
+    bare = [val[i].without_images() for i in both]
     cands = [scores[i].tags for i in both]
     blind = [sc for k in range(0, len(bare), 32) for sc in tagger.score(bare[k:k + 32], cands[k:k + 32])]
 
