@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from corpora import appstream
 from enrich.preprocess import prepare, prepare_event
 from enrich.schemas import decode_item
-from ops.quality import prf
+from ops.measure.quality import prf
 from triton_models.small_models import EfficientNetLite0, embed_texts, image_pixels, load_minilm, minilm_tokenizer
 
 TOP = 3

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ops.evaluate import run_eval
+from ops.measure.evaluate import run_eval
 from ops.settings import ToolSettings
 
 

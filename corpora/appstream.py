@@ -35,6 +35,8 @@ from enrich.schemas import SCHEMA_VERSION, now_ms
 SNAPSHOT_VERSION = "appstream-bookworm-v1"
 SNAPSHOT_DIR = Path(__file__).parent / "data" / SNAPSHOT_VERSION
 KINDS = ("long_text_image", "short_text_image", "image_only")
+# what enrich eval sends of each test app: the kinds with an image and the same without it
+EVAL_KINDS = ("long_text", "long_text_image", "short_text", "short_text_image", "image_only")
 MAX_TEXT_CHARS = 1_200
 ICON_SIZE = 64
 
@@ -60,6 +62,14 @@ class AppItem:
         text = self.text if kind == "long_text_image" else ""
         return {"schema": SCHEMA_VERSION, "id": f"{self.id}#{kind}", "kind": "image_post", "title": title,
                 "text": text, "images": [icon], "created_at": created_at if created_at is not None else now_ms()}
+
+
+def app_event(it: AppItem, kind: str, icon: bytes, created_at: int | None = None) -> dict[str, Any]:
+    """One of ``EVAL_KINDS`` as an ``items.new`` record (the text kinds are the image kinds unillustrated)."""
+    if kind in KINDS:
+        return it.event(kind, icon, created_at)
+    e = it.event(f"{kind}_image", icon, created_at)
+    return e | {"id": f"{it.id}#{kind}", "kind": "article", "images": []}
 
 
 def keyword_labels(app: AppItem) -> list[str]:

@@ -25,9 +25,9 @@ from enrich.schemas import VocabEntry
 from enrich.tagging.prior import TagPrior
 from enrich.tagging.prototypes import TagPrototypes
 from enrich.tagging.vocabulary import TagVocabulary, VocabSnapshot
-from ops.evaluate import embed_debtags
+from ops.local.stack import debtags_vocabulary, ensure_models
+from ops.measure.evaluate import embed_debtags
 from ops.settings import ToolSettings
-from ops.stack import debtags_vocabulary, ensure_models
 from training.cf_adapter import train_cf
 from training.tag_prior import OpenSet, fit_open_head, fit_tag_prior
 from triton_models.export_small import SmallPreset, ship_cf_adapter, ship_tag_prior, small_preset

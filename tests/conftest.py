@@ -13,7 +13,7 @@ from ops.settings import ToolSettings
 @pytest.fixture(scope="session")
 def model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettings:
     """ToolSettings whose state dir holds freshly exported tiny models and a fitted codebook."""
-    from ops.stack import ensure_codebook, ensure_models
+    from ops.local.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("state")
     s = ToolSettings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="tiny")
@@ -25,7 +25,7 @@ def model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettings:
 @pytest.fixture(scope="session")
 def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettings:
     """ToolSettings whose state dir holds the exported real small presets and a codebook fitted on them."""
-    from ops.stack import ensure_codebook, ensure_models
+    from ops.local.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("small")
     s = ToolSettings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0, model_preset="small")
@@ -37,7 +37,7 @@ def small_model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettin
 @pytest.fixture(scope="session")
 def multilingual_model_settings(tmp_path_factory: pytest.TempPathFactory) -> ToolSettings:
     """ToolSettings whose state dir holds the exported multilingual preset and a codebook fitted on it."""
-    from ops.stack import ensure_codebook, ensure_models
+    from ops.local.stack import ensure_codebook, ensure_models
 
     state = tmp_path_factory.mktemp("multilingual")
     s = ToolSettings(state_dir=state, backend="onnxruntime", session_timeout_s=6.0, web_port=0,
@@ -50,25 +50,19 @@ def multilingual_model_settings(tmp_path_factory: pytest.TempPathFactory) -> Too
 @pytest.fixture(scope="session")
 def local_stack(model_settings: ToolSettings) -> Iterator[ToolSettings]:
     """The real Tansu broker and real Triton on free ports; yields settings pointing at them."""
-    from ops.demo import on_free_ports
-    from ops.stack import start_stack
+    from ops.local.harness import private_stack
 
-    s = on_free_ports(model_settings).updated(backend="triton")
-    stack = start_stack(s, progress=lambda _m: None)
-    yield s
-    stack.stop()
+    with private_stack(model_settings, lambda _m: None, backend="triton") as private:
+        yield private.settings
 
 
 @pytest.fixture(scope="session")
 def small_stack(small_model_settings: ToolSettings) -> Iterator[ToolSettings]:
     """The real broker and real Triton serving the small presets; yields settings pointing at them."""
-    from ops.demo import on_free_ports
-    from ops.stack import start_stack
+    from ops.local.harness import private_stack
 
-    s = on_free_ports(small_model_settings).updated(backend="triton", batch_size=8)
-    stack = start_stack(s, progress=lambda _m: None)
-    yield s
-    stack.stop()
+    with private_stack(small_model_settings, lambda _m: None, backend="triton", batch_size=8) as private:
+        yield private.settings
 
 
 @pytest.fixture(scope="session")

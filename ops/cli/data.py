@@ -57,7 +57,7 @@ def cmd_vocab(s: ToolSettings, a: argparse.Namespace) -> int:
     if a.file and a.debtags:
         raise EnrichError("--file and --debtags name two vocabularies: pick one")
     if a.debtags:
-        from ops.stack import debtags_vocabulary
+        from ops.local.stack import debtags_vocabulary
 
         entries = debtags_vocabulary(s)
     elif a.file:

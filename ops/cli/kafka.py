@@ -53,7 +53,7 @@ def cmd_publish(s: ToolSettings, a: argparse.Namespace) -> int:
 def cmd_tail(s: ToolSettings, a: argparse.Namespace) -> int:
     import time
 
-    from ops.tail import known_topic, tail
+    from ops.kafka.tail import known_topic, tail
     from streams.kafka_tools import TopicReader
 
     try:
@@ -81,7 +81,7 @@ def cmd_tail(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_backfill(s: ToolSettings, a: argparse.Namespace) -> int:
-    from ops.backfill import backfill
+    from ops.kafka.backfill import backfill
 
     r = backfill(s, a.to_prefix, source=a.source, rate=a.rate, batch=a.batch, max_items=a.max_items,
                  progress=not a.quiet)
@@ -92,7 +92,7 @@ def cmd_backfill(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_audit(s: ToolSettings, a: argparse.Namespace) -> int:
-    from ops.audit import run_audit
+    from ops.kafka.audit import run_audit
 
     report = run_audit(s, timeout_s=a.timeout)
     say(report.summary())

@@ -10,7 +10,7 @@ from ops.settings import ToolSettings
 
 
 def cmd_demo(s: ToolSettings, a: argparse.Namespace) -> int:
-    from ops.demo import run_demo
+    from ops.local.demo import run_demo
 
     return run_demo(s, n_items=a.items, wait=not a.no_wait and sys.stdin.isatty())
 
@@ -23,7 +23,7 @@ def cmd_worker(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_stack(s: ToolSettings, a: argparse.Namespace) -> int:
-    from ops import stack
+    from ops.local import stack
 
     if a.action == "up":
         stack.ensure_models(s, progress=say)

@@ -24,7 +24,7 @@ def _numbers(text: str, kind: type, flag: str) -> tuple:
 
 
 def cmd_bench(s: ToolSettings, a: argparse.Namespace) -> int:
-    from ops.bench import BenchConfig, run_bench
+    from ops.measure.bench import BenchConfig, run_bench
 
     if a.items < 20:
         raise EnrichError("--items must be at least 20 for percentiles to mean anything")
@@ -36,10 +36,10 @@ def cmd_bench(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_eval(s: ToolSettings, a: argparse.Namespace) -> int:
-    from ops.evaluate import run_eval
+    from ops.measure.evaluate import run_eval
 
     if a.emoji is not None:
-        from ops.evaluate_emoji import run_emoji_eval
+        from ops.measure.evaluate_emoji import run_emoji_eval
 
         report = run_emoji_eval(s, a.emoji, say=say, limit=a.limit)
         out = a.out.with_name("eval_emoji.json") if a.out == EVAL_OUT else a.out
@@ -55,7 +55,7 @@ def cmd_capacity(s: ToolSettings, a: argparse.Namespace) -> int:
     import dataclasses
     import urllib.request
 
-    from ops import capacity
+    from ops.measure import capacity
 
     if a.validate:
         out = a.out or Path("benchmarks/results/capacity.json")
@@ -92,7 +92,7 @@ def cmd_capacity(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def capacity_result_path() -> Path:
-    from ops.capacity import GPU_RESULT
+    from ops.measure.capacity import GPU_RESULT
 
     return GPU_RESULT
 

@@ -66,7 +66,7 @@ def cmd_repository(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_bundle(s: ToolSettings, a: argparse.Namespace) -> int:
-    from ops.stack import build_bundle
+    from ops.local.stack import build_bundle
 
     build_bundle(s, a.out, target=a.target, progress=say)
     return 0
@@ -131,7 +131,7 @@ def cmd_train_cf(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def _embeddings(s: ToolSettings, path: Path | None):  # noqa: ANN202 - an [N, D] array
-    from ops.stack import sample_embeddings
+    from ops.local.stack import sample_embeddings
     from training.rqvae import load_embeddings
 
     if path is None:
@@ -144,7 +144,7 @@ def _embeddings(s: ToolSettings, path: Path | None):  # noqa: ANN202 - an [N, D]
 
 
 def _exported_embedder(s: ToolSettings, embeddings: Path | None) -> str:
-    from ops.stack import exported_embedder
+    from ops.local.stack import exported_embedder
 
     try:
         return exported_embedder(s)
@@ -159,7 +159,7 @@ def cmd_codebook(s: ToolSettings, a: argparse.Namespace) -> int:
 
     vecs = _embeddings(s, a.embeddings)
     if a.action == "eval":
-        from ops.semantic_eval import evaluate, format_report
+        from ops.measure.semantic_eval import evaluate, format_report
 
         report = evaluate(SemanticIdCodebook.load(a.codebook or s.codebook_path), vecs, queries=a.queries)
         say(format_report(report))

@@ -27,7 +27,7 @@ def _ask_server(url: str, path: str) -> list[dict]:
 def cmd_recall(s: ToolSettings, a: argparse.Namespace) -> int:
     from urllib.parse import quote
 
-    from ops.recall import RecallIndexes, serve
+    from ops.recall.server import RecallIndexes, serve
 
     if a.action == "serve":
         import signal

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from enrich.schemas import decode
-from ops.demo import settings_env
+from ops.local.harness import settings_env
 from streams.kafka_tools import TopicReader
 from streams.settings import Settings
 
@@ -66,8 +66,8 @@ def re_enrich_in_shadow(live: Settings, tmp_path: Path, n_items: int, vocab_args
     import signal
 
     from enrich.schemas import decode
-    from ops.demo import start_worker
-    from ops.process import free_port
+    from ops.local.harness import start_worker
+    from ops.local.process import free_port
     from streams.kafka_tools import TopicReader
 
     shadow = live.updated(**{"topic_prefix": f"shadow.{live.topic_prefix}", "web_port": free_port(),

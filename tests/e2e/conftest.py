@@ -7,7 +7,7 @@ import time
 import pytest
 from cli_runs import cli
 
-from ops.process import free_port
+from ops.local.process import free_port
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ops.demo import settings_env
-from ops.process import free_port
+from ops.local.harness import settings_env
+from ops.local.process import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 
 from corpora import samples
 from enrich.schemas import VocabEntry, encode
-from ops.demo import start_worker
+from ops.local.harness import start_worker
 from streams.kafka_tools import read_to_end
 
 pytestmark = pytest.mark.e2e

@@ -15,8 +15,8 @@ import pytest
 from cli_runs import cli, http_get, re_enrich_in_shadow, read_until, run_demo, wait_for
 
 from corpora import samples
-from ops.demo import start_worker
-from ops.process import free_port
+from ops.local.harness import start_worker
+from ops.local.process import free_port
 from streams.kafka_tools import publish, read_to_end
 
 pytestmark = pytest.mark.e2e
@@ -169,7 +169,7 @@ def test_cli_explains_bad_settings():
 def test_triton_outage_and_rebalances_lose_nothing(fresh, tmp_path):
     """Triton is killed under load and comes back; meanwhile a second worker joins and the first is stopped.
     The worker pauses its input while the backend is down and says so; the audit finds every item once."""
-    from ops.triton_launcher import LocalTriton
+    from ops.local.triton import LocalTriton
 
     ports = {k: free_port() for k in ("http", "grpc", "metrics")}
     s = fresh.updated(**{"triton_url": f"127.0.0.1:{ports['grpc']}", "retry_max_s": 1.0})

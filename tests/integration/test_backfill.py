@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 
 from corpora import samples
 from enrich.errors import EnrichError
-from ops.backfill import RateLimiter, backfill
+from ops.kafka.backfill import RateLimiter, backfill
 from streams.kafka_tools import create_topics, publish, read_to_end
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 from corpora import samples
 from enrich.assembly import make_backend, make_pipeline
 from enrich.pipeline import Enriched, RawEvent, SourceRef
-from ops.demo import settings_env
+from ops.local.harness import settings_env
 
 pytestmark = pytest.mark.integration
 

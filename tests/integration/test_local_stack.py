@@ -10,8 +10,8 @@ from enrich.models.inference import OnnxRuntimeBackend, TritonBackend
 from enrich.models.loading import load_models
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item
-from ops.local_broker import LocalBroker
-from ops.process import LaunchError
+from ops.local.broker import LocalBroker
+from ops.local.process import LaunchError
 from streams.kafka_tools import TopicReader, create_topics, publish
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def test_triton_serves_the_same_numbers_as_in_process(local_stack):
 
 
 def test_unreachable_triton_is_unavailable_not_fatal():
-    from ops.process import free_port
+    from ops.local.process import free_port
 
     backend = TritonBackend(f"127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(BackendUnavailable):

@@ -13,8 +13,8 @@ import pytest
 
 from corpora import samples
 from enrich.schemas import DeadLetter, encode, vector_bytes
-from ops.demo import settings_env
-from ops.tail import summarise
+from ops.kafka.tail import summarise
+from ops.local.harness import settings_env
 from streams.kafka_tools import create_topics, publish
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ def prefixed(settings, name: str):
 def test_topics_are_created_as_specified_and_checked_for_drift(local_stack):
     import subprocess
 
-    from ops.demo import settings_env
+    from ops.local.harness import settings_env
 
     s = prefixed(local_stack, "spec")
     assert sorted(create_topics(s)) == sorted(s.topic(t) for t in TOPIC_NAMES)

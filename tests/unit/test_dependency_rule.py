@@ -90,7 +90,7 @@ def test_nothing_imports_the_benchmarks():
     users = {m for pkg in PACKAGES for m in modules_of(pkg) if offenders(imported_names(_path(m)), ("benchmarks",))}
     assert users == set()
     scripts = {p.stem: imported_names(p) for p in (ROOT / "benchmarks").glob("*.py")}
-    assert "ops.evaluate" in scripts["tagger_packed_vs_pairwise"]  # the check reads the scripts' imports
+    assert "ops.measure.evaluate" in scripts["tagger_packed_vs_pairwise"]  # the check reads the scripts' imports
 
 
 def test_each_topic_is_named_in_one_place():
@@ -133,3 +133,52 @@ def test_the_check_sees_an_offender(tmp_path):
 def _path(module: str) -> Path:
     base = ROOT / Path(*module.split("."))
     return base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+
+
+def test_the_tools_have_no_import_circle():
+    """ops modules import each other along one direction only (the demo once reached evaluate through
+    evaluate_kinds, which imported the demo back)."""
+    ops = set(modules_of("ops"))
+    graph = {m: {o for o in ops if o != m and o in imported_names(_path(m))} for m in ops}
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> list[str]:
+        seen[m] = 1
+        for n in sorted(graph[m]):
+            if seen.get(n) == 1:
+                return path + [m, n]
+            if n not in seen and (cycle := visit(n, path + [m])):
+                return cycle
+        seen[m] = 2
+        return []
+
+    cycles = [c for m in sorted(ops) if m not in seen and (c := visit(m, []))]
+    assert cycles == []
+
+
+def test_the_unit_tests_mirror_the_packages():
+    for d in (ROOT / "tests" / "unit").rglob("*"):
+        if d.is_dir() and d.name != "__pycache__":
+            assert (ROOT / d.relative_to(ROOT / "tests" / "unit") / "__init__.py").exists(), d
+
+
+# unit tests of pure logic: what they load must not pull torch in (conftest builds models lazily)
+PURE_LOGIC_TESTS = ("enrich/test_schemas.py", "enrich/tagging/test_tags.py", "ops/recall/test_recall_index.py",
+                    "ops/kafka/test_audit.py", "ops/measure/test_evaluate_intervals.py",
+                    "ops/measure/test_capacity.py", "ops/local/test_stack_down.py",
+                    "streams/test_collision_digits.py", "streams/test_coded_contract.py")
+
+
+def test_unit_tests_of_pure_logic_load_no_torch():
+    code = ("import importlib.util, json, sys\n"
+            f"sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]\n"
+            "import conftest\n"
+            f"for n, f in enumerate({PURE_LOGIC_TESTS!r}):\n"
+            f"    path = {str(ROOT / 'tests' / 'unit')!r} + '/' + f\n"
+            "    spec = importlib.util.spec_from_file_location(f't{n}', path)\n"
+            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert "enrich.schemas" in loaded and "ops.recall.index" in loaded  # the check imported them
+    assert offenders(loaded, ("torch", "transformers")) == []

@@ -16,7 +16,7 @@ from enrich.errors import (
     Stop,
 )
 from enrich.models.inference import TritonBackend
-from ops.process import LaunchError
+from ops.local.process import LaunchError
 from streams.kafka_tools import KafkaToolError
 
 

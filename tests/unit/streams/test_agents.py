@@ -132,7 +132,7 @@ def test_faust_finds_the_module_level_app_and_its_stages(model_settings):
     import subprocess
     import sys
 
-    from ops.demo import settings_env
+    from ops.local.harness import settings_env
 
     env = settings_env(model_settings.updated(backend="onnxruntime", web_port=6066))
     res = subprocess.run([sys.executable, "-m", "faust", "-A", "streams.app", "agents"], env=env,

@@ -20,7 +20,7 @@ from enrich.models.inference import OnnxRuntimeBackend
 from enrich.models.loading import load_models
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item
-from ops.demo import settings_env
+from ops.local.harness import settings_env
 from triton_models.export import export_model
 from triton_models.graphs import build_random_model
 from triton_models.presets import Preset, get_preset

@@ -127,7 +127,7 @@ def test_a_vocabulary_the_prior_never_saw_gets_strong_tags_from_the_taggers_own_
     from enrich.assembly import make_backend, make_pipeline
     from enrich.schemas import VocabEntry
     from enrich.tagging.prior import TagPrior
-    from ops.evaluate_kinds import app_event
+    from ops.measure.evaluate_kinds import app_event
 
     pipeline = make_pipeline(small_model_settings, make_backend(small_model_settings))
     prior = TagPrior.load(small_model_settings.tag_prior_file())

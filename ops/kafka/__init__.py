@@ -1,0 +1,1 @@
+"""Kafka tools: the audit of a run, the backfill, and tailing a topic."""

@@ -1,0 +1,1 @@
+"""Recall: the indexes fed from the output topics, the query API and the inspector page."""
