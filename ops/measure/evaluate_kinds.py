@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,7 @@ class AppCatalogue:
     vectors: dict[str, np.ndarray]  # kind -> [N, d] content vectors
     icons: np.ndarray  # [N, d] the projected icon vectors (the gate's v)
     empty_text: np.ndarray  # [d] what an icon alone is fused with: the text vector of no text
+    fusion: Path  # the preset's fusion artifact (its gate gives the image share)
 
 
 def select_apps(limit: int = 0, catalogue_limit: int = 0) -> list[appstream.AppItem]:
@@ -56,7 +58,9 @@ def embed_catalogue(settings: ToolSettings, apps: list[appstream.AppItem],
                     say: Callable[[str], None] = print) -> AppCatalogue:
     """``apps`` in every kind, embedded in-process with the exported embedder; cached per embedder version."""
     from enrich.assembly import in_process_models
+    from triton_models.export_small import small_preset
 
+    fusion = small_preset(settings.model_preset).fusion
     icons = appstream.load_icons()
     with in_process_models(settings) as (embedder, _):
         ids = "\n".join(it.id for it in apps)
@@ -65,7 +69,7 @@ def embed_catalogue(settings: ToolSettings, apps: list[appstream.AppItem],
         if cache.exists():
             with np.load(cache) as z:
                 say(f"AppStream catalogue vectors from {cache}")
-                return AppCatalogue(apps, {k: z[k] for k in KINDS}, z["icons"], z["empty_text"])
+                return AppCatalogue(apps, {k: z[k] for k in KINDS}, z["icons"], z["empty_text"], fusion)
         t0 = time.perf_counter()
         vectors, icon_vecs = {}, []
         for kind in KINDS:
@@ -78,7 +82,7 @@ def embed_catalogue(settings: ToolSettings, apps: list[appstream.AppItem],
         say(f"{len(apps)} apps x {len(KINDS)} kinds embedded in-process in {time.perf_counter() - t0:.0f}s")
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, icons=np.concatenate(icon_vecs), empty_text=empty, **vectors)
-    return AppCatalogue(apps, vectors, np.concatenate(icon_vecs), empty)
+    return AppCatalogue(apps, vectors, np.concatenate(icon_vecs), empty, fusion)
 
 
 def held_out_events(apps: list[appstream.AppItem]) -> list[dict]:
@@ -87,14 +91,13 @@ def held_out_events(apps: list[appstream.AppItem]) -> list[dict]:
     return [app_event(it, kind, icons[it.id]) for kind in KINDS for it in apps if it.split == "test"]
 
 
-def image_share(v: np.ndarray, t: np.ndarray) -> float:
-    """The shipped gate's mean ``z`` for icon vectors ``v`` and text vectors ``t`` (rows paired)."""
+def image_share(fusion: Path, v: np.ndarray, t: np.ndarray) -> float:
+    """The mean ``z`` of the gate in ``fusion`` for icon vectors ``v`` and text vectors ``t`` (rows paired)."""
     import torch
 
-    from triton_models.export_small import DEFAULT_FUSION
     from triton_models.small_models import load_fusion_head
 
-    head, _ = load_fusion_head(DEFAULT_FUSION)
+    head, _ = load_fusion_head(fusion)
     with torch.no_grad():
         z = torch.sigmoid(head.gate.proj(torch.cat([torch.from_numpy(v), torch.from_numpy(t)], dim=-1)))
     return round(float(z.mean()), 4)
@@ -140,7 +143,7 @@ def kinds_report(records: dict[str, dict], cat: AppCatalogue, debtags_vecs: np.n
             rows = [index[it.id] for it in test]
             text_kind = WITH_IMAGE.get(kind)
             t = cat.vectors[text_kind][rows] if text_kind else np.tile(cat.empty_text, (len(rows), 1))
-            row["gate_image_share"] = image_share(cat.icons[rows], t)
+            row["gate_image_share"] = image_share(cat.fusion, cat.icons[rows], t)
         out["kinds"][kind] = row
     out["targets"] = kind_targets(out["kinds"], out["most_popular_3_tags"], per_item)
     return out
