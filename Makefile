@@ -11,8 +11,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch: the CPU wheel from this machine's wheel folder (a plain `torch` pulls a multi-GB CUDA build)
-	$(BIN)/python -m pip install -q "torch==2.13.0+cpu"
+	# torch first and pinned: PyPI's build of 2.13.0 (CUDA, several GB with its nvidia packages, runs on the CPU);
+	# pip caches it, so only the first setup on a machine downloads it
+	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[serve,stack,export,small,dev]"
 	# the browser tests' headless Chromium, from Debian's packages (they skip, saying so, without it)
 	command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

@@ -22,7 +22,7 @@ from enrich.models.loading import load_models
 from enrich.pipeline import Pipeline, PipelineConfig
 from enrich.schemas import Limits
 from enrich.tagging.captions import CaptionHasher
-from enrich.tagging.prior import TagPrior
+from enrich.tagging.prior import TagPrior, candidate_count
 from enrich.tagging.vocabulary import TagVocabulary
 from enrich.vectors.cf_adapter import CfAdapter
 from enrich.vectors.semantic_ids import SemanticIdCodebook
@@ -38,7 +38,7 @@ class PipelineSettings(Protocol):
     model_batch: int
     seq_bucket: int
     image_work_pixels: int
-    candidate_tags: int
+    candidate_tags: int | None
     min_grade: int
     model_text_chars: int
     max_images: int
@@ -102,7 +102,10 @@ def make_pipeline(settings: PipelineSettings, backend: InferenceBackend,
                                    settings.seq_bucket)
     # No decoded image keeps more pixels than the models can use.
     work_pixels = min(settings.image_work_pixels, max(embedder.image_pixels, tagger.image_pixels, 1024))
-    config = PipelineConfig(candidate_tags=settings.candidate_tags, min_grade=settings.min_grade,
+    cf_path, prior_path = settings.cf_adapter_file(), settings.tag_prior_file()
+    prior = TagPrior.load(prior_path) if prior_path is not None else None
+    config = PipelineConfig(candidate_tags=candidate_count(settings.candidate_tags, prior),
+                            min_grade=settings.min_grade,
                             model_text_chars=settings.model_text_chars,
                             limits=limits(settings),
                             video=VideoSpec(frames=settings.video_frames, strategy=settings.video_strategy,
@@ -118,8 +121,7 @@ def make_pipeline(settings: PipelineSettings, backend: InferenceBackend,
                             thumbnails=ThumbnailSpec(settings.thumbnail_px, settings.thumbnail_bytes,
                                                      settings.thumbnail_count),
                             vocab_embed_chunk=vocab_embed_chunk)
-    cf_path, prior_path = settings.cf_adapter_file(), settings.tag_prior_file()
     return Pipeline(embedder, tagger, TagVocabulary(embedder.embed_texts, embedder.version, embedder.meta.hidden_size),
                     SemanticIdCodebook.load(settings.codebook_path), config,
                     cf_adapter=CfAdapter.load(cf_path) if cf_path is not None else None,
-                    tag_prior=TagPrior.load(prior_path) if prior_path is not None else None)
+                    tag_prior=prior)

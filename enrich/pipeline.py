@@ -41,7 +41,7 @@ from enrich.schemas import (
     vector_bytes,
 )
 from enrich.tagging.captions import CaptionHasher, describe
-from enrich.tagging.prior import TagPrior, with_votes
+from enrich.tagging.prior import DEFAULT_CANDIDATE_TAGS, TagPrior, with_votes
 from enrich.tagging.vocabulary import TagVocabulary
 from enrich.vectors.cf_adapter import CfAdapter
 from enrich.vectors.semantic_ids import Quantizer
@@ -78,7 +78,7 @@ Outcome = Enriched | DeadLetter
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    candidate_tags: int = 8
+    candidate_tags: int = DEFAULT_CANDIDATE_TAGS
     min_grade: int = 1
     model_text_chars: int = 8_000
     limits: Limits = Limits()

@@ -22,7 +22,7 @@ from enrich.assembly import in_process_models
 from enrich.models.meta import ModelMeta
 from enrich.preprocess import prepare_event
 from enrich.schemas import VocabEntry
-from enrich.tagging.prior import TagPrior
+from enrich.tagging.prior import DEFAULT_CANDIDATE_TAGS, TagPrior
 from enrich.tagging.prototypes import TagPrototypes
 from enrich.tagging.vocabulary import TagVocabulary, VocabSnapshot
 from ops.local.stack import debtags_vocabulary, ensure_models
@@ -120,7 +120,7 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
                               np.concatenate([train_vecs, embed(icon_items)]), val_items,
                               [set(it.tags) for it in val] + [set(a.tags) for a, _ in app_val],
                               np.concatenate([val_vecs, embed(val_items[len(val):])]), embedder, tagger,
-                              vocabulary.snapshot(), s.candidate_tags, say,
+                              vocabulary.snapshot(), s.candidate_tags or DEFAULT_CANDIDATE_TAGS, say,
                               {"exemplar_sources": {"debtags_train_text": len(train), "appstream_train_icons":
                                                     len(app_train)},
                                "fitted_on_sources": {"debtags_val_text": len(val),
@@ -139,7 +139,7 @@ def build_tag_prior(s: ToolSettings, out: Path | None, say: Callable[[str], None
             em_items = [prepare_event(e.event(e.name), s.model_text_chars) for e in val_emoji]
             sets.append(OpenSet("emoji_val_subcategories", em_items, [{e.subcategory} for e in val_emoji],
                                 embed(em_items), new_tags(sorted({e.subcategory for e in emoji if e.split != "test"}))))
-        prior = fit_open_head(prior, sets, tagger, s.candidate_tags, say)
+        prior = fit_open_head(prior, sets, tagger, s.candidate_tags or DEFAULT_CANDIDATE_TAGS, say)
     shipped = preset.tag_priors[0 if s.small_tagger == "packed" else 1]
     target = out or shipped
     prior.save(target)

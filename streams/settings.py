@@ -8,14 +8,18 @@ Settings are frozen: a process reads them once, and a variant is a new, validate
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enrich.schemas import MAX_MESSAGE_BYTES
-from enrich.tagging.prior import TAG_PRIOR_FILE
+from enrich.tagging.prior import TAG_PRIOR_FILE, TagPrior, candidate_count
 from enrich.vectors.cf_adapter import CF_ADAPTER_FILE
+
+# Settings that were renamed, by their old variable: a deployment that still sets one is told the new name.
+RENAMED = {"ENRICH_MAX_TEXT_CHARS": "ENRICH_MODEL_TEXT_CHARS"}
 
 
 class Settings(BaseSettings):
@@ -110,7 +114,8 @@ class Settings(BaseSettings):
     model_batch: int = Field(32, ge=1, description="max items per model call")
     seq_bucket: int = Field(1, ge=1, le=512, description="pad text-graph inputs to a multiple of this many tokens "
                                                          "so Triton's dynamic batcher can merge requests")
-    candidate_tags: int = Field(8, ge=0, description="top-M vocabulary tags graded per item")
+    candidate_tags: int | None = Field(None, ge=0, description="top-M vocabulary tags graded per item; unset: the "
+                                       "count the shipped tag prior was fitted with (8 without a prior)")
     vocab_embed_chunk: int = Field(64, ge=1, description="new tags embedded per step: a batch of items embeds at "
                                                          "most this many before it is graded, and the vocabulary "
                                                          "feed embeds the rest in the background, so a flood of "
@@ -156,6 +161,19 @@ class Settings(BaseSettings):
             env[f"ENRICH_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str]) -> list[str]:
+        """One line per ``ENRICH_*`` variable in ``environ`` that this process does not read (a typo, a renamed
+        setting, or one meant for another process), naming the new variable of a renamed one. Pydantic ignores
+        them, so without this a misspelt setting silently keeps its default."""
+        known = {f"ENRICH_{name.upper()}" for name in cls.model_fields}
+        lines = []
+        for var in sorted(v for v in environ if v.startswith("ENRICH_") and v not in known):
+            new = RENAMED.get(var)
+            lines.append(f"{var} is not a setting of this process and is ignored"
+                         + (f": it was renamed {new}" if new else ""))
+        return lines
+
     def cf_adapter_file(self) -> Path | None:
         """``ENRICH_CF_ADAPTER``, else the adapter the export shipped beside the embedder, if there is one (read
         from disk at each call: an export may ship or withdraw it)."""
@@ -163,6 +181,11 @@ class Settings(BaseSettings):
             return self.cf_adapter
         shipped = self.models_path / "embedder" / CF_ADAPTER_FILE
         return shipped if shipped.exists() else None
+
+    def candidate_count(self) -> int:
+        """Candidates graded per item, ``candidate_tags`` resolved against the shipped tag prior."""
+        path = self.tag_prior_file()
+        return candidate_count(self.candidate_tags, TagPrior.load(path) if path is not None else None)
 
     def tag_prior_file(self) -> Path | None:
         """``ENRICH_TAG_PRIOR`` (a path, or ``off``), else the prior the export shipped beside the tagger, if any

@@ -35,6 +35,7 @@ from enrich import artifacts
 from enrich.errors import ModelConfigError
 from enrich.tagging.vocabulary import VocabSnapshot
 
+DEFAULT_CANDIDATE_TAGS = 8  # candidates graded per item when neither the setting nor a tag prior says otherwise
 TAG_PRIOR_FILE = "tag_prior.npz"  # beside the tagger's graphs in a model directory
 FEATURES = ("tagger_p0", "tagger_p1", "tagger_p2", "neighbour_vote", "candidate_cosine")
 # Not the cosine itself: its level is the vocabulary's (short abstract names sit lower than long concrete
@@ -154,11 +155,17 @@ class TagPrior:
                 f"tag prior {self.version} was fitted on the grades of {self.tagger or 'an unknown tagger'}, "
                 f"the worker serves {tagger}: rebuild it with `enrich vocab prior`, or set ENRICH_TAG_PRIOR=off")
 
+    @property
+    def fitted_candidates(self) -> int | None:
+        """How many candidate tags per item the decision head was fitted on (None: not recorded)."""
+        fitted = self.info.get("candidate_tags")
+        return None if fitted is None else int(fitted)
+
     def check_candidates(self, candidate_tags: int) -> None:
         """The decision head was fitted on grades of ``candidate_tags`` candidates per item; another count
         changes what its features mean."""
-        fitted = self.info.get("candidate_tags")
-        if fitted is not None and int(fitted) != candidate_tags:
+        fitted = self.fitted_candidates
+        if fitted is not None and fitted != candidate_tags:
             raise ModelConfigError(
                 f"tag prior {self.version} was fitted with {fitted} candidate tags per item, the worker grades "
                 f"{candidate_tags} (ENRICH_CANDIDATE_TAGS): set ENRICH_CANDIDATE_TAGS={fitted}, rebuild it with "
@@ -342,3 +349,12 @@ def decide(head: DecisionHead, probs: np.ndarray, feats: np.ndarray, known: np.n
         grades = np.where(known, grades, new_grades)
         prob = np.where(known, prob, new_prob)
     return grades.astype(np.int64), prob.astype(np.float32)
+
+
+def candidate_count(setting: int | None, prior: TagPrior | None) -> int:
+    """Candidates graded per item: ``ENRICH_CANDIDATE_TAGS`` when set, else the count the shipped tag prior was
+    fitted with, so a bundle and a worker left at the default always agree; else ``DEFAULT_CANDIDATE_TAGS``."""
+    if setting is not None:
+        return setting
+    fitted = prior.fitted_candidates if prior is not None else None
+    return fitted if fitted is not None else DEFAULT_CANDIDATE_TAGS

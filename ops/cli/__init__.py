@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from pydantic import ValidationError
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     configure(settings.log_level, settings.log_json)
+    for line in ToolSettings.unknown_variables(os.environ):
+        logging.getLogger("enrich").warning("%s", line)
     try:
         return int(args.fn(settings, args) or 0)
     except EnrichError as exc:  # expected: bad input, configuration or deployment; the message says the fix

@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from enrich.errors import EnrichError, ModelConfigError
 from ops.cli.console import say
 from ops.settings import ToolSettings
@@ -123,6 +125,53 @@ def cmd_train_fusion(s: ToolSettings, a: argparse.Namespace) -> int:
     return 0
 
 
+def _chart_config(values_files: list[Path]) -> dict[str, str]:
+    """The worker's ``worker.config`` after Helm's merge of ``values_files`` (later files win, key by key)."""
+    import yaml
+
+    config: dict[str, str] = {}
+    for path in values_files:
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise EnrichError(f"cannot read the values file {path}: {exc}") from exc
+        for key, value in ((values.get("worker") or {}).get("config") or {}).items():
+            if value is None:  # Helm deletes a key set to null
+                config.pop(key, None)
+            else:
+                config[key] = str(value)
+    return config
+
+
+def cmd_check(s: ToolSettings, a: argparse.Namespace) -> int:
+    """The worker's start-up checks of its models and artifacts against its settings, without a broker or Triton:
+    what makes a pod crash-loop, found before it is deployed."""
+    from enrich.assembly import make_pipeline
+    from enrich.models.inference import TritonBackend
+
+    config = _chart_config(a.values)
+    unknown = ToolSettings.unknown_variables(config)
+    if unknown:
+        raise EnrichError("worker.config: " + "; ".join(unknown))
+    overrides: dict[str, object] = {k.removeprefix("ENRICH_").lower(): v for k, v in config.items()}
+    if a.bundle is not None:
+        overrides |= {"model_dir": a.bundle / "models", "codebook": a.bundle / "codebook.npz"}
+    try:
+        checked = s.updated(**overrides)
+    except ValidationError as exc:
+        raise EnrichError(f"invalid settings: {exc}") from exc
+    backend = TritonBackend(checked.triton_url)  # a client only: nothing is called
+    try:
+        pipeline = make_pipeline(checked, backend)
+    finally:
+        backend.close()
+    v = pipeline.versions
+    say(f"ok: embedder {v.embedder}, tagger {v.tagger}, codebook {v.codebook}, "
+        f"{pipeline.config.candidate_tags} candidate tags per item, tag prior {v.tag_prior or 'none'}, "
+        f"CF adapter {v.cf_adapter or 'none'}")
+    return 0
+
+
 def cmd_train_cf(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.builds import build_cf_adapter
 
@@ -216,6 +265,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bu.add_argument("--target", choices=["local", "production"], default="production")
     bu.add_argument("--out", type=Path, required=True, help="a new, empty directory per bundle version")
     bu.set_defaults(fn=cmd_bundle)
+    ck = actions.add_parser("check", help="the worker's start-up checks of the models and artifacts against the "
+                                          "settings (no broker, no Triton): run it on a bundle with the chart's "
+                                          "values before an install")
+    ck.add_argument("--bundle", type=Path, help="a bundle from `enrich models bundle` (default: ENRICH_MODEL_DIR and "
+                                                "ENRICH_CODEBOOK)")
+    ck.add_argument("--values", type=Path, action="append", default=[],
+                    help="a Helm values file whose worker.config the workers get, as `helm -f` (repeat it: the "
+                         "chart's values.yaml, then yours)")
+    ck.set_defaults(fn=cmd_check)
     tt = actions.add_parser("train-tagger", help="train the packed visual tagger (or --pairwise, the text baseline)")
     tt.add_argument("--multilingual", action="store_true",
                     help="the multilingual preset's tagger (USE tower, trained on the English and zh_CN snapshots)")

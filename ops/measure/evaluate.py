@@ -223,21 +223,22 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
 
     knn = neighbour_candidates(vecs, cat_vecs, [it.tags for it in catalogue], top_n, k=K)
     prior = _votes_alone(settings, vecs, vocab)
+    candidates = settings.candidate_count()
     report = {
         "preset": settings.model_preset, "dataset": debtags.SNAPSHOT_VERSION, "test_items": len(test),
         "catalogue_items": len(catalogue),
         "tags": len(vocab), "versions": records[test[0].id]["versions"],
-        "candidate_tags": settings.candidate_tags, "baseline_top_n": top_n,
+        "candidate_tags": candidates, "baseline_top_n": top_n,
         "tagging": {
             "tagger_grade>=1": prf(pred_any, gold),
             "tagger_grade=2": prf(pred_strong, gold),
             f"zero_shot_top{top_n}": prf([set(z[:top_n]) for z in zero], gold),
             f"knn_propagation_top{top_n}": prf([set(k) for k in knn], gold),
             "zero_shot_recall@5": prf([set(z[:5]) for z in zero], gold)["recall"],
-            f"candidate_recall@{settings.candidate_tags}": prf(
-                [set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, settings.candidate_tags)], gold)["recall"],
-            f"name_candidate_recall@{settings.candidate_tags}": prf(
-                [set(z) for z in top_tags(vecs @ tag_vecs.T, vocab, settings.candidate_tags)], gold)["recall"],
+            f"candidate_recall@{candidates}": prf(
+                [set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, candidates)], gold)["recall"],
+            f"name_candidate_recall@{candidates}": prf(
+                [set(z) for z in top_tags(vecs @ tag_vecs.T, vocab, candidates)], gold)["recall"],
             f"prototype_top{top_n}": prf([set(z) for z in top_tags(vecs @ cand_vecs.T, vocab, top_n)], gold),
         },
         "tag_prior": prior and prior[0],

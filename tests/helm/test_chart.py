@@ -347,3 +347,22 @@ def test_dashboard_configmap_ships_the_dashboard_file_when_enabled():
     assert cm["metadata"]["namespace"] == "monitoring"
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["mm-enrich.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_worker_config_names_are_exactly_the_worker_settings():
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    names = schema["properties"]["worker"]["properties"]["config"]["propertyNames"]["enum"]
+    assert sorted(names) == sorted(f"ENRICH_{n.upper()}" for n in Settings.model_fields), \
+        "regenerate worker.config's propertyNames in values.schema.json from streams.settings.Settings"
+
+
+def test_helm_refuses_a_worker_setting_that_does_not_exist():
+    with pytest.raises(Exception, match="ENRICH_MAX_TEXT_CHARS"):
+        render({"worker": {"config": {"ENRICH_MAX_TEXT_CHARS": "9000"}}})
+
+
+def test_default_values_leave_the_candidate_count_to_the_bundle():
+    # The default bundle's tag prior fixes the count; a chart default beside it made every worker refuse to start.
+    assert "ENRICH_CANDIDATE_TAGS" not in one(render(), "ConfigMap", "worker")["data"]

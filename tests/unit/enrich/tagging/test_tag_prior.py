@@ -10,7 +10,7 @@ from corpora import samples
 from enrich.assembly import make_backend, make_pipeline
 from enrich.errors import ModelConfigError
 from enrich.pipeline import Enriched, RawEvent, SourceRef
-from enrich.tagging.prior import DecisionHead, TagPrior, decide, with_votes
+from enrich.tagging.prior import DEFAULT_CANDIDATE_TAGS, DecisionHead, TagPrior, candidate_count, decide, with_votes
 from enrich.tagging.vocabulary import VocabSnapshot
 
 
@@ -214,6 +214,17 @@ def test_a_prior_fitted_with_another_candidate_count_is_refused_with_the_fix(sma
     with pytest.raises(ModelConfigError, match=f"set ENRICH_CANDIDATE_TAGS={fitted}"):
         make_pipeline(small_model_settings.updated(candidate_tags=fitted * 4),
                       make_backend(small_model_settings))
+
+
+def test_the_candidate_count_left_unset_is_the_shipped_priors(small_model_settings):
+    prior = TagPrior.load(small_model_settings.tag_prior_file())
+    assert small_model_settings.candidate_tags is None
+    assert candidate_count(None, prior) == prior.info["candidate_tags"] == small_model_settings.candidate_count()
+    assert candidate_count(None, None) == DEFAULT_CANDIDATE_TAGS and candidate_count(3, prior) == 3
+    pipeline = make_pipeline(small_model_settings, make_backend(small_model_settings))
+    assert pipeline.config.candidate_tags == prior.info["candidate_tags"]
+    off = small_model_settings.updated(tag_prior="off")
+    assert off.candidate_count() == DEFAULT_CANDIDATE_TAGS
 
 
 def test_items_without_text_use_the_threshold_validation_fitted_for_them():
