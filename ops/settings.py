@@ -5,6 +5,8 @@ too, and ignores them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from streams.settings import Settings
@@ -22,6 +24,14 @@ class ToolSettings(Settings):
                                                             "for this long")
 
     # Local stack
+    local_broker: str = Field("tansu", pattern="^(tansu|kafka)$",
+                              description="the broker the local stack starts (demo, eval, bench, tests): 'tansu' (the "
+                                          "embedded broker, in memory) or 'kafka' (Apache Kafka 4.4 from Maven "
+                                          "Central; needs Java 17+ and Maven)")
+    local_kafka_nodes: int = Field(1, ge=1, le=5, description="Apache Kafka nodes the local stack starts (combined "
+                                                              "broker and controller each)")
+    kafka_cache_dir: Path = Field(Path("~/.cache/mm-enrich"), description="where the Apache Kafka jars "
+                                  "are kept after the first fetch")
     broker_port: int = 9092
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001

@@ -49,19 +49,29 @@ def multilingual_model_settings(tmp_path_factory: pytest.TempPathFactory) -> Too
 
 @pytest.fixture(scope="session")
 def local_stack(model_settings: ToolSettings) -> Iterator[ToolSettings]:
-    """The real Tansu broker and real Triton on free ports; yields settings pointing at them."""
+    """Apache Kafka (one node) and the real Triton on free ports; yields settings pointing at them."""
     from ops.local.harness import private_stack
 
-    with private_stack(model_settings, lambda _m: None, backend="triton") as private:
+    with private_stack(model_settings, lambda _m: None, backend="triton", local_broker="kafka") as private:
+        yield private.settings
+
+
+@pytest.fixture(scope="session")
+def tansu_stack(model_settings: ToolSettings) -> Iterator[ToolSettings]:
+    """The embedded Tansu broker (the demo's) and the real Triton; for the tests of that broker's own ways."""
+    from ops.local.harness import private_stack
+
+    with private_stack(model_settings, lambda _m: None, backend="triton", local_broker="tansu") as private:
         yield private.settings
 
 
 @pytest.fixture(scope="session")
 def small_stack(small_model_settings: ToolSettings) -> Iterator[ToolSettings]:
-    """The real broker and real Triton serving the small presets; yields settings pointing at them."""
+    """Apache Kafka and the real Triton serving the small presets; yields settings pointing at them."""
     from ops.local.harness import private_stack
 
-    with private_stack(small_model_settings, lambda _m: None, backend="triton", batch_size=8) as private:
+    with private_stack(small_model_settings, lambda _m: None, backend="triton", batch_size=8,
+                       local_broker="kafka") as private:
         yield private.settings
 
 

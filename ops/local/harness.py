@@ -18,7 +18,7 @@ from pathlib import Path
 
 from enrich.errors import EnrichError
 from ops.local.process import free_port
-from ops.local.stack import LocalStack, ensure_codebook, ensure_models, start_stack
+from ops.local.stack import LocalStack, ensure_codebook, ensure_models, replication, start_stack
 from ops.settings import ToolSettings
 from streams.kafka_tools import TopicReader
 
@@ -69,6 +69,8 @@ def private_stack(settings: ToolSettings, say: Say, logs: str = "", **overrides:
     log_dir = settings.state_dir / "logs" / logs
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = start_stack(settings, progress=say)
+    # every broker in the bootstrap list; replicas as the cluster allows (the production defaults need three)
+    settings = settings.updated(broker=stack.bootstrap, **replication(stack.broker))
     try:
         yield PrivateStack(settings, stack, log_dir)
     finally:

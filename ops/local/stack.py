@@ -18,6 +18,7 @@ import numpy as np
 from enrich.errors import EnrichError, ModelConfigError
 from enrich.schemas import VocabEntry
 from ops.local.broker import LocalBroker
+from ops.local.kafka import KafkaCluster, start_kafka
 from ops.local.process import process_identity, stop_pid
 from ops.settings import ToolSettings
 from streams.kafka_tools import create_topics
@@ -199,13 +200,38 @@ def build_bundle(settings: ToolSettings, out: Path, target: str = "production", 
 
 @dataclass
 class LocalStack:
-    broker: LocalBroker
+    broker: LocalBroker | KafkaCluster
     triton: object | None  # LocalTriton
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    @property
+    def kind(self) -> str:
+        return "kafka" if isinstance(self.broker, KafkaCluster) else "tansu"
 
     def stop(self) -> None:
         if self.triton is not None:
             self.triton.stop()  # type: ignore[attr-defined]
         self.broker.stop()
+
+
+def replication(broker: LocalBroker | KafkaCluster) -> dict[str, int]:
+    """The topics' replication on a local broker: as many replicas as there are nodes, up to the production
+    defaults (3 replicas, min.insync.replicas 2); one node has nothing to replicate to."""
+    nodes = len(broker.nodes) if isinstance(broker, KafkaCluster) else 1
+    return {"replication_factor": min(nodes, 3), "min_insync_replicas": min(max(nodes - 1, 1), 2)}
+
+
+def start_broker(settings: ToolSettings, detach: bool = False,
+                 progress: Progress = log.info) -> LocalBroker | KafkaCluster:
+    """The broker ``settings.local_broker`` names: the embedded Tansu, or Apache Kafka
+    (``local_kafka_nodes`` nodes, the first on ``broker_port``)."""
+    if settings.local_broker == "kafka":
+        return start_kafka(settings.kafka_cache_dir, settings.state_dir / "kafka", settings.local_kafka_nodes,
+                           settings.broker_port, detach=detach, progress=progress)
+    return LocalBroker(settings.broker_port, settings.state_dir / "logs" / "broker.log", detach=detach).start_and_wait()
 
 
 def start_stack(settings: ToolSettings, with_triton: bool = True, detach: bool = False,
@@ -214,10 +240,9 @@ def start_stack(settings: ToolSettings, with_triton: bool = True, detach: bool =
     from ops.local.triton import LocalTriton
 
     with ExitStack() as undo:
-        broker = LocalBroker(settings.broker_port, settings.state_dir / "logs" / "broker.log", detach=detach)
-        broker.start_and_wait()
+        broker = start_broker(settings, detach, progress)
         undo.callback(broker.stop)
-        progress(f"broker ready on {broker.bootstrap}")
+        progress(f"broker ({settings.local_broker}) ready on {broker.bootstrap}")
         triton = None
         if with_triton:
             repo = build_local_repository(settings)
@@ -226,9 +251,7 @@ def start_stack(settings: ToolSettings, with_triton: bool = True, detach: bool =
             triton.start_and_wait()
             undo.callback(triton.stop)
             progress(f"triton ready on {triton.grpc_url} (gRPC), models: {', '.join(triton.models)}")
-        # one broker: nothing to replicate to (a worker pointed at the local stack should say the same)
-        create_topics(settings.updated(broker=broker.bootstrap, replication_factor=1,
-                                                  min_insync_replicas=1))
+        create_topics(settings.updated(broker=broker.bootstrap, **replication(broker)))
         undo.pop_all()
         return LocalStack(broker, triton)
 
@@ -241,7 +264,9 @@ def stack_up(settings: ToolSettings, progress: Progress) -> None:
     if _pidfile(settings).exists():
         raise EnrichError(f"a stack is already recorded in {_pidfile(settings)}; run `enrich stack down` first")
     stack = start_stack(settings, detach=True, progress=progress)
-    pids = {"broker": stack.broker.pid, "triton": stack.triton.pid if stack.triton else None}  # type: ignore
+    brokers = stack.broker.pids() if isinstance(stack.broker, KafkaCluster) else [stack.broker.pid]
+    pids = {f"broker{i or ''}": pid for i, pid in enumerate(brokers)} | {
+        "triton": stack.triton.pid if stack.triton else None}  # type: ignore[attr-defined]
     _pidfile(settings).write_text(json.dumps({name: {"pid": pid, "identity": process_identity(pid)}
                                               for name, pid in pids.items() if pid}))
 

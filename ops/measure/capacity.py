@@ -104,7 +104,7 @@ def costs_from_metrics(text: str, source: str) -> ItemCosts:
 
 
 # What `benchmarks/gpu_run.sh` measured on a GPU, when a run was committed: the served graphs' items/s.
-GPU_RESULT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu" / "gpu_speed.json"
+GPU_RESULT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gpu" / "gpu_speed.json"
 
 
 @dataclass(frozen=True)
