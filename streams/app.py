@@ -8,6 +8,7 @@ the consumer and stops after it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -16,7 +17,7 @@ import faust
 
 from enrich import metrics
 from streams.agents import add_agents
-from streams.collision_digits import DigitStore
+from streams.publish_stage import Publishing
 from streams.services import Enrichment
 from streams.settings import Settings
 from streams.topology import STAGES, STREAM_TOPICS
@@ -78,16 +79,14 @@ def create_app(settings: Settings) -> EnrichApp:
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     enrichment = app.start_first(Enrichment(settings))
+    publishing = app.start_first(Publishing(settings, app))
     topics = {name: app.topic(settings.topic(name), value_type=bytes, key_type=bytes) for name in STREAM_TOPICS}
-    inputs = {topics[s.reads].get_topic_name() for s in STAGES}
-    new_topic, coded_topic = (topics[s.reads].get_topic_name() for s in STAGES)
-    digits = DigitStore(settings)
+    new_topic = topics[STAGES[0].reads].get_topic_name()
 
     paused: set[Any] = set()  # what this worker paused while the backend was down (Faust keeps its own set private)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        digits.forget({tp.partition for tp in revoked if tp.topic == coded_topic})
         paused.difference_update(revoked)  # Faust resumes a revoked partition; whoever gets it next decides
 
     def paused_inputs() -> set[Any]:
@@ -111,12 +110,12 @@ def create_app(settings: Settings) -> EnrichApp:
     async def track_lag() -> None:
         # The monitor's end offsets come from fetch responses (right on Tansu too, unlike ListOffsets).
         ends, committed = app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets
-        assigned = {tp for tp in app.consumer.assignment() if tp.topic in inputs}
+        assigned = {tp for tp in app.consumer.assignment() if tp.topic == new_topic}
+        lags = {(tp.topic, tp.partition): max(0, ends[tp] - committed.get(tp, 0)) for tp in assigned if tp in ends}
+        lags |= await asyncio.to_thread(publishing.stage.lag)  # the second stage's, from its own consumer
         metrics.CONSUMER_LAG.clear()
-        for tp in assigned:
-            if tp in ends:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
-                    max(0, ends[tp] - committed.get(tp, 0)))
+        for (topic, partition), lag in lags.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         metrics.PAUSED_PARTITIONS.set(len(paused_inputs()))
 
     @app.task
@@ -127,9 +126,9 @@ def create_app(settings: Settings) -> EnrichApp:
             log.exception("warm-up failed; stopping the worker")
             await app.crash(exc)
 
-    app.enrichment, app.stream_topics = enrichment, topics
-    add_agents(app, settings, enrichment, topics, digits)
-    add_pages(app, enrichment, paused_inputs)
+    app.enrichment, app.stream_topics, app.publishing = enrichment, topics, publishing
+    add_agents(app, settings, enrichment, topics)
+    add_pages(app, enrichment, paused_inputs, publishing.stage)
     return app
 
 

@@ -25,7 +25,6 @@ end-to-end test); an app without tables never enters that path.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -114,34 +113,28 @@ def _is_digit(value: object) -> bool:
 
 
 class DigitStore:
+    """The digits of the ``items.coded`` partitions this worker owns; used by the one thread of the publish
+    stage (``streams.publish_stage``), whose consumer's rebalance callbacks call ``forget`` between batches."""
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._partitions: dict[int, dict[bytes, TupleDigits]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        # Bumped on every revocation: a batch numbered under an older generation must not be published,
-        # because the partition's next owner (maybe this worker, reloaded) numbers it again.
-        self.generation = 0
 
-    async def ensure_loaded(self, partition: int) -> list[Rejected]:
+    def ensure_loaded(self, partition: int) -> list[Rejected]:
         """Read ``sid.digits[partition]`` to its end, once per assignment of the partition. Returns the
         records it could not read (skipped) when it read the partition now, else nothing."""
         if partition in self._partitions:
             return []
-        lock = self._locks.setdefault(partition, asyncio.Lock())
-        async with lock:
-            if partition in self._partitions:
-                return []
-            t0 = time.perf_counter()
-            state, rejected = await asyncio.to_thread(self._read_partition, partition)
-            self._partitions[partition] = state
-            log.info("collision digits of partition %d loaded: %d code tuples, %d items in %.2fs%s",
-                     partition, len(state), sum(len(t.by_item) for t in state.values()),
-                     time.perf_counter() - t0, f"; {len(rejected)} unreadable records skipped" if rejected else "")
-            return rejected
+        t0 = time.perf_counter()
+        state, rejected = self._read_partition(partition)
+        self._partitions[partition] = state
+        log.info("collision digits of partition %d loaded: %d code tuples, %d items in %.2fs%s",
+                 partition, len(state), sum(len(t.by_item) for t in state.values()),
+                 time.perf_counter() - t0, f"; {len(rejected)} unreadable records skipped" if rejected else "")
+        return rejected
 
     def forget(self, partitions: set[int]) -> None:
         """Drop partitions this worker no longer owns; whoever owns them next writes their digits."""
-        self.generation += 1
         for p in partitions:
             self._partitions.pop(p, None)
 

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
                                    description="longest a fetch waits for data; Kafka answers as soon as data "
                                                "arrives, the bundled Tansu only when the wait is up")
 
+    exactly_once: bool = Field(False, description="write each stage's outputs and its input offsets in one Kafka "
+                                                  "transaction, so read_committed consumers of the outputs see each "
+                                                  "item once (Apache Kafka; costs throughput, see "
+                                                  "docs/reliability.md)")
+
     # Micro-batching
     batch_size: int = Field(16, ge=1, description="max events per micro-batch")
     batch_wait_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")

@@ -11,6 +11,8 @@ from ops.cli.console import say
 from ops.settings import ToolSettings
 
 EVAL_OUT = Path("benchmarks/results/eval_small.json")
+BENCH_OUT = Path("benchmarks/results/stream.json")
+BACKLOG_OUT = Path("benchmarks/results/backlog.json")
 
 
 def _numbers(text: str, kind: type, flag: str) -> tuple:
@@ -26,6 +28,11 @@ def _numbers(text: str, kind: type, flag: str) -> tuple:
 def cmd_bench(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.measure.bench import BenchConfig, run_bench
 
+    if a.backlog:
+        from ops.measure.backlog import run_backlog
+
+        run_backlog(s, a.backlog, a.out if a.out != BENCH_OUT else BACKLOG_OUT, say=say)
+        return 0
     if a.items < 20:
         raise EnrichError("--items must be at least 20 for percentiles to mean anything")
     cfg = BenchConfig(items=a.items, batch_sizes=_numbers(a.batch_sizes, int, "--batch-sizes"),
@@ -104,7 +111,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--waits", default="0.005,0.05", help="micro-batch waits (s) to sweep in the stream")
     b.add_argument("--inflight", default="1,2,3,4", help="in-flight batches to sweep at the best batch size/wait")
     b.add_argument("--steady-s", type=float, default=20.0, help="length of the steady half-load run (s)")
-    b.add_argument("--out", type=Path, default=Path("benchmarks/results/stream.json"), help="results JSON")
+    b.add_argument("--backlog", type=int, default=0, metavar="N",
+                   help="instead: N real apps with icons, then N text only, each published as one burst; every "
+                        "output timed per stage (results: benchmarks/results/backlog.json)")
+    b.add_argument("--out", type=Path, default=BENCH_OUT, help="results JSON")
     b.set_defaults(fn=cmd_bench)
     ev = sub.add_parser("eval", help="tagging and neighbour quality of the small presets on the debtags test split")
     ev.add_argument("--limit", type=int, default=0, help="only the first N test items (0: all), and apps")

@@ -6,7 +6,6 @@ trusted it stopped at the first record of the last batch."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import msgpack
@@ -62,17 +61,17 @@ def test_digit_store_reads_the_previous_releases_tuples_and_writes_one_record_pe
     publish(fresh, "sid.digits", [(b"v:1-2-3", msgpack.packb({"a": 0, "b": 1}))], partition=0)
     store = DigitStore(fresh)
 
-    async def digits() -> list[tuple[int, object]]:
-        assert await store.ensure_loaded(0) == []
+    def digits() -> list[tuple[int, object]]:
+        assert store.ensure_loaded(0) == []
         return [store.assign(0, b"v:1-2-3", "b"), store.assign(0, b"v:1-2-3", "a"),
                 store.assign(0, b"v:1-2-3", "d"), store.assign(0, b"v:4-5-6", "c")]
 
-    replayed_b, replayed_a, newcomer, other = asyncio.run(digits())
+    replayed_b, replayed_a, newcomer, other = digits()
     assert replayed_b == (1, None) and replayed_a == (0, None) and other == (0, None)
     assert newcomer == (2, (b"v:1-2-3\x00d", msgpack.packb(2)))
     # A partition handed to another worker is read again when it comes back (d was never written: new again).
     store.forget({0})
-    assert asyncio.run(digits())[2] == (2, (b"v:1-2-3\x00d", msgpack.packb(2)))
+    assert digits()[2] == (2, (b"v:1-2-3\x00d", msgpack.packb(2)))
 
 
 def test_a_hundred_thousand_identical_items_get_distinct_digits_that_survive_a_reload(fresh):
@@ -81,15 +80,15 @@ def test_a_hundred_thousand_identical_items_get_distinct_digits_that_survive_a_r
     key = b"rqvae-L3K16-test:7-7-7"
     ids = [f"{n:08d}-0000-4000-8000-repost00000" for n in range(100_000)]  # uuid-sized ids
     first = DigitStore(fresh)
-    assert asyncio.run(first.ensure_loaded(0)) == []
+    assert first.ensure_loaded(0) == []
     given = [first.assign(0, key, i) for i in ids]
     assert [d for d, _ in given] == list(range(len(ids)))
     publish(fresh, "sid.digits", [record for _, record in given], partition=0, timeout_s=120)
     # junk beside them is refused on reading, the rest is read
-    publish(fresh, "sid.digits", [(None, b"junk"), (key + b"\x00x", b"\xc1")], partition=0)
+    publish(fresh, "sid.digits", [(b"junk", b"junk"), (key + b"\x00x", b"\xc1")], partition=0)
 
     second = DigitStore(fresh)
-    rejected = asyncio.run(second.ensure_loaded(0))
+    rejected = second.ensure_loaded(0)
     assert [r.error.reason for r in rejected] == ["bad_digit_record"] * 2
     assert all(second.assign(0, key, ids[n]) == (n, None) for n in range(0, len(ids), 997))
     assert second.assign(0, key, "newcomer")[0] == len(ids)

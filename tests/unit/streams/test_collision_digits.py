@@ -12,7 +12,7 @@ from streams.collision_digits import DigitStore, TupleDigits, apply_record, digi
 
 def store_with_empty_partition() -> DigitStore:
     store = DigitStore.__new__(DigitStore)
-    store._partitions, store._locks, store.generation = {0: {}}, {}, 0
+    store._partitions = {0: {}}
     return store
 
 
