@@ -17,6 +17,13 @@ STAGE_SECONDS = Histogram("enrich_stage_seconds", "Wall time per pipeline stage 
 BATCH_SIZE = Histogram("enrich_batch_size", "Events per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 END_TO_END = Histogram("enrich_end_to_end_seconds", "Item created_at to outputs acknowledged",
                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+# Freshness per stage, an operator's view of a stall without reading records: "enriched" is an item's
+# created_at to the first stage's hand-off, "published" its enriched_at to the second stage's acknowledged outputs.
+ITEM_AGE = Histogram("enrich_item_age_seconds", "Age an item gains in each stage (enriched: created_at to hand-off; "
+                     "published: enriched_at to outputs acknowledged)", ["stage"],
+                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300))
+BROKER_WAIT = Gauge("enrich_broker_wait_seconds", "How long a stage has been waiting for the broker to acknowledge "
+                    "its writes (0 when it is not waiting)", ["stage"])
 BACKEND_RETRIES = Counter("enrich_backend_retries_total", "Batches retried because the model server was unavailable")
 BACKEND_UP = Gauge("enrich_backend_up", "1 while the last model call succeeded, 0 while retrying")
 VOCAB_SIZE = Gauge("enrich_vocab_tags", "Tags in the live vocabulary")

@@ -63,12 +63,19 @@ def add_agents(app: faust.App, settings: Settings, enrichment: Enrichment,
             futures = []
             for o in outcomes:
                 if isinstance(o, Enriched):
+                    metrics.ITEM_AGE.labels("enriched").observe(
+                        max(0.0, (o.record.enriched_at - o.record.created_at) / 1000))
                     coded = CodedItem.of(o.record, o.neighbor, o.tag_edges)
                     futures.append(await topics[ITEMS_CODED].send(key=coded.key, value=coded.encode()))
                 else:
                     futures.append(await topics[ITEMS_DLQ].send(key=o.key, value=encode(o)))
                     metrics.DLQ.labels(o.reason, o.stage).inc()
-            await delivered(futures)
+            token = object()
+            enrichment.handoffs[token] = time.monotonic()  # /readyz and the broker-wait gauge read it
+            try:
+                await delivered(futures)
+            finally:
+                del enrichment.handoffs[token]
             metrics.STAGE_SECONDS.labels("handoff").observe(time.perf_counter() - t0)
             if previous is not None:
                 await previous  # acks stay in offset order

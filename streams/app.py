@@ -105,6 +105,8 @@ def create_app(settings: Settings) -> EnrichApp:
                     "resumed" if backend_up else "paused", len(tps))
 
     enrichment.on_backend_state = pause_input
+    metrics.BROKER_WAIT.labels("handoff").set_function(enrichment.handoff_wait_s)
+    metrics.BROKER_WAIT.labels("publish").set_function(publishing.stage.broker_wait_s)
 
     @app.timer(interval=settings.lag_interval_s)
     async def track_lag() -> None:

@@ -9,9 +9,11 @@ end before it numbers anything there, so an item replayed after a restart or a
 rebalance finds its digit again, and a newcomer gets the next free one.
 
 One record per (code tuple, item): key ``<tuple key> NUL <item id>``, value the digit
-(a msgpack integer). A record's size is bounded by the item id's, however many items
-share a tuple; the releases before wrote one record per tuple holding every item's
-digit, which a tuple of some thousand reposts made too large for the broker. Those
+(a msgpack integer), or in exactly-once mode ``[digit, created_at]``: the item's ``created_at`` tells a replay
+of the same input (numbered and published before, in the same transaction) from a new version of the item.
+A record's size is bounded by the item id's, however many items share a tuple; the releases
+before wrote one record per tuple holding every item's digit, which a tuple of some thousand
+reposts made too large for the broker. Those
 records (key without NUL, value a map) are still read, so an upgrade keeps every digit.
 A tuple's next digit is one past the largest it has given, so a digit once given is
 never given again, even after its record was deleted.
@@ -49,10 +51,13 @@ class TupleDigits:
 
     by_item: dict[str, int] = field(default_factory=dict)
     next: int = 0
+    created: dict[str, int] = field(default_factory=dict)  # created_at of the version published (exactly-once)
 
-    def give(self, item_id: str, digit: int) -> None:
+    def give(self, item_id: str, digit: int, created_at: int | None = None) -> None:
         self.by_item[item_id] = digit
         self.next = max(self.next, digit + 1)
+        if created_at is not None:
+            self.created[item_id] = created_at
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,11 @@ class Rejected:
     error: InvalidItem
 
 
-def digit_record(tuple_key: bytes, item_id: str, digit: int) -> tuple[bytes, bytes]:
-    """The (key, value) of one item's digit in ``sid.digits``."""
-    return tuple_key + _SEP + item_id.encode(), msgpack.packb(digit)
+def digit_record(tuple_key: bytes, item_id: str, digit: int, created_at: int | None = None) -> tuple[bytes, bytes]:
+    """The (key, value) of one item's digit in ``sid.digits`` (with the version's ``created_at`` in exactly-once
+    mode)."""
+    value = digit if created_at is None else [digit, created_at]
+    return tuple_key + _SEP + item_id.encode(), msgpack.packb(value)
 
 
 def apply_record(state: dict[bytes, TupleDigits], key: bytes | None, value: bytes | None) -> None:
@@ -84,10 +91,13 @@ def apply_record(state: dict[bytes, TupleDigits], key: bytes | None, value: byte
                 state[tuple_key].by_item.pop(item_id, None)
             return
         digit = _unpack(value)
+        created_at = None
+        if isinstance(digit, list) and len(digit) == 2 and _is_digit(digit[1]):
+            digit, created_at = digit
         if not _is_digit(digit):
             raise InvalidItem(BAD_RECORD, f"value {digit!r:.60} is not a digit (a non-negative integer)",
                               stage="semantic_id")
-        state.setdefault(tuple_key, TupleDigits()).give(item_id, digit)
+        state.setdefault(tuple_key, TupleDigits()).give(item_id, digit, created_at)
         return
     if value is None:  # a release before this one deleted the whole tuple
         state.pop(tuple_key, None)
@@ -147,6 +157,21 @@ class DigitStore:
         digit = digits.next
         digits.give(item_id, digit)
         return digit, digit_record(key, item_id, digit)
+
+    def assign_once(self, partition: int, key: bytes, item_id: str,
+                    created_at: int) -> tuple[int, tuple[bytes, bytes] | None, bool]:
+        """Exactly-once numbering: as ``assign``, and whether this version of the item (its ``created_at``) was
+        numbered, and so published, before: a replay whose outputs are not sent again. The digit record is
+        written with each new version."""
+        digits = self._partitions[partition].setdefault(key, TupleDigits())
+        if item_id in digits.by_item:
+            digit = digits.by_item[item_id]
+            if digits.created.get(item_id) == created_at:
+                return digit, None, True
+        else:
+            digit = digits.next
+        digits.give(item_id, digit, created_at)
+        return digit, digit_record(key, item_id, digit, created_at), False
 
     def _read_partition(self, partition: int) -> tuple[dict[bytes, TupleDigits], list[Rejected]]:
         state: dict[bytes, TupleDigits] = {}

@@ -108,6 +108,11 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     admin, md = _cluster(settings, timeout_s)
     missing = [settings.topic(t) for t in TOPIC_NAMES if settings.topic(t) not in md.topics]
     if missing:
+        denied = _denied(admin, missing, timeout_s)
+        if denied:
+            raise KafkaToolError(
+                f"not authorised to use {', '.join(denied)} as {settings.sasl_username or 'this principal'}: grant "
+                "the workers' principal the ACLs `enrich topics acls --principal User:NAME` lists")
         raise KafkaToolError(f"topics missing: {', '.join(missing)}; run `enrich topics create`")
     coded, digits = (len(md.topics[settings.topic(t)].partitions) for t in (ITEMS_CODED, SID_DIGITS))
     if coded != digits:
@@ -117,6 +122,21 @@ def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     for line in topic_drift(settings, timeout_s, (admin, md)):
         log.warning("topic drift: %s (see `enrich topics check`)", line)
     check_message_limit(settings, admin, timeout_s)
+
+
+def _denied(admin: AdminClient, names: list[str], timeout_s: float) -> list[str]:
+    """Of topics not in the cluster's metadata, those that exist but this principal may not describe (a broker
+    lists only the topics a principal may see)."""
+    denied = []
+    for name in names:
+        try:
+            topic = admin.list_topics(topic=name, timeout=timeout_s).topics.get(name)
+        except KafkaException:
+            continue
+        if topic is not None and topic.error is not None and \
+                topic.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            denied.append(name)
+    return denied
 
 
 def check_message_limit(settings: Settings, admin: AdminClient | None = None, timeout_s: float = 10.0) -> int | None:
@@ -156,6 +176,12 @@ def consumer(settings: Settings, group: str, **overrides: object) -> Consumer:
     """The tools' consumer: ``group`` never commits unless ``enable_auto_commit`` says so (a reader, not a
     worker); overrides are librdkafka settings with ``_`` for ``.``."""
     return Consumer(settings.consumer_config(group) | {k.replace("_", "."): v for k, v in overrides.items()})
+
+
+def group_noise(err: KafkaError) -> bool:
+    """An error a reader that never commits may ignore: librdkafka looks up the coordinator of any consumer's
+    group, and a least-privilege principal may use no group but its workers' (docs/operations.md, ACLs)."""
+    return err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
 
 
 class Deliveries:
@@ -276,7 +302,7 @@ class TopicReader:
         out = []
         for m in self._c.consume(max_records, timeout_s):
             if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
+                if m.error().code() == KafkaError._PARTITION_EOF or group_noise(m.error()):
                     continue
                 raise KafkaToolError(m.error().str())
             out.append(Record.of(m, self._prefix))
@@ -322,6 +348,8 @@ def read_to_end(settings: Settings, topics: Iterable[str], timeout_s: float = 12
             if m is None:
                 continue
             if m.error():
+                if group_noise(m.error()):
+                    continue
                 if m.error().code() != KafkaError._PARTITION_EOF:
                     raise KafkaToolError(m.error().str())
                 catch_up[m.topic()].on_eof(m.partition(), m.offset())

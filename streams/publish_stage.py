@@ -56,7 +56,9 @@ class Batch:
     digits: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # (partition, key, value)
     dead: list[DeadLetter] = field(default_factory=list)
     created: list[int] = field(default_factory=list)
+    enriched: list[int] = field(default_factory=list)  # the first stage's enriched_at of each item
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
+    replays: int = 0  # exactly-once: items of the batch published before, not sent again
 
 
 def number(settings: Settings, digits: DigitStore, messages: list[Message]) -> Batch:
@@ -79,7 +81,14 @@ def number(settings: Settings, digits: DigitStore, messages: list[Message]) -> B
             batch.dead.append(dead_letter(RawEvent(m.key(), m.value() or b"", source), err, None,
                                           settings.max_message_bytes))
             continue
-        digit, new_record = digits.assign(partition, coded.key, coded.item_id)
+        if settings.exactly_once:
+            digit, new_record, replay = digits.assign_once(partition, coded.key, coded.item_id,
+                                                           coded.record["created_at"])
+            if replay:  # the first stage enriched this input again after a restart: published already
+                batch.replays += 1
+                continue
+        else:
+            digit, new_record = digits.assign(partition, coded.key, coded.item_id)
         if new_record is not None:
             batch.digits.append((partition, *new_record))
         done = coded.finish(digit)
@@ -87,6 +96,7 @@ def number(settings: Settings, digits: DigitStore, messages: list[Message]) -> B
         batch.outputs += [(ITEMS_ENRICHED, item_key, done.enriched), (RECALL_NEIGHBORS, item_key, done.neighbor)]
         batch.outputs += [(RECALL_TAGS, item_key, edge) for edge in done.edges]
         batch.created.append(done.created_at)
+        batch.enriched.append(int(coded.record.get("enriched_at") or 0) or done.created_at)
     return batch
 
 
@@ -105,6 +115,7 @@ class PublishStage:
         self.last_poll = 0.0  # monotonic time of the last poll: /readyz says when the stage has stopped polling
         self.error: BaseException | None = None
         self._lag_consumer: Consumer | None = None  # a second client of the same group, read by other threads
+        self.waiting_since: float | None = None  # while the broker has not yet acknowledged a batch's writes
 
     @property
     def coded_topic(self) -> str:
@@ -217,9 +228,40 @@ class PublishStage:
                 self._lag_consumer.close()
                 self._lag_consumer = None
 
+    def waiting_for(self) -> list[str]:
+        """What the stage waits for, in words, for /readyz."""
+        if not self.alive:
+            return [f"the publish stage, which stopped: {self.error}"] if self.error else ["the publish stage to start"]
+        if self.broker_wait_s() > 1.0:
+            return [f"the broker to acknowledge the publish stage's outputs ({self.broker_wait_s():.0f}s; "
+                    "its offsets are committed only after that)"]
+        return []
+
+    def broker_wait_s(self) -> float:
+        since = self.waiting_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _publish(self, consumer: Consumer, producer: Producer, records: list[Message]) -> None:
         t0 = time.perf_counter()
         batch = number(self.settings, self.digits, records)
+        self.waiting_since = time.monotonic()
+        try:
+            self._write(consumer, producer, batch)
+        finally:
+            self.waiting_since = None
+        metrics.OUTPUT_BYTES.inc(sum(len(k) + len(v) for _, k, v in batch.outputs))
+        for d in batch.dead:
+            metrics.DLQ.labels(d.reason, d.stage).inc()
+        metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
+        done = now_ms()
+        metrics.ITEMS_OUT.inc(len(batch.created))
+        for c in batch.created:
+            metrics.END_TO_END.observe(max(0.0, (done - c) / 1000))
+        for e in batch.enriched:
+            metrics.ITEM_AGE.labels("published").observe(max(0.0, (done - e) / 1000))
+
+    def _write(self, consumer: Consumer, producer: Producer, batch: Batch) -> None:
+        """The batch's records and its offsets: one transaction, or sent, acknowledged, then committed."""
         if self.settings.exactly_once:
             producer.begin_transaction()
             try:
@@ -241,14 +283,6 @@ class PublishStage:
                     f"{len(failures)} outputs refused by the broker ({'; '.join(sorted(set(failures))[:3])}), "
                     f"{remaining} unacknowledged"))
             self._commit(consumer, self._offsets(batch))
-        metrics.OUTPUT_BYTES.inc(sum(len(k) + len(v) for _, k, v in batch.outputs))
-        for d in batch.dead:
-            metrics.DLQ.labels(d.reason, d.stage).inc()
-        metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - t0)
-        done = now_ms()
-        metrics.ITEMS_OUT.inc(len(batch.created))
-        for c in batch.created:
-            metrics.END_TO_END.observe(max(0.0, (done - c) / 1000))
 
     def _commit(self, consumer: Consumer, offsets: list[TopicPartition], within_s: float = 60.0) -> None:
         """Commit, retrying what a broker failure makes retriable (a coordinator moving to another broker):

@@ -58,6 +58,7 @@ class Enrichment(Service):
         self.settings = settings
         self._models: tuple[InferenceBackend, Pipeline, VocabularyFeed] | None = None
         self.backend_ok = True
+        self.handoffs: dict[object, float] = {}  # batches whose hand-off the broker has not acknowledged, since when
         self.warm = False  # set once the backend reported every model ready and a warm-up item ran through
         # Called with False when the backend becomes unavailable and True when it is back (the worker
         # pauses and resumes fetching its input partitions).
@@ -163,6 +164,11 @@ class Enrichment(Service):
         """What /readyz says: warmed up, and the last model call worked."""
         return self.warm and self.backend_ok
 
+    def handoff_wait_s(self) -> float:
+        """How long the oldest hand-off to items.coded has waited for the broker (0: none waits)."""
+        starts = list(self.handoffs.values())
+        return time.monotonic() - min(starts) if starts else 0.0
+
     def waiting_for(self) -> list[str]:
         """What readiness waits for, in words (empty: nothing), and what is still loading without holding
         items up."""
@@ -173,6 +179,9 @@ class Enrichment(Service):
             waits.append("the model backend (unavailable; batches are retried and input is paused)")
         if not self.warm:
             waits.append("warm-up: every model ready and one item through the pipeline")
+        if self.handoff_wait_s() > 1.0:
+            waits.append(f"the broker to acknowledge the hand-off to items.coded ({self.handoff_wait_s():.0f}s; "
+                         "the batch is retried, then the worker restarts and replays it)")
         vocab = self.pipeline.vocabulary
         if not self.feed.caught_up.is_set():
             waits.append(f"tags.vocab read to its end ({len(vocab)} tags so far; items flow meanwhile)")

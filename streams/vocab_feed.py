@@ -24,7 +24,7 @@ from enrich.errors import InvalidItem
 from enrich.pipeline import RawEvent, SourceRef, dead_letter
 from enrich.schemas import DeadLetter, VocabEntry, decode_vocab, encode
 from enrich.tagging.vocabulary import TagVocabulary
-from streams.kafka_tools import CatchUp, consumer, producer
+from streams.kafka_tools import CatchUp, consumer, group_noise, producer
 from streams.settings import Settings
 from streams.topology import ITEMS_DLQ, TAGS_VOCAB
 
@@ -146,7 +146,7 @@ class VocabularyFeed:
                                      self._vocab.pending)
                             self.caught_up.set()
                         self._embed_some()
-                    else:
+                    elif not group_noise(m.error()):
                         log.warning("vocab feed error: %s", m.error().str())
                         time.sleep(0.5)
                     continue

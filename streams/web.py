@@ -34,7 +34,7 @@ def add_pages(app: faust.App, enrichment: Enrichment, paused_inputs: Callable[[]
         # Ready once every model is ready and a warm-up item went through; unready while the backend is down.
         body = {"ready": enrichment.ready, "warmed_up": enrichment.warm, "backend_ok": enrichment.backend_ok,
                 "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in paused_inputs()),
-                "waiting_for": enrichment.waiting_for(), "publish_stage": publishing.ready}
+                "waiting_for": enrichment.waiting_for() + publishing.waiting_for(), "publish_stage": publishing.ready}
         if enrichment.loaded:  # never load models from a probe
             vocabulary = enrichment.pipeline.vocabulary
             body |= {"vocab_tags": len(vocabulary), "vocab_pending": vocabulary.pending,

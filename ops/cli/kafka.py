@@ -15,6 +15,21 @@ def cmd_topics(s: ToolSettings, a: argparse.Namespace) -> int:
     from streams.kafka_tools import create_topics, topic_drift
     from streams.topology import topic_specs
 
+    if a.action == "acls":
+        from ops.kafka.acls import apply, recall_grants, worker_grants
+
+        if not a.principal:
+            raise EnrichError("acls needs --principal User:NAME (the workers' principal); --recall-principal adds "
+                              "the recall server's")
+        grants = worker_grants(s, a.principal)
+        grants += recall_grants(s, a.recall_principal) if a.recall_principal else []
+        if a.apply:
+            apply(s, grants)
+            say(f"created {len(grants)} ACLs")
+        else:
+            for g in grants:
+                say(g.command(s.broker))
+        return 0
     if a.action == "create":
         created = create_topics(s)
         say(f"created: {', '.join(created) or 'nothing (all exist)'}")
@@ -102,9 +117,13 @@ def cmd_audit(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("topics", help="create the topics, print their specification, or check the cluster "
-                                      "against it (exit 1 on drift)")
-    t.add_argument("action", choices=["create", "spec", "check"])
+    t = sub.add_parser("topics", help="create the topics, print their specification, check the cluster against it "
+                                      "(exit 1 on drift), or list the ACLs the workers need")
+    t.add_argument("action", choices=["create", "spec", "check", "acls"])
+    t.add_argument("--principal", help="acls: the workers' principal, e.g. User:enrich")
+    t.add_argument("--recall-principal", help="acls: the recall server's principal (reads the recall feeds only)")
+    t.add_argument("--apply", action="store_true", help="acls: create them (as an administrator) instead of "
+                                                        "printing kafka-acls commands")
     t.set_defaults(fn=cmd_topics)
     pb = sub.add_parser("publish", help="publish sample items to items.new")
     pb.add_argument("--items", type=int, default=30)

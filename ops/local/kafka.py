@@ -257,9 +257,8 @@ class KafkaCluster:
                 p.wait()
 
     def tool(self, main: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-        """A Kafka command-line tool by its main class (``kafka-consumer-groups`` is
-        ``org.apache.kafka.tools.consumer.group.ConsumerGroupCommand``), run with this cluster's jars."""
-        return subprocess.run(self._java(main, *args), capture_output=True, text=True, timeout=timeout_s)
+        """A Kafka command-line tool by its main class, run with this cluster's jars."""
+        return kafka_tool(self.libs, main, *args, timeout_s=timeout_s)
 
     def tool_properties(self) -> Path:
         """A client properties file for the tools (``--command-config``): the super user's credentials."""
@@ -271,6 +270,29 @@ class KafkaCluster:
                      f'username="{self.scram.admin_user}" password="{self.scram.admin_password}";']
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+CONSUMER_GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"  # kafka-consumer-groups.sh
+
+
+def kafka_tool(libs: Path, main: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """One of Kafka's command-line tools by its main class (``CONSUMER_GROUPS``, ...), with the cached jars."""
+    return subprocess.run([java(), "-Xmx256m", "-cp", f"{libs}/*", main, *args], capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def consumer_group_lag(libs: Path, bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """Lag per (topic, partition) as ``kafka-consumer-groups --describe`` reports it (partitions without a
+    committed offset are left out)."""
+    res = kafka_tool(libs, CONSUMER_GROUPS, "--bootstrap-server", bootstrap, "--describe", "--group", group)
+    if res.returncode != 0:
+        raise LaunchError(f"kafka-consumer-groups failed: {(res.stdout + res.stderr)[-1000:]}")
+    out: dict[tuple[str, int], int] = {}
+    for line in res.stdout.splitlines():
+        cols = line.split()
+        if len(cols) >= 6 and cols[0] == group and cols[3].isdigit() and cols[5].isdigit():
+            out[(cols[1], int(cols[2]))] = int(cols[5])  # GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END LAG
+    return out
 
 
 def start_kafka(cache_dir: Path, root: Path, nodes: int = 1, port: int | None = None, scram: Scram | None = None,

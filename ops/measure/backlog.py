@@ -136,7 +136,7 @@ def run_backlog(settings: ToolSettings, items: int, out: Path, say: Say = print,
         results = [run_burst(private.settings, b, private.logs, say) for b in bursts]
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
-              "preset": settings.model_preset, "broker": settings.local_broker,
+              "preset": settings.model_preset, "broker": getattr(settings, "local_broker", "tansu"),
               "settings": {"batch_size": settings.batch_size, "batch_wait_s": settings.batch_wait_s,
                            "inflight_batches": settings.inflight_batches},
               "window_s": WINDOW_S, "bursts": results}

@@ -116,3 +116,32 @@ def read_until(settings, counts: dict[str, int], timeout_s: float, topics=None,
             break
     reader.close()
     return got
+
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "mm-enrich"
+
+
+def rendered_worker_env(values: dict | None = None, secrets: dict[tuple[str, str], str] | None = None
+                        ) -> dict[str, str]:
+    """The worker container's environment as the chart renders it: its ConfigMap, then its own env entries, a
+    Secret's key taken from ``secrets`` by (secret name, key), as the kubelet would resolve it."""
+    import helm_python as helm
+    import yaml
+
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name="rel", namespace="enrich")
+    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+    config = next(d for d in docs if d["kind"] == "ConfigMap"
+                  and d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker")["data"]
+    worker = next(d for d in docs if d["kind"] == "Deployment"
+                  and d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker")
+    container = next(c for c in worker["spec"]["template"]["spec"]["containers"] if c["name"] == "worker")
+    assert container["command"] == ["enrich", "worker"]
+    env = dict(config)
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = (secrets or {})[(ref["name"], ref["key"])]
+    return env

@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import helm_python as helm
 import pytest
 import yaml
-from cli_runs import http_get, wait_for
+from cli_runs import http_get, rendered_worker_env, wait_for
 
 from ops.local.harness import settings_env
 from ops.local.process import free_port
@@ -20,20 +19,6 @@ from ops.local.process import free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.helm]
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "mm-enrich"
-
-
-def rendered_worker_env(values: dict | None = None) -> dict[str, str]:
-    """The worker container's environment as the chart renders it: its ConfigMap, then its own env entries."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name="rel", namespace="enrich")
-    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
-    config = next(d for d in docs if d["kind"] == "ConfigMap"
-                  and d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker")["data"]
-    worker = next(d for d in docs if d["kind"] == "Deployment"
-                  and d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker")
-    container = next(c for c in worker["spec"]["template"]["spec"]["containers"] if c["name"] == "worker")
-    assert container["command"] == ["enrich", "worker"]
-    return dict(config) | {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def pod_env(rendered: dict[str, str], stack, bundle: Path, state: Path) -> dict[str, str]:

@@ -292,6 +292,8 @@ def test_items_coded_is_a_versioned_contract_between_old_and_new_workers(fresh, 
     a newer release writes a version this worker cannot read, and it stops there without committing past it."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from streams.publish_stage import publish_group
+
     log = tmp_path / "worker.log"
     worker = start_worker(fresh, log)
     try:
@@ -315,7 +317,7 @@ def test_items_coded_is_a_versioned_contract_between_old_and_new_workers(fresh, 
             worker.wait(60)
     assert code != 0 and "schema 2" in log.read_text() and "rolling update" in log.read_text()
     topic = fresh.topic("items.coded")
-    c = Consumer({**fresh.consumer_config(fresh.group_id)})
+    c = Consumer({**fresh.consumer_config(publish_group(fresh))})  # the second stage's group
     try:
         committed = c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
         _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)

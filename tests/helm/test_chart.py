@@ -366,3 +366,21 @@ def test_helm_refuses_a_worker_setting_that_does_not_exist():
 def test_default_values_leave_the_candidate_count_to_the_bundle():
     # The default bundle's tag prior fixes the count; a chart default beside it made every worker refuse to start.
     assert "ENRICH_CANDIDATE_TAGS" not in one(render(), "ConfigMap", "worker")["data"]
+
+
+def test_the_freshness_alerts_watch_metrics_the_worker_exports():
+    import re
+
+    from enrich import metrics as worker_metrics
+
+    rule = one(render(all_features()), "PrometheusRule", "worker")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} == {
+        "EnrichOutputsStalled", "EnrichNoOutputsWithBacklog", "EnrichBrokerWaiting"}
+    exported = {m._name for m in vars(worker_metrics).values() if hasattr(m, "_name")}  # noqa: SLF001
+    for expr in exprs:
+        for name in re.findall(r"\b(enrich_[a-z_]+?)(?:_bucket|_total)?\{", expr):
+            assert name in exported, f"{name} in an alert is not a worker metric"
+        assert 'service="rel-mm-enrich-worker"' in expr or "service=" in expr
+    assert 'stage="published"' in exprs[0]
+    assert not find(render(), "PrometheusRule")

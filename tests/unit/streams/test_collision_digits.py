@@ -60,3 +60,17 @@ def test_an_unreadable_record_is_refused_and_changes_nothing(key, value, says):
         apply_record(state, key, value)
     assert err.value.reason == "bad_digit_record"
     assert state == {b"v:1": TupleDigits({"a": 0}, 1)}
+
+
+def test_exactly_once_tells_a_replay_from_a_new_version_and_remembers_it_after_a_reload():
+    store = store_with_empty_partition()
+    key = b"rq-1:1-2"
+    digit, record, replay = store.assign_once(0, key, "a", created_at=100)
+    assert (digit, replay) == (0, False) and record == (key + b"\x00a", msgpack.packb([0, 100]))
+    assert store.assign_once(0, key, "a", created_at=100) == (0, None, True)  # a replay: published already
+    again, newer, replay = store.assign_once(0, key, "a", created_at=200)  # a new version keeps its digit
+    assert (again, replay) == (0, False) and newer == (key + b"\x00a", msgpack.packb([0, 200]))
+    state: dict[bytes, TupleDigits] = {}
+    apply_record(state, *record)
+    apply_record(state, *newer)
+    assert state[key].by_item == {"a": 0} and state[key].created == {"a": 200}
