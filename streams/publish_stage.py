@@ -41,6 +41,12 @@ from streams.topology import ITEMS_CODED, ITEMS_DLQ, ITEMS_ENRICHED, RECALL_NEIG
 log = logging.getLogger(__name__)
 
 PUBLISH_GROUP_SUFFIX = ".publish"
+# A commit refused with these means the group moved on without this member: not a failure of the batch.
+REJOINED = {KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS}
+
+
+class Abandoned(Exception):
+    """The stage was stopped while a batch waited for the broker: nothing of it was committed."""
 
 
 def publish_group(settings: Settings) -> str:
@@ -58,6 +64,7 @@ class Batch:
     created: list[int] = field(default_factory=list)
     enriched: list[int] = field(default_factory=list)  # the first stage's enriched_at of each item
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
+    starts: dict[tuple[str, int], int] = field(default_factory=dict)  # first offset per partition
     replays: int = 0  # exactly-once: items of the batch published before, not sent again
 
 
@@ -67,6 +74,7 @@ def number(settings: Settings, digits: DigitStore, messages: list[Message]) -> B
     for m in messages:
         topic, partition, offset = m.topic(), m.partition(), m.offset()
         batch.offsets[(topic, partition)] = offset + 1
+        batch.starts.setdefault((topic, partition), offset)
         source = SourceRef(topic, partition, offset)
         for rejected in digits.ensure_loaded(partition):
             r = rejected.record
@@ -215,6 +223,8 @@ class PublishStage:
                         log.warning("publish stage consumer: %s", err.str())
                 if records:
                     self._publish(consumer, producer, records)
+        except Abandoned as exc:
+            log.info("%s", exc)
         except BaseException as exc:  # noqa: BLE001 - reported to the worker, which stops
             self.error = exc
             log.exception("publish stage stopped; its batch stays uncommitted and replays after a restart")
@@ -261,33 +271,75 @@ class PublishStage:
             metrics.ITEM_AGE.labels("published").observe(max(0.0, (done - e) / 1000))
 
     def _write(self, consumer: Consumer, producer: Producer, batch: Batch) -> None:
-        """The batch's records and its offsets: one transaction, or sent, acknowledged, then committed."""
-        if self.settings.exactly_once:
-            producer.begin_transaction()
-            try:
-                self._send(producer, batch)
-                producer.send_offsets_to_transaction(self._offsets(batch), consumer.consumer_group_metadata(), 30)
-                producer.commit_transaction(60)  # flushes; raises if a record or the offsets were refused
-            except BaseException:
-                try:  # readers of the outputs would otherwise wait for the transaction's timeout
-                    producer.abort_transaction(10)
-                except KafkaException as exc:
-                    log.warning("could not abort the publish transaction: %s", exc)
-                raise
-        else:
+        """The batch's records and its offsets: one transaction, or sent, acknowledged, then committed. Writes
+        wait for the broker as long as the producer retries (``message.timeout.ms``): a broker outage or a lost
+        quorum holds the batch, it does not fail it."""
+        if not self.settings.exactly_once:
             failures = self._send(producer, batch)
-            remaining = producer.flush(60)
-            if remaining or failures:
-                raise KafkaException(KafkaError(
-                    KafkaError._MSG_TIMED_OUT if remaining else KafkaError._FAIL,
-                    f"{len(failures)} outputs refused by the broker ({'; '.join(sorted(set(failures))[:3])}), "
-                    f"{remaining} unacknowledged"))
+            self._settle(producer)
+            if failures:
+                raise KafkaException(KafkaError(KafkaError._FAIL, f"{len(failures)} outputs refused by the broker "
+                                                                  f"({'; '.join(sorted(set(failures))[:3])})"))
             self._commit(consumer, self._offsets(batch))
+            return
+        producer.begin_transaction()
+        try:
+            failures = self._send(producer, batch)
+            self._settle(producer)
+            if failures:
+                raise KafkaException(KafkaError(KafkaError._FAIL, f"{len(failures)} outputs refused by the broker "
+                                                                  f"({'; '.join(sorted(set(failures))[:3])})"))
+            producer.send_offsets_to_transaction(self._offsets(batch), consumer.consumer_group_metadata(), 60)
+            self._retrying(lambda: producer.commit_transaction(30))
+        except BaseException as exc:
+            try:  # readers of the outputs would otherwise wait for the transaction's timeout
+                producer.abort_transaction(30)
+            except KafkaException as abort_exc:
+                log.warning("could not abort the publish transaction: %s", abort_exc)
+            err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                # e.g. the group rebalanced while the batch was written: nothing of it is visible; the partitions'
+                # owner numbers it again from what sid.digits holds, so this worker's memory of it must go too
+                log.warning("publish transaction aborted (%s); the batch replays", err.str())
+                partitions = {p for _, p in batch.offsets}
+                self.digits.forget(partitions)
+                self._rewind(consumer, batch)
+                return
+            raise
 
-    def _commit(self, consumer: Consumer, offsets: list[TopicPartition], within_s: float = 60.0) -> None:
-        """Commit, retrying what a broker failure makes retriable (a coordinator moving to another broker):
-        the outputs are already acknowledged, so giving up would only replay the batch."""
-        deadline = time.monotonic() + within_s
+    def _settle(self, producer: Producer) -> None:
+        """Until every queued record has its delivery report (the producer retries a broker that is down until
+        ``message.timeout.ms``, then reports the failure); given up when the stage is stopped."""
+        while producer.flush(1.0) > 0:
+            if self._stop.is_set():
+                producer.purge()
+                producer.flush(1.0)
+                raise Abandoned("stopped while waiting for the broker; the batch replays")
+
+    def _retrying(self, call: Callable[[], None]) -> None:
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (isinstance(err, KafkaError) and err.retriable()) or self._stop.is_set():
+                    raise
+                log.warning("publish stage: %s; retrying", err.str())
+
+    @staticmethod
+    def _rewind(consumer: Consumer, batch: Batch) -> None:
+        for (topic, partition), start in batch.starts.items():
+            try:
+                consumer.seek(TopicPartition(topic, partition, start))
+            except KafkaException:  # no longer assigned: its next owner starts from the committed offset
+                pass
+
+    def _commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        """Commit, retrying what a broker failure makes retriable (a coordinator moving to another broker). A
+        commit refused because the group moved on (this member was evicted while the broker was down) is not an
+        error: the outputs are acknowledged, and the partitions' next owner replays the batch, keeping its
+        digits."""
         delay = 0.1
         while True:
             try:
@@ -295,7 +347,11 @@ class PublishStage:
                 return
             except KafkaException as exc:
                 err = exc.args[0]
-                if not (isinstance(err, KafkaError) and err.retriable()) or time.monotonic() + delay > deadline:
+                if isinstance(err, KafkaError) and err.code() in REJOINED:
+                    log.warning("publish stage: commit refused (%s); the batch replays on its partitions' owner",
+                                err.str())
+                    return
+                if not (isinstance(err, KafkaError) and err.retriable()) or self._stop.is_set():
                     raise
                 log.warning("commit of the publish stage's offsets failed, retrying: %s", err.str())
                 time.sleep(delay)
