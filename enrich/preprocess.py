@@ -15,7 +15,7 @@ from PIL import Image
 from enrich.errors import InvalidItem
 from enrich.media.images import PatchedImage, VisionSpec, patchify
 from enrich.media.sandbox import MediaDecoder, SandboxSpec
-from enrich.schemas import Item, decode_item
+from enrich.schemas import Item, decode_item, encode_item
 
 _SPACE = re.compile(r"\s+")
 
@@ -64,6 +64,5 @@ def prepare(item: Item, model_text_chars: int, decoder: MediaDecoder = INLINE_DE
 def prepare_event(event: dict, model_text_chars: int, decoder: MediaDecoder = INLINE_DECODER) -> PreparedItem:
     """An ``items.new`` record given as a dict, through the worker's own decoding: what offline tools embed
     and grade, so they see exactly what serving sees."""
-    import msgpack
 
-    return prepare(decode_item(msgpack.packb(event, use_bin_type=True)), model_text_chars, decoder)
+    return prepare(decode_item(encode_item(event)), model_text_chars, decoder)

@@ -9,6 +9,7 @@ epoch milliseconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -164,6 +165,12 @@ class VocabEntry:
 
 def encode(record: Any) -> bytes:
     return msgpack.packb(asdict(record), use_bin_type=True)
+
+
+def encode_item(item: Mapping[str, Any]) -> bytes:
+    """An ``items.new`` record's value: the item's map as msgpack, bytes as bin (images, video), the one way the
+    tools, the demo, the benchmarks and the worker's warm-up write items (``decode_item`` reads them back)."""
+    return msgpack.packb(dict(item), use_bin_type=True)
 
 
 def vector_bytes(v: np.ndarray) -> bytes:

@@ -16,7 +16,7 @@ from enrich.assembly import make_backend, make_pipeline
 from enrich.errors import BackendUnavailable, InvalidItem, ModelConfigError, ModelRejected
 from enrich.models.inference import InferenceBackend
 from enrich.pipeline import Outcome, Pipeline, RawEvent, SourceRef, dead_letter
-from enrich.schemas import SCHEMA_VERSION, DeadLetter, claimed_id, now_ms
+from enrich.schemas import SCHEMA_VERSION, DeadLetter, claimed_id, encode_item, now_ms
 from streams.kafka_tools import KafkaToolError, check_topics
 from streams.settings import Settings
 from streams.vocab_feed import VocabularyFeed
@@ -30,14 +30,13 @@ def warm_up_event() -> bytes:
     """A small item with text and an image, made here (never published)."""
     import io
 
-    import msgpack
     from PIL import Image
 
     buf = io.BytesIO()
     Image.new("RGB", (96, 64), (40, 120, 200)).save(buf, "PNG")
-    return msgpack.packb({"schema": SCHEMA_VERSION, "id": "warm-up", "kind": "image_post", "title": "warm-up",
-                          "text": "a blue picture to warm the models up", "images": [buf.getvalue()],
-                          "created_at": now_ms()}, use_bin_type=True)
+    return encode_item({"schema": SCHEMA_VERSION, "id": "warm-up", "kind": "image_post", "title": "warm-up",
+                        "text": "a blue picture to warm the models up", "images": [buf.getvalue()],
+                        "created_at": now_ms()})
 
 
 class Enrichment(Service):

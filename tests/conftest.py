@@ -57,12 +57,17 @@ def local_stack(model_settings: ToolSettings) -> Iterator[ToolSettings]:
 
 
 @pytest.fixture(scope="session")
-def tansu_stack(model_settings: ToolSettings) -> Iterator[ToolSettings]:
-    """The embedded Tansu broker (the demo's) and the real Triton; for the tests of that broker's own ways."""
-    from ops.local.harness import private_stack
+def tansu_stack(model_settings: ToolSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolSettings]:
+    """The embedded Tansu broker alone (the demo's); for the tests of that broker's own ways."""
+    from ops.local.broker import LocalBroker
+    from ops.local.process import free_port
 
-    with private_stack(model_settings, lambda _m: None, backend="triton", local_broker="tansu") as private:
-        yield private.settings
+    broker = LocalBroker(free_port(), tmp_path_factory.mktemp("tansu") / "broker.log").start_and_wait()
+    try:
+        yield model_settings.updated(broker=broker.bootstrap, local_broker="tansu", replication_factor=1,
+                                     min_insync_replicas=1)
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +87,32 @@ def models_dir(model_settings: ToolSettings) -> Path:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run the fault-injection tests long (more waves and items)")
+
+
+# Which broker each test ran against, printed at the end of the run (the suite runs its Kafka legs on Apache
+# Kafka and keeps Tansu legs for the embedded broker's own ways).
+BROKER_OF_FIXTURE = {
+    "local_stack": "Apache Kafka {version}, 1 node", "small_stack": "Apache Kafka {version}, 1 node",
+    "cluster": "Apache Kafka {version}, 3 nodes (replication 3, min.insync.replicas 2)",
+    "secured": "Apache Kafka {version}, 1 node, SASL/SCRAM + ACLs", "tansu_stack": "Tansu (embedded)",
+}
+_legs: dict[str, list[str]] = {}
+
+
+@pytest.fixture(autouse=True)
+def _record_broker(request: pytest.FixtureRequest) -> None:
+    from ops.local.kafka import KAFKA_VERSION
+
+    used = [name for name in BROKER_OF_FIXTURE if name in request.fixturenames]
+    if used:
+        # the most specific fixture a test asks for names its broker
+        label = BROKER_OF_FIXTURE[sorted(used, key=list(BROKER_OF_FIXTURE).index)[-1]].format(version=KAFKA_VERSION)
+        _legs.setdefault(label, []).append(request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _legs:
+        return
+    terminalreporter.section("brokers")
+    for label, tests in sorted(_legs.items()):
+        terminalreporter.write_line(f"{label}: {len(tests)} tests")

@@ -42,7 +42,7 @@ def cmd_vocab(s: ToolSettings, a: argparse.Namespace) -> int:
     from corpora import samples
     from enrich.errors import InvalidItem
     from enrich.schemas import VocabEntry, decode_vocab, encode, now_ms
-    from streams.kafka_tools import publish
+    from ops.kafka.clients import publish
 
     if a.action == "prototypes":
         from ops.builds import build_prototypes

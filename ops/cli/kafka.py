@@ -6,13 +6,15 @@ import argparse
 from pathlib import Path
 
 from enrich.errors import EnrichError
+from enrich.schemas import encode_item
 from ops.cli.console import say
 from ops.settings import ToolSettings
 from streams.topology import ITEMS_NEW
 
 
 def cmd_topics(s: ToolSettings, a: argparse.Namespace) -> int:
-    from streams.kafka_tools import create_topics, topic_drift
+    from ops.kafka.clients import create_topics
+    from streams.kafka_tools import topic_drift
     from streams.topology import topic_specs
 
     if a.action == "acls":
@@ -49,13 +51,12 @@ def cmd_topics(s: ToolSettings, a: argparse.Namespace) -> int:
 
 
 def cmd_publish(s: ToolSettings, a: argparse.Namespace) -> int:
-    import msgpack
 
     from corpora import samples
-    from streams.kafka_tools import publish
+    from ops.kafka.clients import publish
 
     items = samples.sample_items(a.items, seed=a.seed)
-    records = [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items]
+    records = [(i["id"].encode(), encode_item(i)) for i in items]
     if a.malformed:
         records += [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(samples.malformed_events())]
     if a.fuzz:
@@ -68,8 +69,8 @@ def cmd_publish(s: ToolSettings, a: argparse.Namespace) -> int:
 def cmd_tail(s: ToolSettings, a: argparse.Namespace) -> int:
     import time
 
+    from ops.kafka.clients import TopicReader
     from ops.kafka.tail import known_topic, tail
-    from streams.kafka_tools import TopicReader
 
     try:
         topic = known_topic(a.topic)

@@ -13,6 +13,7 @@ from ops.settings import ToolSettings
 EVAL_OUT = Path("benchmarks/results/eval_small.json")
 BENCH_OUT = Path("benchmarks/results/stream.json")
 BACKLOG_OUT = Path("benchmarks/results/backlog.json")
+DELIVERY_OUT = Path("benchmarks/results/delivery_modes.json")
 
 
 def _numbers(text: str, kind: type, flag: str) -> tuple:
@@ -28,6 +29,11 @@ def _numbers(text: str, kind: type, flag: str) -> tuple:
 def cmd_bench(s: ToolSettings, a: argparse.Namespace) -> int:
     from ops.measure.bench import BenchConfig, run_bench
 
+    if a.delivery_modes:
+        from ops.measure.bench import bench_delivery_modes
+
+        bench_delivery_modes(s, a.items, a.out if a.out != BENCH_OUT else DELIVERY_OUT, say=say)
+        return 0
     if a.backlog:
         from ops.measure.backlog import run_backlog
 
@@ -114,6 +120,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--backlog", type=int, default=0, metavar="N",
                    help="instead: N real apps with icons, then N text only, each published as one burst; every "
                         "output timed per stage (results: benchmarks/results/backlog.json)")
+    b.add_argument("--delivery-modes", action="store_true",
+                   help="instead: at-least-once beside exactly-once on Apache Kafka, --items per burst, alternated "
+                        "twice (results: benchmarks/results/delivery_modes.json)")
     b.add_argument("--out", type=Path, default=BENCH_OUT, help="results JSON")
     b.set_defaults(fn=cmd_bench)
     ev = sub.add_parser("eval", help="tagging and neighbour quality of the small presets on the debtags test split")

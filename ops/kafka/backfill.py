@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from enrich.errors import EnrichError
+from ops.kafka.clients import Deliveries
 from ops.settings import ToolSettings
 from streams import kafka_tools
-from streams.kafka_tools import CatchUp, Deliveries, KafkaToolError
+from streams.kafka_tools import CatchUp, KafkaToolError
 from streams.topology import ITEMS_NEW
 
 log = logging.getLogger(__name__)

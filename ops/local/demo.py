@@ -13,16 +13,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import msgpack
 import numpy as np
 
 from corpora import samples
-from enrich.schemas import VocabEntry, decode, encode, vector_from_bytes
+from enrich.schemas import VocabEntry, decode, encode, encode_item, vector_from_bytes
+from ops.kafka.clients import TopicReader, publish
 from ops.local.harness import private_stack, read_until, start_worker
 from ops.local.process import free_port, stop_pid
 from ops.local.stack import debtags_vocabulary
 from ops.settings import ToolSettings
-from streams.kafka_tools import TopicReader, publish
 from streams.topology import ITEMS_DLQ, ITEMS_ENRICHED, ITEMS_NEW, RECALL_NEIGHBORS, RECALL_TAGS, TAGS_VOCAB
 
 OUTPUTS = (ITEMS_ENRICHED, RECALL_TAGS, RECALL_NEIGHBORS, ITEMS_DLQ)
@@ -76,7 +75,7 @@ def _demo_on(settings: ToolSettings, n_items: int, out: callable, wait: bool) ->
         out(f"worker started (pid {worker.pid}, log {worker_log}, metrics http://127.0.0.1:{settings.web_port}/metrics)")
         bad = samples.malformed_events()
         t_pub = time.perf_counter()
-        publish(settings, ITEMS_NEW, [(i["id"].encode(), msgpack.packb(i, use_bin_type=True)) for i in items] +
+        publish(settings, ITEMS_NEW, [(i["id"].encode(), encode_item(i)) for i in items] +
                 [(f"bad-{n}".encode(), raw) for n, (_, raw) in enumerate(bad)])
         alone = sum(1 for i in items if i["images"] and not i["title"] and not i["text"])
         out(f"published {len(items)} items ({sum(1 for i in items if i['images'])} with images, {alone} of them "

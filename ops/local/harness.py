@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enrich.errors import EnrichError
+from ops.kafka.clients import TopicReader
 from ops.local.process import free_port
 from ops.local.stack import LocalStack, ensure_codebook, ensure_models, replication, start_stack
 from ops.settings import ToolSettings
-from streams.kafka_tools import TopicReader
 
 Say = Callable[[str], None]
 

@@ -80,6 +80,15 @@ def kafka_libs(cache_dir: Path, progress: Progress = lambda _m: None) -> Path:
     return libs
 
 
+def cluster_id() -> str:
+    """A random KRaft cluster id; never one starting with '-', which the storage tool would read as an option
+    (Kafka's own ids avoid it the same way)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 @dataclass(frozen=True)
 class Scram:
     """SASL/SCRAM on the client listener, ACLs enforced; ``admin`` is the super user the cluster is formatted with."""
@@ -118,7 +127,7 @@ class KafkaCluster:
         self.detach = detach
         self.nodes = [KafkaNode(i + 1, port if (i == 0 and port) else free_port(), free_port(), root / f"node{i + 1}")
                       for i in range(nodes)]
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.cluster_id = cluster_id()
 
     @property
     def bootstrap(self) -> str:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from enrich.errors import EnrichError, ModelConfigError
-from enrich.schemas import VocabEntry
+from enrich.schemas import VocabEntry, encode_item
+from ops.kafka.clients import create_topics
 from ops.local.broker import LocalBroker
 from ops.local.kafka import KafkaCluster, start_kafka
 from ops.local.process import process_identity, stop_pid
 from ops.settings import ToolSettings
-from streams.kafka_tools import create_topics
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -120,7 +120,6 @@ def debtags_vocabulary(settings: ToolSettings) -> list[VocabEntry]:
 def sample_embeddings(settings: ToolSettings, n_items: int = 240) -> np.ndarray:
     """Embeddings to fit the demo codebook on (in-process ONNX Runtime): real package descriptions for
     the small preset, generated sample items and the sample vocabulary for the tiny one."""
-    import msgpack
 
     from corpora import samples
     from enrich.assembly import in_process_models
@@ -131,7 +130,7 @@ def sample_embeddings(settings: ToolSettings, n_items: int = 240) -> np.ndarray:
         if is_small(settings):
             vecs = [embedder.embed_texts(debtags_sample_texts())]
         else:
-            items = [prepare(decode_item(msgpack.packb(i)), settings.model_text_chars)
+            items = [prepare(decode_item(encode_item(i)), settings.model_text_chars)
                      for i in samples.sample_items(n_items, seed=7)]
             vecs = [embedder.embed(items), embedder.embed_texts([t for t, _ in samples.VOCAB])]
     return np.concatenate(vecs)

@@ -28,7 +28,7 @@ import numpy as np
 
 from corpora.appstream import app_event, load_icons, load_snapshot
 from enrich.errors import EnrichError
-from enrich.schemas import now_ms
+from enrich.schemas import encode_item, now_ms
 from ops.local.harness import private_stack, read_until
 from ops.measure.bench import StreamHarness
 from ops.settings import ToolSettings
@@ -101,7 +101,7 @@ def run_burst(settings: ToolSettings, burst: Burst, logs: Path, say: Say) -> dic
             item = item | {"created_at": now_ms()}
             created[item["id"]] = item["created_at"]
             h._producer.produce(h.settings.topic(ITEMS_NEW), key=item["id"].encode(),  # noqa: SLF001
-                                value=msgpack.packb(item, use_bin_type=True))
+                                value=encode_item(item))
             h._producer.poll(0)  # noqa: SLF001
         h.flush()
         say(f"{burst.name}: {len(items)} items published at once")

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import msgpack
 import numpy as np
 
 from corpora import samples
@@ -35,11 +34,12 @@ from enrich.assembly import make_pipeline
 from enrich.errors import EnrichError
 from enrich.models.inference import OnnxRuntimeBackend, TritonBackend
 from enrich.pipeline import RawEvent, SourceRef
-from enrich.schemas import encode, now_ms
+from enrich.schemas import encode, encode_item, now_ms
+from ops.kafka.clients import TopicReader, create_topics, publish
 from ops.local.harness import private_stack, read_until, start_worker
 from ops.local.process import free_port, stop_pid
 from ops.settings import ToolSettings
-from streams.kafka_tools import TopicReader, create_topics, producer, publish
+from streams.kafka_tools import producer
 from streams.topology import ITEMS_ENRICHED, ITEMS_NEW, TAGS_VOCAB
 
 Say = Callable[[str], None]
@@ -88,7 +88,7 @@ def bench_pipeline(settings: ToolSettings, mode: str, items: list[dict], batch_s
     pipeline = make_pipeline(settings, backend)
     for entry in samples.vocab_entries():
         pipeline.vocabulary.apply(entry)
-    events = [RawEvent(i["id"].encode(), msgpack.packb(i, use_bin_type=True), SourceRef("bench", 0, k))
+    events = [RawEvent(i["id"].encode(), encode_item(i), SourceRef("bench", 0, k))
               for k, i in enumerate(items)]
     pipeline.run(events[:batch_size])  # warm-up: first-call allocations, gRPC channel
     latencies, stages = [], {}
@@ -125,7 +125,7 @@ class StreamHarness:
     def send(self, item: dict) -> None:
         item = item | {"created_at": now_ms()}
         self._producer.produce(self.settings.topic(ITEMS_NEW), key=item["id"].encode(),
-                               value=msgpack.packb(item, use_bin_type=True))
+                               value=encode_item(item))
         self._producer.poll(0)
 
     def flush(self) -> None:
@@ -298,4 +298,49 @@ def run_bench(settings: ToolSettings, cfg: BenchConfig, say: Say = print) -> dic
         f"{summary['stream_over_best_in_process']:.2f}x; two workers / one: {summary['two_workers_over_one']:.2f}x; "
         f"steady {steady_rate:.0f}/s: p50 {steady.p50_ms:.0f} ms, p99 {steady.p99_ms:.0f} ms")
     say(f"results written to {cfg.out}")
+    return result
+
+
+def bench_delivery_modes(settings: ToolSettings, items: int, out: Path, rounds: int = 2, steady_s: float = 20.0,
+                         say: Say = print) -> dict:
+    """At-least-once beside exactly-once (ENRICH_EXACTLY_ONCE) on Apache Kafka, alternated ``rounds`` times in one
+    run: a burst of ``items`` through one worker (items/s), then a steady load at half the first burst's rate for
+    ``steady_s`` (end-to-end p50/p99: what a transaction per batch costs an item)."""
+    runs: list[dict] = []
+    with private_stack(settings, say, "bench", backend="triton", local_broker="kafka") as private:
+        s, logs = private.settings, private.logs
+        batch = stream_items(items, "d")
+        say(table([]))
+        rate = None
+        for _ in range(rounds):
+            for exactly_once in (False, True):
+                mode = s.updated(exactly_once=exactly_once)
+                name = "exactly-once" if exactly_once else "at-least-once"
+                burst = bench_stream(mode, batch, s.batch_size, s.batch_wait_s, s.inflight_batches, 1, logs)
+                rate = rate or burst.items_per_s / 2
+                steady = bench_stream(mode, batch, s.batch_size, s.batch_wait_s, s.inflight_batches, 1, logs,
+                                      rate=rate, duration_s=steady_s)
+                for run, load in ((burst, f"{name} burst"), (steady, f"{name} steady {rate:.0f}/s")):
+                    run.load = load
+                    say(table([run]).splitlines()[-1])
+                    runs.append(asdict(run) | {"mode": name})
+    summary: dict = {}
+    for name in ("at-least-once", "exactly-once"):
+        bursts = [r for r in runs if r["mode"] == name and "burst" in r["load"]]
+        steadies = [r for r in runs if r["mode"] == name and "steady" in r["load"]]
+        summary[name] = {"burst_items_per_s": float(np.median([r["items_per_s"] for r in bursts])),
+                         "steady_p50_ms": float(np.median([r["p50_ms"] for r in steadies])),
+                         "steady_p99_ms": float(np.median([r["p99_ms"] for r in steadies]))}
+    summary["steady_rate"] = rate
+    summary["exactly_once_over_at_least_once_items_per_s"] = (summary["exactly-once"]["burst_items_per_s"]
+                                                              / summary["at-least-once"]["burst_items_per_s"])
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "preset": settings.model_preset, "broker": "Apache Kafka (1 node)", "items": items,
+              "runs": runs, "summary": summary}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    a, e = summary["at-least-once"], summary["exactly-once"]
+    say(f"exactly-once / at-least-once: {summary['exactly_once_over_at_least_once_items_per_s']:.2f}x items/s in a "
+        f"burst; steady {rate:.0f}/s p50 {e['steady_p50_ms']:.0f} ms against {a['steady_p50_ms']:.0f} ms, p99 "
+        f"{e['steady_p99_ms']:.0f} ms against {a['steady_p99_ms']:.0f} ms; -> {out}")
     return result

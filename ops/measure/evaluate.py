@@ -25,15 +25,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import msgpack
 import numpy as np
 
 from corpora import debtags
 from corpora.debtags import DebtagsItem
 from enrich.assembly import in_process_models
-from enrich.schemas import decode, encode, vector_from_bytes
+from enrich.schemas import decode, encode, encode_item, vector_from_bytes
 from enrich.tagging.vocabulary import readable_tag
 from enrich.vectors.cf_adapter import CfAdapter
+from ops.kafka.clients import TopicReader, publish
 from ops.local.harness import private_stack, read_until, start_worker
 from ops.local.process import stop_pid
 from ops.local.stack import debtags_vocabulary, ensure_codebook, ensure_models
@@ -41,7 +41,7 @@ from ops.measure import evaluate_kinds, evaluate_languages
 from ops.measure.quality import K, prf, recall_ndcg, top_tags
 from ops.recall.server import RecallIndexes
 from ops.settings import ToolSettings
-from streams.kafka_tools import Record, TopicReader, publish
+from streams.kafka_tools import Record
 from streams.topology import ITEMS_ENRICHED, ITEMS_NEW, RECALL_NEIGHBORS, RECALL_TAGS, TAGS_VOCAB
 
 
@@ -189,23 +189,23 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
             # A warm-up item, so model loading and the consumer-group join are not billed to throughput.
             warm = debtags.as_event(catalogue[0])
             warm["id"] = "warmup"
-            publish(settings, ITEMS_NEW, [(b"warmup", msgpack.packb(warm, use_bin_type=True))])
+            publish(settings, ITEMS_NEW, [(b"warmup", encode_item(warm))])
             _wait(reader, indexes, {"warmup"}, {}, 300, worker)
             events = [debtags.as_event(it) for it in test]
             t_pub = time.perf_counter()
-            publish(settings, ITEMS_NEW, [(e["id"].encode(), msgpack.packb(e, use_bin_type=True)) for e in events])
+            publish(settings, ITEMS_NEW, [(e["id"].encode(), encode_item(e)) for e in events])
             records: dict[str, dict] = {}
             _wait(reader, indexes, {it.id for it in test}, records, 600, worker)
             stream_s = time.perf_counter() - t_pub
             if kinds:  # after the timed run: the per-kind items are not billed to throughput
                 app_events = evaluate_kinds.held_out_events(apps)
-                publish(settings, ITEMS_NEW, [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
+                publish(settings, ITEMS_NEW, [(e["id"].encode(), encode_item(e))
                                                 for e in app_events])
                 _wait(reader, RecallIndexes(), {e["id"] for e in app_events}, records, 1200, worker)
             pairs = evaluate_languages.held_out_pairs(test) if languages else []
             if pairs:  # the same packages in Chinese, after the timed run too
                 zh_events = [evaluate_languages.chinese_event(zh) for _, zh in pairs]
-                publish(settings, ITEMS_NEW, [(e["id"].encode(), msgpack.packb(e, use_bin_type=True))
+                publish(settings, ITEMS_NEW, [(e["id"].encode(), encode_item(e))
                                                 for e in zh_events])
                 _wait(reader, RecallIndexes(), {e["id"] for e in zh_events}, records, 600, worker)
             reader.close()
@@ -245,7 +245,9 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
         "tagger_pairs": _tagger_pairs(settings, test, vecs, tag_vecs, vocab, catalogue, cat_vecs),
         "neighbours": _neighbours(indexes, test, items),
         "throughput": {"items": len(test), "seconds": round(stream_s, 2),
-                       "items_per_s": round(len(test) / stream_s, 2)},
+                       "items_per_s": round(len(test) / stream_s, 2),
+                       # per stage, as `enrich bench --backlog` reports it: the test split is one burst
+                       "stages": stage_figures(records, [it.id for it in test])},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     if prior:
@@ -263,6 +265,18 @@ def run_eval(settings: ToolSettings, limit: int = 0, top_n: int = 3, out_json: P
     return report
 
 
+def stage_figures(records: dict[str, dict], ids: list[str]) -> dict:
+    """Per-stage latency and outputs per 10 s of the items ``ids`` (``ops.measure.backlog.summarise``)."""
+    from ops.measure.backlog import summarise
+
+    got = [records[i] for i in ids if i in records and records[i].get("enriched_at")]
+    if not got:
+        return {}
+    return summarise({r["item_id"]: int(r["created_at"]) for r in got},
+                     {r["item_id"]: int(r["enriched_at"]) for r in got},
+                     {r["item_id"]: int(r["published_at"]) for r in got})
+
+
 def _wait(reader: TopicReader, indexes: RecallIndexes, want: set[str], records: dict[str, dict],
           timeout_s: float, worker: subprocess.Popen[bytes]) -> None:
     """Read the outputs, feeding the indexes, until every wanted item has its record and neighbour entry."""
@@ -271,7 +285,7 @@ def _wait(reader: TopicReader, indexes: RecallIndexes, want: set[str], records: 
     def take(rec: Record) -> None:
         if rec.topic == ITEMS_ENRICHED:
             value = decode(rec.value)
-            records[value["item_id"]] = value
+            records[value["item_id"]] = value | {"published_at": rec.timestamp_ms}  # the record's timestamp
             pending_rec.discard(value["item_id"])
         else:
             indexes.apply(rec)
@@ -332,6 +346,13 @@ def format_report(r: dict) -> str:
     th = r["throughput"]
     lines.append(f"\nthroughput: {th['items']} items in {th['seconds']}s through the stream "
                  f"= {th['items_per_s']} items/s")
+    if th.get("stages"):
+        st = th["stages"]
+        lines.append(f"  first stage {st['first_stage_items_per_s']} items/s; created -> enriched p50 "
+                     f"{st['created_to_enriched']['p50_s']} s; enriched -> published p50 "
+                     f"{st['enriched_to_published']['p50_s']} s, p99 {st['enriched_to_published']['p99_s']} s; "
+                     f"{st['stalled_windows']} stalled 10 s windows")
+        lines.append(f"  enriched per 10 s {st['enriched_per_10s']}; published per 10 s {st['published_per_10s']}")
     if "per_kind" in r:
         lines.append(evaluate_kinds.format_kinds(r["per_kind"]))
     if "per_language" in r:

@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import msgpack
 import numpy as np
 
 from corpora.emoji import Emoji, load_emoji
@@ -41,7 +40,7 @@ def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str
     from enrich.assembly import in_process_models, make_backend, make_pipeline
     from enrich.pipeline import RawEvent, SourceRef
     from enrich.preprocess import prepare_event
-    from enrich.schemas import VocabEntry
+    from enrich.schemas import VocabEntry, encode_item
     from enrich.tagging.vocabulary import readable_tag
     from ops.local.stack import ensure_codebook, ensure_models
 
@@ -59,7 +58,7 @@ def run_emoji_eval(settings: ToolSettings, package_dir: Path, say: Callable[[str
         names = {v: embedder.embed_texts([readable_tag(t) for t in sorted({label(e, v) for e in emoji})])
                  for v in VOCABULARIES}
     out: dict = {"held_out_emoji": len(test), "vocabularies": {}}
-    raw = [RawEvent(None, msgpack.packb(ev, use_bin_type=True), SourceRef(ITEMS_NEW, 0, n))
+    raw = [RawEvent(None, encode_item(ev), SourceRef(ITEMS_NEW, 0, n))
            for n, ev in enumerate(events)]
     pipeline = make_pipeline(local, make_backend(local))
     try:

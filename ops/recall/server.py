@@ -26,10 +26,11 @@ import numpy as np
 
 from enrich.errors import EnrichError
 from enrich.schemas import decode
+from ops.kafka.clients import TopicReader
 from ops.recall.index import NeighborIndex, TagIndex
 from ops.recall.inspector import PAGE, ItemStore, item_view, tag_view
 from ops.settings import ToolSettings
-from streams.kafka_tools import Record, TopicReader, read_to_end
+from streams.kafka_tools import Record, read_to_end
 from streams.topology import ITEMS_ENRICHED, RECALL_NEIGHBORS, RECALL_TAGS
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from enrich.schemas import decode
+from ops.kafka.clients import TopicReader
 from ops.local.harness import settings_env
-from streams.kafka_tools import TopicReader
 from streams.settings import Settings
 
 
@@ -66,9 +66,9 @@ def re_enrich_in_shadow(live: Settings, tmp_path: Path, n_items: int, vocab_args
     import signal
 
     from enrich.schemas import decode
+    from ops.kafka.clients import TopicReader
     from ops.local.harness import start_worker
     from ops.local.process import free_port
-    from streams.kafka_tools import TopicReader
 
     shadow = live.updated(**{"topic_prefix": f"shadow.{live.topic_prefix}", "web_port": free_port(),
                                      "group_id": f"shadow-{live.group_id}", "codebook": tmp_path / "codebook-v2.npz"})

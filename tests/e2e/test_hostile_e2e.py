@@ -22,9 +22,9 @@ from PIL import Image
 from corpora import debtags
 from enrich.models.meta import ModelMeta
 from enrich.schemas import VocabEntry, decode, encode, vector_bytes
+from ops.kafka.clients import TopicReader, publish
 from ops.local.harness import start_worker
 from ops.local.process import free_port
-from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
 

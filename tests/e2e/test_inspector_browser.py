@@ -19,10 +19,10 @@ from cli_runs import cli, wait_for
 from pydantic import SecretStr
 
 from corpora import appstream
+from ops.kafka.clients import TopicReader, publish
 from ops.local.harness import settings_env, start_worker
 from ops.local.process import free_port, stop_pid
 from ops.measure.evaluate_kinds import app_event
-from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
 TOKEN = "page-token"

@@ -16,10 +16,11 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
 from ops.kafka.acls import apply, recall_grants, worker_grants
+from ops.kafka.clients import publish
 from ops.local.harness import start_worker
 from ops.local.kafka import SCRAM, Scram, start_kafka
 from ops.local.process import free_port
-from streams.kafka_tools import publish, read_to_end
+from streams.kafka_tools import read_to_end
 
 pytestmark = pytest.mark.e2e
 

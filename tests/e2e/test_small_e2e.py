@@ -13,9 +13,9 @@ import pytest
 from cli_runs import cli, re_enrich_in_shadow, run_demo, wait_for
 
 from corpora import debtags
+from ops.kafka.clients import TopicReader, publish
 from ops.local.harness import settings_env, start_worker
 from ops.local.process import free_port, stop_pid
-from streams.kafka_tools import TopicReader, publish
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,10 @@ import pytest
 from cli_runs import cli, http_get, re_enrich_in_shadow, read_until, run_demo, wait_for
 
 from corpora import samples
+from ops.kafka.clients import publish
 from ops.local.harness import start_worker
 from ops.local.process import free_port
-from streams.kafka_tools import publish, read_to_end
+from streams.kafka_tools import read_to_end
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,8 @@ from confluent_kafka import Producer
 from corpora import samples
 from enrich.errors import EnrichError
 from ops.kafka.backfill import RateLimiter, backfill
-from streams.kafka_tools import create_topics, publish, read_to_end
+from ops.kafka.clients import create_topics, publish
+from streams.kafka_tools import read_to_end
 
 pytestmark = pytest.mark.integration
 

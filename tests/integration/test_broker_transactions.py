@@ -11,7 +11,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.kafka_tools import create_topics
+from ops.kafka.clients import create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from enrich.models.inference import OnnxRuntimeBackend, TritonBackend
 from enrich.models.loading import load_models
 from enrich.preprocess import prepare
 from enrich.schemas import decode_item
+from ops.kafka.clients import TopicReader, create_topics, publish
 from ops.local.broker import LocalBroker
 from ops.local.process import LaunchError
-from streams.kafka_tools import TopicReader, create_topics, publish
 
 pytestmark = pytest.mark.integration
 

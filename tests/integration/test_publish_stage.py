@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from enrich.schemas import CODED_SCHEMA, CodedItem
-from streams.kafka_tools import create_topics, publish, read_to_end
+from ops.kafka.clients import create_topics, publish
+from streams.kafka_tools import read_to_end
 from streams.publish_stage import PublishStage, publish_group
 from streams.topology import ITEMS_CODED, ITEMS_ENRICHED, RECALL_NEIGHBORS, SID_DIGITS
 

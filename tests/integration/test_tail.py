@@ -13,9 +13,9 @@ import pytest
 
 from corpora import samples
 from enrich.schemas import DeadLetter, encode, vector_bytes
+from ops.kafka.clients import create_topics, publish
 from ops.kafka.tail import summarise
 from ops.local.harness import settings_env
-from streams.kafka_tools import create_topics, publish
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from corpora import samples
 from enrich.schemas import encode
 from enrich.tagging.vocabulary import TagVocabulary
+from ops.kafka.clients import create_topics, publish
 from streams.collision_digits import DigitStore
-from streams.kafka_tools import KafkaToolError, check_topics, create_topics, publish
+from streams.kafka_tools import KafkaToolError, check_topics
 from streams.topology import TOPIC_NAMES
 from streams.vocab_feed import VocabularyFeed
 

@@ -10,7 +10,8 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.kafka_tools import KafkaToolError, create_topics, topic_drift
+from ops.kafka.clients import create_topics
+from streams.kafka_tools import KafkaToolError, topic_drift
 from streams.topology import TOPIC_NAMES, topic_specs
 
 
@@ -52,7 +53,7 @@ def test_a_record_without_a_delivery_report_of_success_is_not_counted_as_sent(lo
     """``flush()`` returns 0 once a failed record left the queue; only its delivery report says it failed."""
     from confluent_kafka import Producer
 
-    from streams.kafka_tools import Deliveries
+    from ops.kafka.clients import Deliveries
 
     s = prefixed(local_stack, "refuse")
     admin = AdminClient(s.kafka_client_config())

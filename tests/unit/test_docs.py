@@ -274,3 +274,19 @@ def test_the_configuration_table_shows_the_code_defaults():
             if not ok:
                 wrong.append(f"{name}: the table says {text}, the code {default!r}")
     assert not wrong, "docs/configuration.md:\n" + "\n".join(wrong)
+
+
+def test_every_cli_flag_is_named_in_the_docs():
+    text = "".join(_text(p) for p in PAGES)
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:  # noqa: SLF001
+            missing.extend(f"{path} {o}" for o in action.option_strings if o.startswith("--") and o != "--help"
+                           and o not in text)
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+
+    walk(_parser(), "enrich")
+    assert not missing, "name these flags in docs/configuration.md's command line: " + ", ".join(missing)
