@@ -70,6 +70,10 @@ def create_app(settings: Settings) -> EnrichApp:
         web_tables_enabled=settings.web_faust_pages,
         # a dead letter is cut to ENRICH_MAX_MESSAGE_BYTES; the producer must take that much and a little more
         producer_max_request_size=settings.max_message_bytes + 64 * 1024,
+        # Fair sharing of the worker among its input partitions: each poll takes at most one micro-batch, the
+        # partitions take turns (streams.transport), and the agent's buffer holds what the batches in flight
+        # and the next one need, so a record of a quiet partition waits behind a few batches, never a backlog.
+        broker_max_poll_records=settings.batch_size * settings.inflight_batches,
         stream_buffer_maxsize=max(64, settings.batch_size * 4),
         # Faust would wait for every fetched event to be acked before stopping, forever while the model
         # backend is down; the agent drains its batches in flight itself, bounded by ENRICH_DRAIN_S.

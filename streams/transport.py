@@ -19,6 +19,29 @@ from mode import ServiceT
 S = TypeVar("S", bound=ServiceT)
 
 
+def _serve_partitions_in_turn() -> None:
+    """aiokafka's fetcher hands out prefetched records partition by partition in the order their fetches
+    arrived, taking ``max_records`` from the first partition that has any: a backlog on one partition (one
+    producer batch can hold hundreds of items) was served whole before a record of another partition, so a
+    trickle waited behind the backlog for seconds (tests/e2e/test_fairness_e2e.py). Every partition served goes
+    to the back of the line, so with ``broker_max_poll_records`` at one micro-batch the partitions take turns."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if getattr(Fetcher.fetched_records, "serves_in_turn", False):
+        return
+    original = Fetcher.fetched_records
+
+    async def fetched_records(self: Any, partitions: Any, timeout: float = 0, max_records: int | None = None) -> Any:
+        drained = await original(self, partitions, timeout, max_records)
+        for tp in drained:
+            if tp in self._records:
+                self._records[tp] = self._records.pop(tp)
+        return drained
+
+    fetched_records.serves_in_turn = True  # type: ignore[attr-defined]
+    Fetcher.fetched_records = fetched_records
+
+
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
     fetch_max_wait_ms: int = 1500
 
@@ -61,6 +84,7 @@ class EnrichApp(faust.App):
         return [*self._first, *super().on_init_dependencies()]
 
     def _new_transport(self) -> Any:
+        _serve_partitions_in_turn()
         transport = super()._new_transport()
         if isinstance(transport, driver.Transport):
             transport.Consumer = consumer_class(self.fetch_max_wait_ms)
