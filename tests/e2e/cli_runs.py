@@ -36,9 +36,9 @@ def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.Comp
 
 def run_demo(exported: Settings, state_dir: Path, items: int = 8) -> str:
     """``enrich demo`` in a fresh state dir, reusing ``exported``'s models and codebook instead of exporting
-    again; returns its output after checking it succeeded."""
-    s = exported.updated(state_dir=state_dir, model_dir=exported.models_path,
-                                    codebook=exported.codebook_path)
+    again, on the embedded broker as `make demo` runs it; returns its output after checking it succeeded."""
+    s = exported.updated(state_dir=state_dir, model_dir=exported.models_path, codebook=exported.codebook_path,
+                         local_broker="tansu")
     res = cli(s, "demo", "--items", str(items), "--no-wait", timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     published = int(re.search(r"published (\d+) items", res.stdout).group(1))
