@@ -32,9 +32,10 @@ import time
 from dataclasses import dataclass, field
 
 import msgpack
+from confluent_kafka import KafkaException
 
 from enrich.errors import InvalidItem
-from streams.kafka_tools import Record, read_to_end
+from streams.kafka_tools import KafkaToolError, Record, read_to_end
 from streams.settings import Settings
 from streams.topology import SID_DIGITS
 
@@ -136,7 +137,7 @@ class DigitStore:
         if partition in self._partitions:
             return []
         t0 = time.perf_counter()
-        state, rejected = self._read_partition(partition)
+        state, rejected = self._read_retrying(partition)
         self._partitions[partition] = state
         log.info("collision digits of partition %d loaded: %d code tuples, %d items in %.2fs%s",
                  partition, len(state), sum(len(t.by_item) for t in state.values()),
@@ -172,6 +173,22 @@ class DigitStore:
             digit = digits.next
         digits.give(item_id, digit, created_at)
         return digit, digit_record(key, item_id, digit, created_at), False
+
+    def _read_retrying(self, partition: int, within_s: float = 120.0) -> tuple[dict[bytes, TupleDigits],
+                                                                             list[Rejected]]:
+        """``_read_partition``, read again while the broker cannot answer (a leader lost with its broker is
+        elected again within seconds); numbering must wait for the whole partition, never start without it."""
+        deadline = time.monotonic() + within_s
+        delay = 0.5
+        while True:
+            try:
+                return self._read_partition(partition)
+            except (KafkaToolError, KafkaException) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("reading sid.digits[%d] failed (%s); reading it again in %.1fs", partition, exc, delay)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
 
     def _read_partition(self, partition: int) -> tuple[dict[bytes, TupleDigits], list[Rejected]]:
         state: dict[bytes, TupleDigits] = {}

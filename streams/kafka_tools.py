@@ -33,7 +33,7 @@ class KafkaToolError(Stop):
     pass
 
 
-def cluster(settings: Settings, timeout_s: float) -> tuple[AdminClient, Any]:
+def cluster_metadata(settings: Settings, timeout_s: float) -> tuple[AdminClient, Any]:
     """An admin client and the cluster's metadata (brokers, topics, partitions), or the error with the fix."""
     admin = admin_client(settings)
     try:
@@ -47,7 +47,7 @@ def topic_drift(settings: Settings, timeout_s: float = 15.0, cluster: tuple[Admi
     """How the cluster's topics differ from the specification, one line each (empty: none)."""
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    admin, md = cluster or cluster(settings, timeout_s)
+    admin, md = cluster or cluster_metadata(settings, timeout_s)
     drift = []
     present = []
     for spec in topic_specs(settings):
@@ -82,7 +82,7 @@ def topic_drift(settings: Settings, timeout_s: float = 15.0, cluster: tuple[Admi
 def check_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     """Fail fast, with the fix, when the worker's topics are missing or sid.digits cannot mirror items.coded;
     log any other drift from the specification."""
-    admin, md = cluster(settings, timeout_s)
+    admin, md = cluster_metadata(settings, timeout_s)
     missing = [settings.topic(t) for t in TOPIC_NAMES if settings.topic(t) not in md.topics]
     if missing:
         denied = _denied(admin, missing, timeout_s)

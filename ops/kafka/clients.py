@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from confluent_kafka import OFFSET_END, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from streams.kafka_tools import KafkaToolError, Record, cluster, consumer, group_noise, producer
+from streams.kafka_tools import KafkaToolError, Record, cluster_metadata, consumer, group_noise, producer
 from streams.settings import Settings
 from streams.topology import topic_specs
 
@@ -20,7 +20,7 @@ from streams.topology import topic_specs
 def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     """Create the service's topics as ``streams.topology`` specifies them (idempotent: existing ones are
     left as they are; `enrich topics check` reports how they differ). Returns the names created."""
-    admin, md = cluster(settings, timeout_s)
+    admin, md = cluster_metadata(settings, timeout_s)
     specs = topic_specs(settings)
     brokers = len(md.brokers)
     if settings.replication_factor > brokers:

@@ -21,7 +21,7 @@ from ops.local.harness import start_worker
 from ops.local.kafka import KafkaCluster, start_kafka
 from ops.local.process import free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # broker restarts and fault waves take minutes
 
 
 @pytest.fixture(scope="module")

@@ -74,3 +74,22 @@ def test_exactly_once_tells_a_replay_from_a_new_version_and_remembers_it_after_a
     apply_record(state, *record)
     apply_record(state, *newer)
     assert state[key].by_item == {"a": 0} and state[key].created == {"a": 200}
+
+
+def test_a_partition_whose_leader_is_away_is_read_again_not_skipped(monkeypatch):
+    from streams.kafka_tools import KafkaToolError
+
+    store = DigitStore.__new__(DigitStore)
+    store._partitions = {}
+    calls = []
+
+    def read(partition: int):  # noqa: ANN202 - the store's reader
+        calls.append(partition)
+        if len(calls) == 1:
+            raise KafkaToolError("Failed to get watermark offsets: Local: Timed out")
+        return {b"v:1": TupleDigits({"a": 0}, 1)}, []
+
+    monkeypatch.setattr(store, "_read_partition", read)
+    monkeypatch.setattr("streams.collision_digits.time.sleep", lambda _s: None)
+    assert store.ensure_loaded(3) == [] and calls == [3, 3]
+    assert store.assign(3, b"v:1", "b") == (1, (b"v:1\x00b", msgpack.packb(1)))
