@@ -140,7 +140,11 @@ def test_a_decoder_that_dies_mid_item_is_that_items_dead_letter_and_is_replaced(
 
     t = threading.Thread(target=work)
     t.start()
-    time.sleep(0.3)
+    # the decoder is checked out for the clip (its decoding takes 0.2 to 0.4 s here): kill it then, not after a
+    # fixed sleep that a fast machine outlasts
+    deadline = time.monotonic() + 5
+    while decoder._idle.qsize() and time.monotonic() < deadline:
+        time.sleep(0.005)
     os.kill(child.proc.pid, 9)  # what a segfault in a decoder looks like from here
     t.join(30)
     try:
