@@ -120,7 +120,6 @@ def debtags_vocabulary(settings: ToolSettings) -> list[VocabEntry]:
 def sample_embeddings(settings: ToolSettings, n_items: int = 240) -> np.ndarray:
     """Embeddings to fit the demo codebook on (in-process ONNX Runtime): real package descriptions for
     the small preset, generated sample items and the sample vocabulary for the tiny one."""
-
     from corpora import samples
     from enrich.assembly import in_process_models
     from enrich.preprocess import prepare
@@ -205,10 +204,6 @@ class LocalStack:
     @property
     def bootstrap(self) -> str:
         return self.broker.bootstrap
-
-    @property
-    def kind(self) -> str:
-        return "kafka" if isinstance(self.broker, KafkaCluster) else "tansu"
 
     def stop(self) -> None:
         if self.triton is not None:
