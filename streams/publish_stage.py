@@ -65,7 +65,6 @@ class Batch:
     enriched: list[int] = field(default_factory=list)  # the first stage's enriched_at of each item
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
     starts: dict[tuple[str, int], int] = field(default_factory=dict)  # first offset per partition
-    replays: int = 0  # exactly-once: items of the batch published before, not sent again
 
 
 def number(settings: Settings, digits: DigitStore, messages: list[Message]) -> Batch:
@@ -93,7 +92,6 @@ def number(settings: Settings, digits: DigitStore, messages: list[Message]) -> B
             digit, new_record, replay = digits.assign_once(partition, coded.key, coded.item_id,
                                                            coded.record["created_at"])
             if replay:  # the first stage enriched this input again after a restart: published already
-                batch.replays += 1
                 continue
         else:
             digit, new_record = digits.assign(partition, coded.key, coded.item_id)
@@ -275,20 +273,12 @@ class PublishStage:
         wait for the broker as long as the producer retries (``message.timeout.ms``): a broker outage or a lost
         quorum holds the batch, it does not fail it."""
         if not self.settings.exactly_once:
-            failures = self._send(producer, batch)
-            self._settle(producer)
-            if failures:
-                raise KafkaException(KafkaError(KafkaError._FAIL, f"{len(failures)} outputs refused by the broker "
-                                                                  f"({'; '.join(sorted(set(failures))[:3])})"))
+            self._send(producer, batch)
             self._commit(consumer, self._offsets(batch))
             return
         producer.begin_transaction()
         try:
-            failures = self._send(producer, batch)
-            self._settle(producer)
-            if failures:
-                raise KafkaException(KafkaError(KafkaError._FAIL, f"{len(failures)} outputs refused by the broker "
-                                                                  f"({'; '.join(sorted(set(failures))[:3])})"))
+            self._send(producer, batch)
             producer.send_offsets_to_transaction(self._offsets(batch), consumer.consumer_group_metadata(), 60)
             self._retrying(lambda: producer.commit_transaction(30))
         except BaseException as exc:
@@ -361,8 +351,9 @@ class PublishStage:
     def _offsets(batch: Batch) -> list[TopicPartition]:
         return [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()]
 
-    def _send(self, producer: Producer, batch: Batch) -> list[str]:
-        """Queue the batch's records; the returned list fills with the errors of their delivery reports."""
+    def _send(self, producer: Producer, batch: Batch) -> None:
+        """Send the batch's records and wait for every delivery report (``_settle``); raise if the broker refused
+        any."""
         s = self.settings
         failures: list[str] = []
 
@@ -383,7 +374,10 @@ class PublishStage:
                     break
                 except BufferError:
                     producer.poll(0.05)
-        return failures
+        self._settle(producer)
+        if failures:
+            raise KafkaException(KafkaError(KafkaError._FAIL, f"{len(failures)} outputs refused by the broker "
+                                                              f"({'; '.join(sorted(set(failures))[:3])})"))
 
 
 class Publishing(Service):
